@@ -4,7 +4,7 @@ import { TheseusError, createChannel } from "../common/index.js";
 import type { Logger } from "../common/index.js";
 import { createRpcClient, validateIdentityName } from "../rpc/index.js";
 import type { Implementation, TlsMaterial } from "../rpc/index.js";
-import { AgentService, SyncVolumeResponseSchema } from "../proto/gen/theseus/v1/agent_pb.js";
+import type { AgentService, SyncVolumeResponseSchema } from "../proto/gen/theseus/v1/agent_pb.js";
 import { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
 import { unpackVolume } from "./archive.js";
 import type { UnpackStats } from "./archive.js";

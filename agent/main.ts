@@ -59,9 +59,6 @@ async function main(): Promise<void> {
   const options = resolveAgentOptions(fromFile, settingsFromEnv(process.env), fromFlags);
   const logger = createLogger({ level: options.logLevel, name: "theseus-agent" });
   const agent = await startAgent(options, { logger });
-  // Readiness line on stdout, for scripts and the local clusters' process supervisor.
-  process.stdout.write(`${JSON.stringify({ listening: agent.address, cluster: options.clusterName })}\n`);
-
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) {
@@ -80,6 +77,8 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  // Readiness line, printed once signals are handled, on stdout, for scripts and the local clusters' process supervisor.
+  process.stdout.write(`${JSON.stringify({ listening: agent.address, cluster: options.clusterName })}\n`);
 }
 
 main().catch((error: unknown) => {

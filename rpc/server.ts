@@ -148,7 +148,7 @@ function handlerFor(method: DescMethod, fn: AnyImpl, options: ServiceOptions, lo
         void (async () => {
           try {
             const ctx = contextOf(call, options, name);
-            callback(null, await fn(call as AsyncIterable<unknown>, ctx));
+            callback(null, await fn(call, ctx));
           } catch (error) {
             fail(error);
             callback(toStatus(error));

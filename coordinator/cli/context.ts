@@ -25,7 +25,7 @@ export async function coordinatorTls(options: GlobalOptions): Promise<TlsMateria
         hint: names.length === 0 ? "issue one with `theseus certs issue coordinator --name NAME`" : "choose one with --as NAME",
       });
     }
-    name = names[0] as string;
+    name = names[0];
   }
   return loadTlsMaterial(options.pkiDir, { role: "coordinator", name });
 }
