@@ -20,12 +20,13 @@ export async function coordinatorTls(options: GlobalOptions): Promise<TlsMateria
   let name = options.as;
   if (name === undefined) {
     const names = await listCoordinatorNames(options.pkiDir);
-    if (names.length !== 1) {
+    const [only, ...others] = names;
+    if (only === undefined || others.length > 0) {
       throw new TheseusError("invalid_argument", names.length === 0 ? `no coordinator certificate in ${options.pkiDir}` : `several coordinator certificates in ${options.pkiDir}: ${names.join(", ")}`, {
         hint: names.length === 0 ? "issue one with `theseus certs issue coordinator --name NAME`" : "choose one with --as NAME",
       });
     }
-    name = names[0];
+    name = only;
   }
   return loadTlsMaterial(options.pkiDir, { role: "coordinator", name });
 }
