@@ -6,6 +6,7 @@
 // A retried record keeps its payload (same seed); if the lost attempt had reached the log it stays there unacknowledged,
 // which is harmless: the verifier checks acknowledged records only.
 import { randomBytes } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { Agent, request } from "node:http";
 import { open, readFile } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
@@ -81,6 +82,8 @@ export async function runLoad(options: LoadOptions, signal?: AbortSignal): Promi
   const intervalMs = 1000 / opts.ratePerSecond;
   const stopping = new AbortController(); // ends the run: no new records, no more retries
   const stop = anySignal(signal, stopping.signal);
+  // Every worker waits on it (pacing, retry back-off), and every request listens to the caller's signal.
+  setMaxListeners(opts.concurrency + 10, stop, ...(signal === undefined ? [] : [signal]));
 
   let nextIndex = 0;
   let nextDueMs = startMs;
@@ -117,7 +120,7 @@ export async function runLoad(options: LoadOptions, signal?: AbortSignal): Promi
       const url = await urls.pick();
       try {
         if (url === undefined) throw new TheseusError("unavailable", "no server address (the urls file is empty or missing)");
-        const answer = await postRecord(url, payload, agent, anySignal(signal, AbortSignal.timeout(opts.requestTimeoutMs)));
+        const answer = await postRecord(url, payload, agent, opts.requestTimeoutMs, signal);
         if (answer.sha256 !== digest || answer.length !== payload.length) {
           throw new TheseusError("data_loss", `server ${url} acknowledged seq ${answer.seq} with checksum ${answer.sha256}, expected ${digest}`);
         }
@@ -299,11 +302,23 @@ interface RecordAnswer {
   readonly length: number;
 }
 
-function postRecord(base: string, payload: Buffer, agent: Agent, signal: AbortSignal): Promise<RecordAnswer> {
-  return new Promise((resolve, reject) => {
+function postRecord(base: string, payload: Buffer, agent: Agent, timeoutMs: number, signal: AbortSignal | undefined): Promise<RecordAnswer> {
+  // One abort listener per request, removed when it settles: AbortSignal.any() per request would pile listeners up on
+  // the run's signal for as long as the run lasts.
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort(signal?.reason);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  if (signal?.aborted === true) controller.abort(signal.reason);
+  const timer = setTimeout(() => controller.abort(new TheseusError("deadline_exceeded", `no answer from ${base} within ${timeoutMs} ms`)), timeoutMs);
+  return new Promise<RecordAnswer>((resolve, reject) => {
     const req = request(
       `${base}/records`,
-      { method: "POST", agent, signal, headers: { "content-type": "application/octet-stream", "content-length": payload.length } },
+      {
+        method: "POST",
+        agent,
+        signal: controller.signal,
+        headers: { "content-type": "application/octet-stream", "content-length": payload.length },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
@@ -334,6 +349,9 @@ function postRecord(base: string, payload: Buffer, agent: Agent, signal: AbortSi
     );
     req.on("error", reject);
     req.end(payload);
+  }).finally(() => {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
   });
 }
 

@@ -8,7 +8,7 @@
 // unlink-then-create, which two starters racing on the same stale lock could both win; a dead owner plus two new
 // starters in the same millisecond is outside what this demo guards against.
 import { hostname } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { open, readFile, stat, unlink } from "node:fs/promises";
 import { TheseusError, systemErrorCode } from "../../common/index.js";
 
@@ -27,8 +27,17 @@ export interface DataDirLock {
   release(): Promise<void>;
 }
 
+// Locks held by this process: a second server in the same process (tests, the in-process demo) shares our pid, which
+// the liveness check below would take for a previous life of this container.
+const heldHere = new Set<string>();
+
 export async function acquireDataDirLock(dataDir: string): Promise<DataDirLock> {
-  const path = join(dataDir, LOCK_FILE);
+  const path = join(resolve(dataDir), LOCK_FILE);
+  if (heldHere.has(path)) {
+    throw new TheseusError("failed_precondition", `data directory ${dataDir} is in use by process ${process.pid} (this process)`, {
+      hint: "close the other server on this directory first; two writers on one volume would corrupt it",
+    });
+  }
   const mine: LockContent = { pid: process.pid, host: hostname(), startedAt: new Date().toISOString() };
   let tookOver: LockContent | undefined;
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -40,6 +49,7 @@ export async function acquireDataDirLock(dataDir: string): Promise<DataDirLock> 
       } finally {
         await file.close();
       }
+      heldHere.add(path);
       let released = false;
       return {
         path,
@@ -47,6 +57,7 @@ export async function acquireDataDirLock(dataDir: string): Promise<DataDirLock> 
         release: async () => {
           if (released) return;
           released = true;
+          heldHere.delete(path);
           // Only remove the lock if it is still ours (an operator may have removed it by hand and another taken it).
           const now = await readLock(path);
           if (now !== undefined && now.pid === mine.pid && now.host === mine.host && now.startedAt === mine.startedAt) {
