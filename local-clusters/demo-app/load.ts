@@ -67,9 +67,9 @@ export interface AckLine {
 }
 
 const RETRY_MIN_MS = 20;
-const RETRY_MAX_MS = 250;
+const RETRY_MAX_MS = 100;
 /** How far behind schedule the client may fall before it stops trying to catch up (no burst after a downtime). */
-const CATCH_UP_MS = 250;
+const CATCH_UP_MS = 1000;
 
 export async function runLoad(options: LoadOptions, signal?: AbortSignal): Promise<LoadSummary> {
   const opts = validate(options);

@@ -73,6 +73,11 @@ async function serve(args: readonly string[]): Promise<number> {
   if (!Number.isInteger(port)) throw usage(`port "${portText}" is not a number`);
   const host = v.host ?? process.env.HOST ?? process.env.POD_IP ?? "127.0.0.1";
   const logger = createLogger({ level: logLevel(), name: "demo-app" });
+  // Listen for SIGTERM before recovery starts: a pod deleted while it recovers still exits 0 after a clean close.
+  const stopRequested = new Promise<string>((resolve) => {
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+    process.once("SIGINT", () => resolve("SIGINT"));
+  });
   const server = await startDemoServer({
     dataDir,
     port,
@@ -85,20 +90,15 @@ async function serve(args: readonly string[]): Promise<number> {
   process.stdout.write(
     `demo-app serving ${server.url} data=${dataDir} records=${recovery?.records ?? 0} recovery=${recovery?.mode ?? "?"} in ${formatDuration(recovery?.durationMs ?? 0)}\n`,
   );
-  return await new Promise<number>((resolve) => {
-    const stop = (signalName: string): void => {
-      logger.info({ signal: signalName }, "stopping");
-      server.close().then(
-        () => resolve(0),
-        (error: unknown) => {
-          process.stderr.write(`${describeError(error)}\n`);
-          resolve(1);
-        },
-      );
-    };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
-  });
+  const signalName = await stopRequested;
+  logger.info({ signal: signalName }, "stopping");
+  try {
+    await server.close();
+    return 0;
+  } catch (error) {
+    process.stderr.write(`${describeError(error)}\n`);
+    return 1;
+  }
 }
 
 async function load(args: readonly string[]): Promise<number> {
