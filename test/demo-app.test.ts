@@ -196,6 +196,7 @@ test("the verifier names a missing record, a corrupt record and a corrupt or sta
   t.is(acks.length, summary.acked);
   t.true((await verifyVolume({ dataDir, acksFile })).ok);
   const seqs = acks.map((a) => a.seq).sort((a, b) => a - b);
+  t.is(new Set(seqs).size, seqs.length, "concurrent appends (group commit) never share a seq");
   const lastSeq = seqs[seqs.length - 1] ?? 0;
 
   // Corrupt: one byte of one acknowledged record's payload.

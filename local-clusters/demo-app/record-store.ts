@@ -188,9 +188,16 @@ export class RecordStore {
     if (this.state !== "open") return Promise.reject(this.unavailable());
     return new Promise<AppendResult>((resolve, reject) => {
       this.queue.push({ payload, digest: sha256(payload), resolve, reject });
-      this.flushing ??= this.flushLoop().finally(() => {
-        this.flushing = undefined;
-      });
+      this.kick();
+    });
+  }
+
+  private kick(): void {
+    if (this.flushing !== undefined) return;
+    this.flushing = this.flushLoop().finally(() => {
+      this.flushing = undefined;
+      // An append may have slipped in between the loop's last look at the queue and this callback.
+      if (this.queue.length > 0) this.kick();
     });
   }
 
