@@ -11,7 +11,7 @@ import type { Logger } from "../common/index.js";
 import { TheseusError, silentLogger, sleep, throwIfAborted } from "../common/index.js";
 import { createIfAbsent, loadKubeConfig } from "./kube.js";
 import { clusterDir, clustersRoot, controlPlaneBinaries, repoRoot, validateClusterName } from "./paths.js";
-import { generatePki, pkiFiles, writePki } from "./pki.js";
+import { generatePki, pkiFiles } from "./pki.js";
 import type { PkiFiles } from "./pki.js";
 import { freePort, isAlive, spawnDetached, stopProcess } from "./processes.js";
 import type { ProcessRecord } from "./processes.js";
@@ -82,7 +82,7 @@ export async function upCluster(name: string, options: UpOptions = {}): Promise<
     for (const component of COMPONENT_ORDER) {
       const current = state.components[component];
       if (current.process !== null && isAlive(current.process)) continue;
-      logger.warn({ component: component }, "component not running; restarting it");
+      logger.warn({ process: component }, "component not running; restarting it");
       state = await startComponent(state, dir, component);
       await waitComponentReady(state, dir, component, timeoutMs, options.signal);
     }
@@ -94,7 +94,7 @@ export async function upCluster(name: string, options: UpOptions = {}): Promise<
   try {
     for (const component of COMPONENT_ORDER) {
       throwIfAborted(options.signal);
-      logger.info({ component: component }, "starting");
+      logger.info({ process: component }, "starting");
       state = await startComponent(state, dir, component);
       await waitComponentReady(state, dir, component, timeoutMs, options.signal);
       if (component === "kube-apiserver") await bootstrap(state);
@@ -140,8 +140,7 @@ async function createState(name: string, dir: string, nodeCount: number): Promis
   const serviceCidr = `10.${index}.0.0/16`;
   const serviceIp = `10.${index}.0.1`;
   const files = pkiFiles(join(dir, "pki"));
-  const pki = await generatePki(name, serviceIp);
-  await writePki(pki, files);
+  await generatePki(name, serviceIp, files);
   const ports = {
     etcdClient: await freePort(),
     etcdPeer: await freePort(),
@@ -151,7 +150,8 @@ async function createState(name: string, dir: string, nodeCount: number): Promis
   };
   const apiServerUrl = `https://127.0.0.1:${ports.apiServer}`;
   const kubeconfigPath = join(dir, "kubeconfig");
-  await writeKubeconfig(kubeconfigPath, name, apiServerUrl, pki.caCert, pki.adminCert, pki.adminKey);
+  const pem = (path: string): Promise<string> => readFile(path, "utf8");
+  await writeKubeconfig(kubeconfigPath, name, apiServerUrl, await pem(files.caCert), await pem(files.adminCert), await pem(files.adminKey));
   const nodes = Array.from({ length: nodeCount }, (_, i) => `${name}-node-${i + 1}`);
   const argv = componentArgv(dir, files, ports, serviceCidr, kubeconfigPath);
   const components = Object.fromEntries(
