@@ -180,12 +180,17 @@ async function patchNodeStatus(core: CoreV1Api, name: string): Promise<void> {
 
 async function renewLease(coordination: CoordinationV1Api, name: string): Promise<void> {
   const namespace = "kube-node-lease";
-  const spec = { holderIdentity: name, leaseDurationSeconds: 40, renewTime: new Date() as unknown as Date };
+  // Lease times are MicroTime (6 fractional digits); client-node would send a Date with 3, which the API rejects,
+  // so the renewal goes as a merge patch with the string spelled out.
+  const renewTime = new Date().toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
+  const body = { spec: { holderIdentity: name, leaseDurationSeconds: 40, renewTime } };
+  const patch = (): Promise<unknown> =>
+    coordination.patchNamespacedLease({ name, namespace, body }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
   try {
-    const lease = await coordination.readNamespacedLease({ name, namespace });
-    await coordination.replaceNamespacedLease({ name, namespace, body: { ...lease, spec: { ...lease.spec, ...spec } } });
+    await patch();
   } catch (error) {
     if (!isNotFound(error)) throw error;
-    await createIfAbsent(() => coordination.createNamespacedLease({ namespace, body: { metadata: { name, namespace }, spec } }));
+    await createIfAbsent(() => coordination.createNamespacedLease({ namespace, body: { metadata: { name, namespace }, spec: { holderIdentity: name } } }));
+    await patch();
   }
 }

@@ -1,6 +1,7 @@
 // The detached process behind every local cluster's nodes: one emulated kubelet per Node, the local-path
 // provisioner and the DeploymentConfig controller. Started by upCluster as `node dist/local-clusters/node-daemon.js
 // CLUSTER_DIR`; stops its pods and exits on SIGTERM (downCluster).
+import { setMaxListeners } from "node:events";
 import { join } from "node:path";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { createLogger, describeError } from "../common/index.js";
@@ -25,6 +26,8 @@ async function main(): Promise<void> {
     });
   }
   const signal = controller.signal;
+  // Every loop sleeps on this one signal; the default limit of 10 listeners would only produce noise.
+  setMaxListeners(1000, signal);
 
   // Pod IPs: 127.<cluster index>.X.Y, never reused while this daemon lives; start after the highest one in use.
   const prefix = state.podIpPrefix;

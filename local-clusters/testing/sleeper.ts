@@ -1,6 +1,6 @@
 // The `theseus.local/test-sleeper` image: a stand-in container for the kubelet's own tests. It serves GET /healthz
 // on $HOST:$PORT, appends a line to $OUT_FILE (if set) when it starts and when it receives SIGTERM, exits with
-// $EXIT_CODE after $EXIT_AFTER_MS (if set), and otherwise runs until SIGTERM.
+// $EXIT_CODE after $EXIT_AFTER_MS (if set), and otherwise runs until SIGTERM. ECHO_ENV=A,B also notes those variables.
 import { appendFileSync } from "node:fs";
 import { createServer } from "node:http";
 
@@ -17,6 +17,8 @@ const server = createServer((req, res) => {
 });
 server.listen(port, host, () => {
   note(`started pid=${process.pid} host=${host} args=${JSON.stringify(process.argv.slice(2))}`);
+  // ECHO_ENV=A,B writes "env A=..." lines, so a test can see what the kubelet passed in.
+  for (const name of (process.env["ECHO_ENV"] ?? "").split(",").filter((n) => n !== "")) note(`env ${name}=${process.env[name] ?? ""}`);
 });
 process.on("SIGTERM", () => {
   note("sigterm");
