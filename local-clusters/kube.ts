@@ -12,7 +12,7 @@ export function loadKubeConfig(path: string): KubeConfig {
 export function statusCode(error: unknown): number | undefined {
   if (error instanceof ApiException) return error.code;
   if (typeof error === "object" && error !== null && "code" in error) {
-    const code = (error as { code: unknown }).code;
+    const code = (error).code;
     return typeof code === "number" ? code : undefined;
   }
   return undefined;

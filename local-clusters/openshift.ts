@@ -124,7 +124,7 @@ async function reconcile(custom: CustomObjectsApi, core: CoreV1Api, dc: Deployme
         template: {
           ...(template as object),
           metadata: { ...(template.metadata ?? {}), labels: { ...(template.metadata?.labels ?? {}), ...selector } },
-        } as V1ReplicationController["spec"] extends infer S ? (S extends { template?: infer T } ? T : never) : never,
+        },
       },
     };
     await createIfAbsent(() => core.createNamespacedReplicationController({ namespace, body: rc }));

@@ -45,7 +45,7 @@ export function controlPlaneBinaries(): ControlPlaneBinaries {
     kubeControllerManager: join(bin, "kube-controller-manager"),
     kubeScheduler: join(bin, "kube-scheduler"),
   };
-  for (const path of Object.values(found)) {
+  for (const path of [found.etcd, found.kubeApiserver, found.kubeControllerManager, found.kubeScheduler]) {
     try {
       accessSync(path, constants.X_OK);
     } catch (cause) {

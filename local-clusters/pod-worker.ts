@@ -704,7 +704,7 @@ async function runProbe(p: V1Probe, podIp: string, spec: V1Container, cwd: strin
   };
   if (p.httpGet !== undefined) {
     const scheme = (p.httpGet.scheme ?? "HTTP").toLowerCase();
-    const url = `${scheme}://${p.httpGet.host ?? podIp}:${port(p.httpGet.port as number | string)}${p.httpGet.path ?? "/"}`;
+    const url = `${scheme}://${p.httpGet.host ?? podIp}:${port(p.httpGet.port)}${p.httpGet.path ?? "/"}`;
     try {
       const headers = Object.fromEntries((p.httpGet.httpHeaders ?? []).map((h) => [h.name, h.value]));
       const res = await fetch(url, { headers, signal: AbortSignal.timeout(timeoutMs), redirect: "manual" });
@@ -716,7 +716,7 @@ async function runProbe(p: V1Probe, podIp: string, spec: V1Container, cwd: strin
   }
   if (p.tcpSocket !== undefined) {
     const host = p.tcpSocket.host ?? podIp;
-    const target = port(p.tcpSocket.port as number | string);
+    const target = port(p.tcpSocket.port);
     return new Promise((resolve) => {
       const socket = connect({ host, port: target, timeout: timeoutMs });
       socket.once("connect", () => {

@@ -64,7 +64,7 @@ test.serial("a clusterIP copied from the other cluster is rejected, as it would 
       body: { metadata: { name: "web" }, spec: { clusterIP: ip, selector: { app: "web" }, ports: [{ port: 80 }] } },
     }),
   );
-  t.regex(String((error as { body?: unknown }).body ?? error?.message), /not within the service CIDR|provided IP is not in the valid range/);
+  t.regex(JSON.stringify((error as { body?: unknown }).body ?? error?.message ?? ""), /not within the service CIDR|provided IP is not in the valid range/);
 });
 
 test.serial("one cluster's credentials are not accepted by the other (separate CAs)", async (t) => {

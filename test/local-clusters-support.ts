@@ -3,7 +3,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { TheseusError, sleep } from "../common/index.js";
+import { TheseusError, describeError, sleep } from "../common/index.js";
 
 /** Points THESEUS_HOME at a fresh temp dir, so tests never touch the developer's own clusters. */
 export function privateTheseusHome(): string {
@@ -28,7 +28,7 @@ export async function eventually<T>(what: string, probe: () => Promise<T | undef
     } catch (error) {
       last = error;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last === undefined ? "" : `: ${String(last)}`}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last === undefined ? "" : `: ${describeError(last)}`}`);
     await sleep(300);
   }
 }
