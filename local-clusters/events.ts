@@ -7,7 +7,7 @@ import { describeError } from "../common/index.js";
 export type EventType = "Normal" | "Warning";
 
 export class EventRecorder {
-  private readonly seen = new Map<string, { name: string; count: number }>();
+  private readonly seen = new Map<string, { name: string; count: number; first: Date }>();
 
   constructor(
     private readonly core: CoreV1Api,
@@ -26,12 +26,12 @@ export class EventRecorder {
         await this.core.replaceNamespacedEvent({
           name: prior.name,
           namespace,
-          body: this.body(ref, type, reason, message, prior.count, now, prior.name),
+          body: this.body(ref, type, reason, message, prior.count, prior.first, now, prior.name),
         });
         return;
       }
-      const created = await this.core.createNamespacedEvent({ namespace, body: this.body(ref, type, reason, message, 1, now) });
-      this.seen.set(key, { name: created.metadata?.name ?? "", count: 1 });
+      const created = await this.core.createNamespacedEvent({ namespace, body: this.body(ref, type, reason, message, 1, now, now) });
+      this.seen.set(key, { name: created.metadata?.name ?? "", count: 1, first: now });
     } catch (error) {
       this.logger.debug({ reason, err: describeError(error) }, "could not record event");
       this.seen.delete(key);
@@ -42,7 +42,7 @@ export class EventRecorder {
     for (const k of this.seen.keys()) if (k.startsWith(`${uid}\0`)) this.seen.delete(k);
   }
 
-  private body(ref: V1ObjectReference, type: EventType, reason: string, message: string, count: number, now: Date, name?: string) {
+  private body(ref: V1ObjectReference, type: EventType, reason: string, message: string, count: number, first: Date, now: Date, name?: string) {
     const namespace = ref.namespace ?? "default";
     return {
       metadata: name === undefined ? { generateName: `${ref.name ?? "object"}.`, namespace } : { name, namespace },
@@ -51,7 +51,7 @@ export class EventRecorder {
       message,
       type,
       source: this.source,
-      firstTimestamp: now,
+      firstTimestamp: first,
       lastTimestamp: now,
       count,
       reportingComponent: this.source.component,

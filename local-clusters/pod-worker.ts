@@ -456,7 +456,7 @@ export class PodWorker {
       child.once("spawn", resolve);
       child.once("error", reject);
     });
-    const record: ProcessRecord = { pid: child.pid ?? -1, marker: argv[1] ?? argv[0] ?? "" };
+    const record: ProcessRecord = { pid: child.pid ?? -1, marker: argv[1] ?? argv[0] ?? "", envMarker: `POD_UID=${env["POD_UID"] ?? ""}` };
     writeFileSync(this.pidFile(run.spec.name), JSON.stringify(record));
     run.child = child;
     run.record = record;

@@ -9,6 +9,8 @@ export interface ProcessRecord {
   readonly pid: number;
   /** A string that appears in the process's command line; guards against pid reuse. */
   readonly marker: string;
+  /** Optionally, a NAME=VALUE that must be in the process's environment (pods of one image share a command line). */
+  readonly envMarker?: string;
 }
 
 export interface DetachedSpec {
@@ -41,6 +43,10 @@ export function isAlive(record: ProcessRecord): boolean {
   try {
     const cmdline = readFileSync(`/proc/${record.pid}/cmdline`, "utf8").replaceAll("\0", " ");
     if (!cmdline.includes(record.marker)) return false;
+    if (record.envMarker !== undefined) {
+      const environ = readFileSync(`/proc/${record.pid}/environ`, "utf8").split("\0");
+      if (!environ.includes(record.envMarker)) return false;
+    }
     const stat = readFileSync(`/proc/${record.pid}/stat`, "utf8");
     // A zombie has exited; its parent just has not reaped it yet.
     return !/^\d+ \(.*\) Z /.test(stat);
