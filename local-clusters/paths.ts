@@ -51,7 +51,7 @@ export function controlPlaneBinaries(): ControlPlaneBinaries {
     } catch (cause) {
       throw new TheseusError("failed_precondition", `control-plane binary ${path} is missing`, {
         cause,
-        hint: `build (or reuse) the local Kubernetes ${KUBERNETES_VERSION} control plane first: ${BUILD_SCRIPT} (first run: apt packages and about 7-10 minutes of compiling; later runs reuse ${bin})`,
+        hint: `build (or reuse) the local Kubernetes ${KUBERNETES_VERSION} control plane first: ${BUILD_SCRIPT} (first run: apt packages and about 5-7 minutes of compiling; later runs reuse ${bin})`,
       });
     }
   }
