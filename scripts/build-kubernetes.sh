@@ -36,7 +36,7 @@ for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
     --keep-build) KEEP_BUILD=1 ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg" "run $0 --help" ;;
   esac
 done
