@@ -26,7 +26,7 @@ import { knownImagesText, resolveImage } from "./images.js";
 import type { ResolvedImage } from "./images.js";
 import { isNotFound } from "./kube.js";
 import type { ProcessRecord } from "./processes.js";
-import { isAlive, stopProcess } from "./processes.js";
+import { stopProcess } from "./processes.js";
 
 export interface PodWorkerContext {
   readonly core: CoreV1Api;
@@ -87,6 +87,7 @@ export class PodWorker {
   private readonly startTime = new Date();
   private mounts = new Map<string, string>(); // volume name -> host dir
   private done = false;
+  private pushing: Promise<void> = Promise.resolve();
 
   constructor(
     pod: V1Pod,
@@ -668,7 +669,13 @@ export class PodWorker {
     return { type, status, lastProbeTime: undefined as unknown as Date, lastTransitionTime: since, ...(reason === undefined ? {} : { reason }) };
   }
 
-  private async pushStatus(force = false): Promise<void> {
+  /** Status patches go out one at a time, each computed when its turn comes, so an older one never lands last. */
+  private pushStatus(force = false): Promise<void> {
+    this.pushing = this.pushing.then(() => this.pushStatusNow(force));
+    return this.pushing;
+  }
+
+  private async pushStatusNow(force: boolean): Promise<void> {
     if (this.done) return;
     const status = this.status();
     const json = JSON.stringify(status);
@@ -685,10 +692,6 @@ export class PodWorker {
     }
   }
 
-  /** True while any container process of this pod runs. */
-  get hasProcesses(): boolean {
-    return [...this.containers.values()].some((r) => r.record !== undefined && isAlive(r.record) && r.child !== undefined);
-  }
 }
 
 function newProbe(probe: V1Probe): ProbeState {
