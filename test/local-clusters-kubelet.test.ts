@@ -12,6 +12,7 @@ import type { LocalCluster } from "../local-clusters/index.js";
 import {
   STORAGE_CLASS_IMMEDIATE,
   downCluster,
+  inClusterKubeConfig,
   installOpenShiftKinds,
   loadKubeConfig,
   repoRoot,
@@ -102,7 +103,7 @@ test.serial("a pod of a known image runs as a process with its env, volumes, pod
               { name: "OUT_FILE", value: "/data/out.txt" },
               { name: "PASSWORD", valueFrom: { secretKeyRef: { name: "creds", key: "password" } } },
               { name: "CFG_DIR", value: "/etc/cfg" },
-              { name: "ECHO_ENV", value: "PASSWORD,CFG_DIR,POD_NAME,POD_NAMESPACE,NODE_NAME,THESEUS_MOUNT_SCRATCH" },
+              { name: "ECHO_ENV", value: "PASSWORD,CFG_DIR,POD_NAME,POD_NAMESPACE,NODE_NAME,THESEUS_MOUNT_SCRATCH,THESEUS_MOUNTS,KUBERNETES_SERVICE_HOST,KUBERNETES_SERVICE_PORT" },
             ],
             ports: [{ name: "http", containerPort: 8080 }],
             readinessProbe: { httpGet: { path: "/healthz", port: "http" }, periodSeconds: 1 },
@@ -144,6 +145,13 @@ test.serial("a pod of a known image runs as a process with its env, volumes, pod
   t.not(cfgDir, "/etc/cfg", "a mountPath in env is rewritten to the host directory");
   t.is(await readFile(join(cfgDir, "app.conf"), "utf8"), "mode=test\n");
   t.regex(out, /env THESEUS_MOUNT_SCRATCH=\/.+\/volumes\/scratch/);
+
+  // The service-account token the admission plugin mounts is there, and authenticates as the pod's service account.
+  const podEnv = Object.fromEntries([...out.matchAll(/^env ([A-Z_]+)=(.*)$/gm)].map((m) => [m[1] ?? "", m[2] ?? ""]));
+  const inCluster = inClusterKubeConfig(podEnv).makeApiClient(CoreV1Api);
+  const denied = await t.throwsAsync(inCluster.listNamespacedSecret({ namespace: ns }), { any: true });
+  t.is((denied as { code?: number }).code, 403, "authenticated (not 401) but without RBAC rights");
+  t.regex(JSON.stringify((denied as { body?: unknown }).body), new RegExp(`system:serviceaccount:${ns}:default`));
 
   await core.deleteNamespacedPod({ name: "sleeper", namespace: ns });
   await eventually("the pod to be gone", async () => {
