@@ -18,7 +18,7 @@ export function registerLocalCommands(program: Command): Command {
 Each cluster runs etcd, kube-apiserver, kube-controller-manager and kube-scheduler (v1.20.2) on 127.0.0.1 with
 its own ports, CA and service CIDR, plus a node daemon that emulates the kubelet: pods of known images run as local
 processes, each with its own loopback pod IP (127.N.X.Y). State lives in ${clustersRoot()}/NAME.
-The control-plane binaries come from ${BUILD_SCRIPT} (first run: about 7 minutes of compiling).
+The control-plane binaries come from ${BUILD_SCRIPT} (first run: about 5-7 minutes of compiling).
 
 Examples:
   $ theseus local up source                  # start (or reuse) cluster "source"
