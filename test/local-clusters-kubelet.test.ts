@@ -213,6 +213,49 @@ test.serial("restart policy: Always restarts a crashed container, Never leaves t
   for (const name of ["crash-always", "crash-never"]) await core.deleteNamespacedPod({ name, namespace: "default", gracePeriodSeconds: 0 });
 });
 
+test.serial("a container that ignores SIGTERM is killed when the grace period ends, then the pod is removed", async (t) => {
+  const { core, cluster } = t.context;
+  await core.createNamespacedPod({
+    namespace: "default",
+    body: {
+      metadata: { name: "stubborn" },
+      spec: {
+        terminationGracePeriodSeconds: 2,
+        containers: [
+          {
+            name: "main",
+            image: "theseus.local/test-sleeper",
+            env: [{ name: "IGNORE_SIGTERM", value: "1" }, { name: "OUT_FILE", value: "/scratch/out.txt" }],
+            volumeMounts: [{ name: "scratch", mountPath: "/scratch" }],
+          },
+        ],
+        volumes: [{ name: "scratch", hostPath: { path: join(cluster.dataDir, "stubborn"), type: "DirectoryOrCreate" } }],
+      },
+    },
+  });
+  const pod = await eventually("the pod to run", async () => {
+    const p = await core.readNamespacedPod({ name: "stubborn", namespace: "default" });
+    return p.status?.containerStatuses?.[0]?.state?.running !== undefined ? p : undefined;
+  });
+  const pid = Number(/theseus:\/\/(\d+)/.exec(pod.status?.containerStatuses?.[0]?.containerID ?? "")?.[1]);
+  t.true(pid > 0);
+  // Its SIGTERM handler is installed once it has written "started".
+  await eventually("the program to start", async () =>
+    (await readFile(join(cluster.dataDir, "stubborn", "out.txt"), "utf8").catch(() => "")).includes("started") ? true : undefined,
+  );
+  await core.deleteNamespacedPod({ name: "stubborn", namespace: "default" });
+  await eventually("the pod to be gone", async () => {
+    try {
+      await core.readNamespacedPod({ name: "stubborn", namespace: "default" });
+      return undefined;
+    } catch {
+      return true;
+    }
+  });
+  t.true((await readFile(join(cluster.dataDir, "stubborn", "out.txt"), "utf8")).includes("sigterm"), "SIGTERM came first");
+  t.false(existsSync(`/proc/${pid}`), "the process was killed");
+});
+
 async function deploymentWithVolume(t: T, image: string, args: string[], env: Array<{ name: string; value: string }>) {
   const { core, apps, cluster } = t.context;
   const ns = `deploy-${image.split("/")[1]?.replace(/[^a-z0-9]/g, "") ?? "x"}`;

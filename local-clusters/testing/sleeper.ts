@@ -1,6 +1,7 @@
 // The `theseus.local/test-sleeper` image: a stand-in container for the kubelet's own tests. It serves GET /healthz
 // on $HOST:$PORT, appends a line to $OUT_FILE (if set) when it starts and when it receives SIGTERM, exits with
-// $EXIT_CODE after $EXIT_AFTER_MS (if set), and otherwise runs until SIGTERM. ECHO_ENV=A,B also notes those variables.
+// $EXIT_CODE after $EXIT_AFTER_MS (if set), and otherwise runs until SIGTERM. ECHO_ENV=A,B also notes those variables;
+// IGNORE_SIGTERM=1 makes it ignore SIGTERM.
 import { appendFileSync } from "node:fs";
 import { createServer } from "node:http";
 
@@ -22,7 +23,8 @@ server.listen(port, host, () => {
 });
 process.on("SIGTERM", () => {
   note("sigterm");
-  server.close(() => process.exit(0));
+  // IGNORE_SIGTERM=1 plays a program that hangs on shutdown: only SIGKILL at the end of the grace period stops it.
+  if (process.env["IGNORE_SIGTERM"] !== "1") server.close(() => process.exit(0));
 });
 const exitAfter = process.env["EXIT_AFTER_MS"];
 if (exitAfter !== undefined) {
