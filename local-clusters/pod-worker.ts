@@ -178,9 +178,11 @@ export class PodWorker {
         if (run.image === undefined) {
           unknown.push(run.spec.name);
           const msg = `Failed to pull image "${run.spec.image ?? ""}": the theseus local kubelet runs only images it knows (any tag): ${knownImagesText()}`;
-          run.waitingReason = run.waitingReason === "ErrImagePull" ? "ImagePullBackOff" : "ErrImagePull";
-          run.waitingMessage = msg;
-          await this.ctx.events.record(this.containerRef(run.spec.name), "Warning", "Failed", msg);
+          // Like a real kubelet: ErrImagePull on the first attempt, then ImagePullBackOff; the event is recorded once.
+          const first = run.waitingReason !== "ErrImagePull" && run.waitingReason !== "ImagePullBackOff";
+          run.waitingReason = first ? "ErrImagePull" : "ImagePullBackOff";
+          run.waitingMessage = first ? msg : `Back-off pulling image "${run.spec.image ?? ""}": not a known image`;
+          if (first) await this.ctx.events.record(this.containerRef(run.spec.name), "Warning", "Failed", msg);
         }
       }
       if (unknown.length > 0) {
