@@ -181,7 +181,7 @@ export class PodWorker {
           // Like a real kubelet: ErrImagePull on the first attempt, then ImagePullBackOff; the event is recorded once.
           const first = run.waitingReason !== "ErrImagePull" && run.waitingReason !== "ImagePullBackOff";
           run.waitingReason = first ? "ErrImagePull" : "ImagePullBackOff";
-          run.waitingMessage = first ? msg : `Back-off pulling image "${run.spec.image ?? ""}": not a known image`;
+          run.waitingMessage = first ? msg : `Back-off pulling image "${run.spec.image ?? ""}": not a known image; known: ${knownImagesText()}`;
           if (first) await this.ctx.events.record(this.containerRef(run.spec.name), "Warning", "Failed", msg);
         }
       }
