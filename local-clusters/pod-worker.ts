@@ -159,6 +159,10 @@ export class PodWorker {
       if (run.phase === "terminated" && run.restartAt !== undefined && now >= run.restartAt) {
         run.restartAt = undefined;
         run.restartCount++;
+        // Until the new process runs, report it as being created (with lastState), never as the old exit.
+        run.phase = "waiting";
+        run.waitingReason = "ContainerCreating";
+        run.waitingMessage = "";
         this.spawnContainer(run);
       }
       if (run.phase === "running" && !run.killing) {
@@ -642,7 +646,7 @@ export class PodWorker {
     let phase: string;
     if (!this.started) phase = "Pending";
     else if (allTerminatedForGood) phase = runs.every((r) => r.exitCode === 0) ? "Succeeded" : "Failed";
-    else if (runs.some((r) => r.phase === "running" || r.restartAt !== undefined || r.phase === "terminated")) phase = "Running";
+    else if (runs.some((r) => r.phase === "running" || r.startedAt !== undefined)) phase = "Running";
     else phase = "Pending";
     const allReady = statuses.length > 0 && statuses.every((s) => s.ready);
     const conditions: V1PodCondition[] = [
