@@ -1,13 +1,14 @@
 // Two local clusters at once must be as independent as two real ones: own ports, CAs, etcd and service CIDRs, so
 // that objects, credentials and clusterIPs from one are meaningless in the other; stopping one leaves the other up.
 import { existsSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
 import anyTest from "ava";
 import type { TestFn } from "ava";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import type { LocalCluster } from "../local-clusters/index.js";
 import { downCluster, listClusters, loadKubeConfig, upCluster } from "../local-clusters/index.js";
-import { privateTheseusHome, withHint } from "./local-clusters-support.js";
+import { eventually, privateTheseusHome, withHint } from "./local-clusters-support.js";
 
 interface Context {
   home: string;
@@ -81,6 +82,23 @@ test.serial("one cluster's credentials are not accepted by the other (separate C
   wrongCa.loadFromOptions({ clusters: ka.clusters.map((c) => ({ ...c, server: b.apiServerUrl })), users: kb.users, contexts: kb.contexts.map((c) => ({ ...c, cluster: ka.clusters[0]?.name ?? "" })), currentContext: kb.currentContext });
   const tlsError = await t.throwsAsync(wrongCa.makeApiClient(CoreV1Api).listNode(), { any: true });
   t.regex(String((tlsError as { message?: string }).message), /certificate/);
+});
+
+test.serial("up restarts the components of a running cluster that died, and the cluster is whole again", async (t) => {
+  const { b } = t.context;
+  const state = JSON.parse(await readFile(join(b.dataDir, "state.json"), "utf8")) as {
+    components: Record<string, { process: { pid: number } | null }>;
+  };
+  for (const c of ["kube-scheduler", "node-daemon"]) process.kill(state.components[c]?.process?.pid ?? -1, "SIGKILL");
+  const degraded = await eventually("list to notice", async () => {
+    const s = (await listClusters()).find((c) => c.name === b.name);
+    return s?.status === "degraded" ? s : undefined;
+  });
+  t.false(degraded.components["kube-scheduler"]);
+  t.true(degraded.components["kube-apiserver"]);
+  const again = await upCluster(b.name);
+  t.is(again.apiServerUrl, b.apiServerUrl, "same cluster, same API server");
+  t.is((await listClusters()).find((c) => c.name === b.name)?.status, "running");
 });
 
 test.serial("stopping one cluster leaves the other running and removes its state", async (t) => {
