@@ -256,6 +256,58 @@ test.serial("a container that ignores SIGTERM is killed when the grace period en
   t.false(existsSync(`/proc/${pid}`), "the process was killed");
 });
 
+test.serial("a failing liveness probe restarts the container, with an Unhealthy event", async (t) => {
+  const { core } = t.context;
+  await core.createNamespacedPod({
+    namespace: "default",
+    body: {
+      metadata: { name: "unlively" },
+      spec: {
+        terminationGracePeriodSeconds: 2,
+        containers: [
+          {
+            name: "main",
+            image: "theseus.local/test-sleeper",
+            env: [{ name: "PORT", value: "8081" }],
+            livenessProbe: { httpGet: { path: "/no-such-page", port: 8081 }, initialDelaySeconds: 1, periodSeconds: 1, failureThreshold: 2 },
+          },
+        ],
+      },
+    },
+  });
+  const pod = await eventually("a liveness restart", async () => {
+    const p = await core.readNamespacedPod({ name: "unlively", namespace: "default" });
+    return (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1 ? p : undefined;
+  });
+  t.is(pod.status?.phase, "Running");
+  const events = await core.listNamespacedEvent({ namespace: "default", fieldSelector: "involvedObject.name=unlively" });
+  t.true(events.items.some((e) => e.reason === "Unhealthy" && /Liveness probe failed: HTTP probe failed with statuscode: 404/.test(e.message ?? "")));
+  t.true(events.items.some((e) => e.reason === "Killing" && /failed liveness probe/.test(e.message ?? "")));
+  await core.deleteNamespacedPod({ name: "unlively", namespace: "default", gracePeriodSeconds: 0 });
+});
+
+test.serial("a Released PV whose reclaim policy is Retain keeps its directory", async (t) => {
+  const { core, cluster } = t.context;
+  await core.createNamespacedPersistentVolumeClaim({
+    namespace: "default",
+    body: { metadata: { name: "keep" }, spec: { storageClassName: STORAGE_CLASS_IMMEDIATE, accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } } },
+  });
+  const pvName = await eventually("the claim to bind", async () => {
+    const c = await core.readNamespacedPersistentVolumeClaim({ name: "keep", namespace: "default" });
+    return c.status?.phase === "Bound" ? c.spec?.volumeName : undefined;
+  });
+  await core.patchPersistentVolume(
+    { name: pvName, body: { spec: { persistentVolumeReclaimPolicy: "Retain" } } },
+    setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+  );
+  await core.deleteNamespacedPersistentVolumeClaim({ name: "keep", namespace: "default" });
+  await eventually("the PV to be Released", async () => ((await core.readPersistentVolume({ name: pvName })).status?.phase === "Released" ? true : undefined));
+  // Give the provisioner a resync or two to get it wrong.
+  await new Promise((resolve) => setTimeout(resolve, 6000));
+  t.is((await core.readPersistentVolume({ name: pvName })).status?.phase, "Released");
+  t.true(existsSync(join(cluster.pvDir, pvName)));
+});
+
 async function deploymentWithVolume(t: T, image: string, args: string[], env: Array<{ name: string; value: string }>) {
   const { core, apps, cluster } = t.context;
   const ns = `deploy-${image.split("/")[1]?.replace(/[^a-z0-9]/g, "") ?? "x"}`;
