@@ -1,0 +1,473 @@
+// `up`, `down` and `list` for local clusters: etcd, kube-apiserver, kube-controller-manager and kube-scheduler on
+// 127.0.0.1 (ports picked at random and recorded), plus one node daemon that emulates the kubelet of every node and
+// runs the local-path provisioner and the DeploymentConfig controller. All of them are detached, so the cluster keeps
+// running after the CLI exits; state.json records how to restart or stop each of them.
+import { request } from "node:https";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { CoreV1Api, StorageV1Api } from "@kubernetes/client-node";
+import { stringify } from "yaml";
+import type { Logger } from "../common/index.js";
+import { TheseusError, silentLogger, sleep, throwIfAborted } from "../common/index.js";
+import { createIfAbsent, loadKubeConfig } from "./kube.js";
+import { clusterDir, clustersRoot, controlPlaneBinaries, repoRoot, validateClusterName } from "./paths.js";
+import { generatePki, pkiFiles } from "./pki.js";
+import type { PkiFiles } from "./pki.js";
+import { freePort, isAlive, spawnDetached, stopProcess } from "./processes.js";
+import type { ProcessRecord } from "./processes.js";
+import { COMPONENT_ORDER, readState, writeState } from "./state.js";
+import type { ClusterState, ComponentName, ComponentState } from "./state.js";
+import { storageClassManifests } from "./provisioner.js";
+
+export interface LocalCluster {
+  readonly name: string;
+  readonly kubeconfigPath: string;
+  readonly apiServerUrl: string;
+  /** The cluster's state directory: PKI, etcd data, logs, PV directories, pod directories. */
+  readonly dataDir: string;
+  readonly serviceCidr: string;
+  readonly podIpPrefix: string;
+  readonly nodes: readonly string[];
+  /** Directory under which the provisioner creates one directory per PV. */
+  readonly pvDir: string;
+}
+
+export interface UpOptions {
+  /** Number of emulated nodes for a new cluster (default 1); ignored when the cluster exists. */
+  readonly nodes?: number;
+  readonly signal?: AbortSignal;
+  readonly logger?: Logger;
+  /** How long to wait for the control plane and the nodes (default 180 s: first starts on 2 busy cores are slow). */
+  readonly timeoutMs?: number;
+}
+
+export type ClusterStatus = "running" | "degraded" | "stopped";
+
+export interface ClusterSummary extends LocalCluster {
+  readonly status: ClusterStatus;
+  readonly components: Readonly<Record<ComponentName, boolean>>;
+  readonly createdAt: string;
+}
+
+const DEFAULT_TIMEOUT_MS = 180_000;
+
+function toLocalCluster(state: ClusterState, dir: string): LocalCluster {
+  return {
+    name: state.name,
+    kubeconfigPath: state.kubeconfigPath,
+    apiServerUrl: state.apiServerUrl,
+    dataDir: dir,
+    serviceCidr: state.serviceCidr,
+    podIpPrefix: state.podIpPrefix,
+    nodes: state.nodes,
+    pvDir: join(dir, "pv"),
+  };
+}
+
+/** Starts cluster NAME, or reuses it when it is already running (restarting any component that died). */
+export async function upCluster(name: string, options: UpOptions = {}): Promise<LocalCluster> {
+  validateClusterName(name);
+  const logger = (options.logger ?? silentLogger()).child({ component: "local-clusters", cluster: name });
+  const nodes = options.nodes ?? 1;
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 20) {
+    throw new TheseusError("invalid_argument", `--nodes must be an integer from 1 to 20, got ${nodes}`);
+  }
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  controlPlaneBinaries();
+  const dir = clusterDir(name);
+  const existing = await readState(dir);
+  if (existing !== undefined) {
+    logger.info("cluster exists; checking its components");
+    let state = existing;
+    for (const component of COMPONENT_ORDER) {
+      const current = state.components[component];
+      if (current.process !== null && isAlive(current.process)) continue;
+      logger.warn({ process: component }, "component not running; restarting it");
+      state = await startComponent(state, dir, component);
+      await waitComponentReady(state, dir, component, timeoutMs, options.signal);
+    }
+    await waitClusterReady(state, dir, timeoutMs, options.signal);
+    return toLocalCluster(state, dir);
+  }
+
+  let state = await createState(name, dir, nodes);
+  try {
+    for (const component of COMPONENT_ORDER) {
+      throwIfAborted(options.signal);
+      logger.info({ process: component }, "starting");
+      state = await startComponent(state, dir, component);
+      await waitComponentReady(state, dir, component, timeoutMs, options.signal);
+      if (component === "kube-apiserver") await bootstrap(state);
+    }
+    await waitClusterReady(state, dir, timeoutMs, options.signal);
+  } catch (error) {
+    // A half-started cluster is worse than none: stop what runs, but keep the logs for the error message.
+    const detail = await failureDetail(state, dir);
+    await stopAll(state, dir);
+    await rm(join(dir, "etcd"), { recursive: true, force: true });
+    await rm(join(dir, "state.json"), { force: true });
+    const e = TheseusError.from(error, "unavailable");
+    throw new TheseusError(e.code, `local cluster ${name} did not come up: ${e.message}${detail}`, {
+      cause: error,
+      hint: e.hint ?? `read the logs in ${join(dir, "logs")}, then retry: theseus local up ${name}`,
+    });
+  }
+  logger.info({ apiServerUrl: state.apiServerUrl, kubeconfig: state.kubeconfigPath }, "cluster is up");
+  return toLocalCluster(state, dir);
+}
+
+async function usedIndexes(): Promise<Set<number>> {
+  const used = new Set<number>();
+  let names: string[] = [];
+  try {
+    names = await readdir(clustersRoot());
+  } catch {
+    return used;
+  }
+  for (const n of names) {
+    const s = await readState(join(clustersRoot(), n)).catch(() => undefined);
+    if (s !== undefined) used.add(s.index);
+  }
+  return used;
+}
+
+async function createState(name: string, dir: string, nodeCount: number): Promise<ClusterState> {
+  const used = await usedIndexes();
+  let index = 1;
+  while (used.has(index)) index++;
+  if (index > 254) throw new TheseusError("resource_exhausted", "254 local clusters exist already", { hint: "remove some with theseus local down NAME" });
+  for (const sub of ["logs", "pki", "etcd", "pv", "pods"]) await mkdir(join(dir, sub), { recursive: true });
+  const serviceCidr = `10.${index}.0.0/16`;
+  const serviceIp = `10.${index}.0.1`;
+  const files = pkiFiles(join(dir, "pki"));
+  await generatePki(name, serviceIp, files);
+  const ports = {
+    etcdClient: await freePort(),
+    etcdPeer: await freePort(),
+    apiServer: await freePort(),
+    controllerManager: await freePort(),
+    scheduler: await freePort(),
+  };
+  const apiServerUrl = `https://127.0.0.1:${ports.apiServer}`;
+  const kubeconfigPath = join(dir, "kubeconfig");
+  const pem = (path: string): Promise<string> => readFile(path, "utf8");
+  await writeKubeconfig(kubeconfigPath, name, apiServerUrl, await pem(files.caCert), await pem(files.adminCert), await pem(files.adminKey));
+  const nodes = Array.from({ length: nodeCount }, (_, i) => `${name}-node-${i + 1}`);
+  const argv = componentArgv(dir, files, ports, serviceCidr, kubeconfigPath);
+  const components = Object.fromEntries(
+    COMPONENT_ORDER.map((c) => [c, { argv: argv[c], logFile: join(dir, "logs", `${c}.log`), process: null } satisfies ComponentState]),
+  ) as unknown as Record<ComponentName, ComponentState>;
+  const state: ClusterState = {
+    version: 1,
+    name,
+    index,
+    createdAt: new Date().toISOString(),
+    ports,
+    serviceCidr,
+    podIpPrefix: `127.${index}`,
+    nodes,
+    kubeconfigPath,
+    apiServerUrl,
+    components,
+  };
+  await writeState(dir, state);
+  return state;
+}
+
+async function writeKubeconfig(path: string, name: string, server: string, ca: string, cert: string, key: string): Promise<void> {
+  const b64 = (s: string): string => Buffer.from(s).toString("base64");
+  const context = `theseus-${name}`;
+  const doc = {
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [{ name: context, cluster: { server, "certificate-authority-data": b64(ca) } }],
+    users: [{ name: `${context}-admin`, user: { "client-certificate-data": b64(cert), "client-key-data": b64(key) } }],
+    contexts: [{ name: context, context: { cluster: context, user: `${context}-admin`, namespace: "default" } }],
+    "current-context": context,
+    preferences: {},
+  };
+  await writeFile(path, stringify(doc), { mode: 0o600 });
+}
+
+function componentArgv(
+  dir: string,
+  pki: PkiFiles,
+  ports: ClusterState["ports"],
+  serviceCidr: string,
+  kubeconfig: string,
+): Record<ComponentName, string[]> {
+  const bin = controlPlaneBinaries();
+  const etcdClient = `http://127.0.0.1:${ports.etcdClient}`;
+  const etcdPeer = `http://127.0.0.1:${ports.etcdPeer}`;
+  return {
+    etcd: [
+      bin.etcd,
+      "--name=theseus",
+      `--data-dir=${join(dir, "etcd")}`,
+      `--listen-client-urls=${etcdClient}`,
+      `--advertise-client-urls=${etcdClient}`,
+      `--listen-peer-urls=${etcdPeer}`,
+      `--initial-advertise-peer-urls=${etcdPeer}`,
+      `--initial-cluster=theseus=${etcdPeer}`,
+      "--log-level=warn",
+    ],
+    "kube-apiserver": [
+      bin.kubeApiserver,
+      `--etcd-servers=${etcdClient}`,
+      "--bind-address=127.0.0.1",
+      "--advertise-address=127.0.0.1",
+      `--secure-port=${ports.apiServer}`,
+      "--insecure-port=0",
+      `--cert-dir=${join(dir, "pki")}`,
+      `--tls-cert-file=${pki.serverCert}`,
+      `--tls-private-key-file=${pki.serverKey}`,
+      `--client-ca-file=${pki.caCert}`,
+      `--service-account-key-file=${pki.serviceAccountPub}`,
+      `--service-account-signing-key-file=${pki.serviceAccountKey}`,
+      "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+      `--service-cluster-ip-range=${serviceCidr}`,
+      "--authorization-mode=Node,RBAC",
+      "--allow-privileged=true",
+      // The emulated kubelet has no port; nothing may try to reach it.
+      "--kubelet-preferred-address-types=InternalIP",
+      "--v=1",
+    ],
+    "kube-controller-manager": [
+      bin.kubeControllerManager,
+      `--kubeconfig=${kubeconfig}`,
+      `--authentication-kubeconfig=${kubeconfig}`,
+      `--authorization-kubeconfig=${kubeconfig}`,
+      "--bind-address=127.0.0.1",
+      `--secure-port=${ports.controllerManager}`,
+      "--port=0",
+      `--cert-dir=${join(dir, "pki", "controller-manager")}`,
+      "--leader-elect=false",
+      "--use-service-account-credentials=true",
+      `--service-account-private-key-file=${pki.serviceAccountKey}`,
+      `--root-ca-file=${pki.caCert}`,
+      `--cluster-signing-cert-file=${pki.caCert}`,
+      `--cluster-signing-key-file=${pki.caKey}`,
+      `--service-cluster-ip-range=${serviceCidr}`,
+      "--controllers=*,bootstrapsigner,tokencleaner",
+      "--v=1",
+    ],
+    "kube-scheduler": [
+      bin.kubeScheduler,
+      `--kubeconfig=${kubeconfig}`,
+      `--authentication-kubeconfig=${kubeconfig}`,
+      `--authorization-kubeconfig=${kubeconfig}`,
+      "--bind-address=127.0.0.1",
+      `--secure-port=${ports.scheduler}`,
+      "--port=0",
+      `--cert-dir=${join(dir, "pki", "scheduler")}`,
+      "--leader-elect=false",
+      "--v=1",
+    ],
+    "node-daemon": [process.execPath, join(repoRoot, "dist", "local-clusters", "node-daemon.js"), dir],
+  };
+}
+
+async function startComponent(state: ClusterState, dir: string, component: ComponentName): Promise<ClusterState> {
+  const spec = state.components[component];
+  await mkdir(join(dir, "logs"), { recursive: true });
+  await writeFile(spec.logFile, `--- ${new Date().toISOString()} starting ${component}\n`, { flag: "a" });
+  const pid = spawnDetached({ argv: spec.argv, logFile: spec.logFile, cwd: dir });
+  const next: ClusterState = {
+    ...state,
+    components: { ...state.components, [component]: { ...spec, process: { pid, marker: dir } } },
+  };
+  await writeState(dir, next);
+  return next;
+}
+
+async function waitComponentReady(
+  state: ClusterState,
+  dir: string,
+  component: ComponentName,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const files = pkiFiles(join(dir, "pki"));
+  for (;;) {
+    throwIfAborted(signal);
+    const proc = state.components[component].process;
+    if (proc === null || !isAlive(proc)) {
+      throw new TheseusError("unavailable", `${component} exited during start-up`);
+    }
+    let ready = false;
+    switch (component) {
+      case "etcd":
+        ready = await httpOk(`http://127.0.0.1:${state.ports.etcdClient}/health`);
+        break;
+      case "kube-apiserver":
+        ready = await apiGetOk(state, files, "/readyz");
+        break;
+      default:
+        // The controllers and the node daemon have no cheap health endpoint we can reach with the admin
+        // certificate; waitClusterReady checks their effects (tokens, Ready nodes) instead.
+        ready = true;
+    }
+    if (ready) return;
+    if (Date.now() > deadline) throw new TheseusError("deadline_exceeded", `${component} was not ready within ${timeoutMs / 1000} s`);
+    await sleep(250, signal);
+  }
+}
+
+/** Ready when the controller manager has issued the default service account's token and every node is Ready. */
+async function waitClusterReady(state: ClusterState, dir: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+  const kc = loadKubeConfig(state.kubeconfigPath);
+  const core = kc.makeApiClient(CoreV1Api);
+  const deadline = Date.now() + timeoutMs;
+  let waitingFor = "";
+  for (;;) {
+    throwIfAborted(signal);
+    for (const c of COMPONENT_ORDER) {
+      const proc = state.components[c].process;
+      if (proc === null || !isAlive(proc)) throw new TheseusError("unavailable", `${c} exited`);
+    }
+    try {
+      const sa = await core.readNamespacedServiceAccount({ name: "default", namespace: "default" });
+      const nodes = await core.listNode();
+      const ready = new Set(
+        nodes.items
+          .filter((n) => n.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") === true)
+          .map((n) => n.metadata?.name),
+      );
+      const notReady = state.nodes.filter((n) => !ready.has(n));
+      if ((sa.secrets?.length ?? 0) > 0 && notReady.length === 0) return;
+      waitingFor = (sa.secrets?.length ?? 0) === 0 ? "the default service account token (controller manager)" : `nodes ${notReady.join(", ")} (node daemon)`;
+    } catch {
+      waitingFor = "the default service account (controller manager)";
+    }
+    if (Date.now() > deadline) {
+      throw new TheseusError("deadline_exceeded", `timed out after ${timeoutMs / 1000} s waiting for ${waitingFor}`, {
+        hint: `read ${join(dir, "logs")}/*.log`,
+      });
+    }
+    await sleep(500, signal);
+  }
+}
+
+/** Objects every local cluster has from the start: the two local-path StorageClasses. */
+async function bootstrap(state: ClusterState): Promise<void> {
+  const kc = loadKubeConfig(state.kubeconfigPath);
+  const storage = kc.makeApiClient(StorageV1Api);
+  for (const sc of storageClassManifests()) await createIfAbsent(() => storage.createStorageClass({ body: sc }));
+}
+
+function httpOk(url: string): Promise<boolean> {
+  return fetch(url, { signal: AbortSignal.timeout(2000) })
+    .then((r) => r.ok)
+    .catch(() => false);
+}
+
+async function apiGetOk(state: ClusterState, files: PkiFiles, path: string): Promise<boolean> {
+  const [ca, cert, key] = await Promise.all([readFile(files.caCert), readFile(files.adminCert), readFile(files.adminKey)]);
+  return new Promise((resolve) => {
+    const req = request(
+      { host: "127.0.0.1", port: state.ports.apiServer, path, method: "GET", ca, cert, key, timeout: 2000 },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      },
+    );
+    req.on("error", () => resolve(false));
+    req.on("timeout", () => req.destroy());
+    req.end();
+  });
+}
+
+async function failureDetail(state: ClusterState, dir: string): Promise<string> {
+  for (const c of COMPONENT_ORDER) {
+    const proc = state.components[c].process;
+    if (proc !== null && !isAlive(proc)) {
+      const log = await readFile(state.components[c].logFile, "utf8").catch(() => "");
+      const tail = log.trimEnd().split("\n").slice(-8).join("\n  ");
+      return `\n${c} died; last lines of ${join(dir, "logs", `${c}.log`)}:\n  ${tail}`;
+    }
+  }
+  return "";
+}
+
+async function stopAll(state: ClusterState, dir: string): Promise<void> {
+  // The node daemon first: it stops its pods with their grace period while the API server still answers.
+  for (const c of [...COMPONENT_ORDER].reverse()) {
+    const proc = state.components[c].process;
+    if (proc !== null) await stopProcess(proc, c === "node-daemon" ? 40_000 : 10_000);
+  }
+  // Containers the node daemon could not stop (it crashed, or was killed) still have their pid files.
+  for (const record of await podProcessRecords(dir)) await stopProcess(record, 2_000);
+}
+
+async function podProcessRecords(dir: string): Promise<ProcessRecord[]> {
+  const records: ProcessRecord[] = [];
+  const podsDir = join(dir, "pods");
+  let pods: string[] = [];
+  try {
+    pods = await readdir(podsDir);
+  } catch {
+    return records;
+  }
+  for (const pod of pods) {
+    const files = await readdir(join(podsDir, pod)).catch(() => [] as string[]);
+    for (const f of files.filter((x) => x.endsWith(".pid"))) {
+      try {
+        records.push(JSON.parse(await readFile(join(podsDir, pod, f), "utf8")) as ProcessRecord);
+      } catch {
+        // a half-written pid file: the process it named never started
+      }
+    }
+  }
+  return records;
+}
+
+/** Stops every process of cluster NAME and removes its state. Returns false when there was no such cluster. */
+export async function downCluster(name: string): Promise<boolean> {
+  validateClusterName(name);
+  const dir = clusterDir(name);
+  const state = await readState(dir);
+  if (state === undefined) {
+    const leftovers = await readdir(dir).catch(() => undefined);
+    if (leftovers === undefined) return false;
+    for (const record of await podProcessRecords(dir)) await stopProcess(record, 2_000);
+    await rm(dir, { recursive: true, force: true });
+    return true;
+  }
+  await stopAll(state, dir);
+  await rm(dir, { recursive: true, force: true });
+  return true;
+}
+
+export async function listClusters(): Promise<ClusterSummary[]> {
+  let names: string[] = [];
+  try {
+    names = (await readdir(clustersRoot())).sort();
+  } catch {
+    return [];
+  }
+  const out: ClusterSummary[] = [];
+  for (const n of names) {
+    const dir = join(clustersRoot(), n);
+    const state = await readState(dir).catch(() => undefined);
+    if (state === undefined) continue;
+    const components = Object.fromEntries(
+      COMPONENT_ORDER.map((c) => {
+        const p = state.components[c].process;
+        return [c, p !== null && isAlive(p)];
+      }),
+    ) as Record<ComponentName, boolean>;
+    const alive = Object.values(components).filter(Boolean).length;
+    const status: ClusterStatus = alive === COMPONENT_ORDER.length ? "running" : alive === 0 ? "stopped" : "degraded";
+    out.push({ ...toLocalCluster(state, dir), status, components, createdAt: state.createdAt });
+  }
+  return out;
+}
+
+/** Reads a cluster that is already up (no start-up); undefined when there is none. */
+export async function getCluster(name: string): Promise<LocalCluster | undefined> {
+  validateClusterName(name);
+  const dir = clusterDir(name);
+  const state = await readState(dir);
+  return state === undefined ? undefined : toLocalCluster(state, dir);
+}

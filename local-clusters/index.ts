@@ -1,0 +1,13 @@
+// Local Kubernetes clusters for the demo and the tests: a real control plane (etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler v1.20.2 built from Debian's source by scripts/build-kubernetes.sh) with the
+// kubelet emulated by a node daemon that runs pods of known images as local processes.
+export { downCluster, getCluster, listClusters, upCluster } from "./cluster.js";
+export type { ClusterStatus, ClusterSummary, LocalCluster, UpOptions } from "./cluster.js";
+export { KNOWN_IMAGES, imageRepository, resolveImage } from "./images.js";
+export type { KnownImage } from "./images.js";
+export { loadKubeConfig } from "./kube.js";
+export { SERVICE_ACCOUNT_DIR, hostPathFor, inClusterKubeConfig } from "./in-cluster.js";
+export { installOpenShiftKinds } from "./openshift.js";
+export { BUILD_SCRIPT, KUBERNETES_VERSION, clusterDir, kubernetesBinDir, repoRoot, theseusHome } from "./paths.js";
+export { PROVISIONER_NAME, STORAGE_CLASS_IMMEDIATE, STORAGE_CLASS_WAIT } from "./provisioner.js";
+export { registerLocalCommands } from "./cli.js";

@@ -1,0 +1,90 @@
+// Detached background processes that outlive the CLI (like kind's containers). Every pid we record comes with a
+// marker string that must appear in /proc/PID/cmdline before we signal it, so that a recycled pid is never killed.
+import { spawn } from "node:child_process";
+import { openSync, closeSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { sleep } from "../common/index.js";
+
+export interface ProcessRecord {
+  readonly pid: number;
+  /** A string that appears in the process's command line; guards against pid reuse. */
+  readonly marker: string;
+  /** Optionally, a NAME=VALUE that must be in the process's environment (pods of one image share a command line). */
+  readonly envMarker?: string;
+}
+
+export interface DetachedSpec {
+  readonly argv: readonly string[];
+  readonly logFile: string;
+  readonly env?: NodeJS.ProcessEnv;
+  readonly cwd?: string;
+}
+
+export function spawnDetached(spec: DetachedSpec): number {
+  const [cmd, ...args] = spec.argv;
+  if (cmd === undefined) throw new Error("empty argv");
+  const fd = openSync(spec.logFile, "a");
+  try {
+    const child = spawn(cmd, args, {
+      detached: true,
+      stdio: ["ignore", fd, fd],
+      env: spec.env ?? process.env,
+      ...(spec.cwd === undefined ? {} : { cwd: spec.cwd }),
+    });
+    child.unref();
+    if (child.pid === undefined) throw new Error(`could not start ${cmd}`);
+    return child.pid;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function isAlive(record: ProcessRecord): boolean {
+  try {
+    const cmdline = readFileSync(`/proc/${record.pid}/cmdline`, "utf8").replaceAll("\0", " ");
+    if (!cmdline.includes(record.marker)) return false;
+    if (record.envMarker !== undefined) {
+      const environ = readFileSync(`/proc/${record.pid}/environ`, "utf8").split("\0");
+      if (!environ.includes(record.envMarker)) return false;
+    }
+    const stat = readFileSync(`/proc/${record.pid}/stat`, "utf8");
+    // A zombie has exited; its parent just has not reaped it yet.
+    return !/^\d+ \(.*\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+/** SIGTERM, wait up to graceMs, then SIGKILL. Resolves once the process is gone. */
+export async function stopProcess(record: ProcessRecord, graceMs: number): Promise<void> {
+  if (!isAlive(record)) return;
+  signal(record.pid, "SIGTERM");
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline) {
+    if (!isAlive(record)) return;
+    await sleep(100);
+  }
+  signal(record.pid, "SIGKILL");
+  for (let i = 0; i < 50 && isAlive(record); i++) await sleep(100);
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+/** A free TCP port on 127.0.0.1 (bind port 0, read it, close). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,55 @@
+// The persisted description of one local cluster: state.json under its directory. Everything needed to restart a
+// component or to tear the cluster down is in here, so `down` works even if the CLI that ran `up` is long gone.
+import { readFile, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { ProcessRecord } from "./processes.js";
+
+export type ComponentName = "etcd" | "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "node-daemon";
+export const COMPONENT_ORDER: readonly ComponentName[] = [
+  "etcd",
+  "kube-apiserver",
+  "kube-controller-manager",
+  "kube-scheduler",
+  "node-daemon",
+];
+
+export interface ComponentState {
+  readonly argv: readonly string[];
+  readonly logFile: string;
+  readonly process: ProcessRecord | null;
+}
+
+export interface ClusterState {
+  readonly version: 1;
+  readonly name: string;
+  /** 1..254, unique among clusters on this machine; selects the pod IP block and the service CIDR. */
+  readonly index: number;
+  readonly createdAt: string;
+  readonly ports: { readonly etcdClient: number; readonly etcdPeer: number; readonly apiServer: number; readonly controllerManager: number; readonly scheduler: number };
+  readonly serviceCidr: string;
+  /** Pod IPs are 127.<index>.X.Y: every loopback address answers locally on Linux. */
+  readonly podIpPrefix: string;
+  readonly nodes: readonly string[];
+  readonly kubeconfigPath: string;
+  readonly apiServerUrl: string;
+  readonly components: Readonly<Record<ComponentName, ComponentState>>;
+}
+
+export function statePath(dir: string): string {
+  return join(dir, "state.json");
+}
+
+export async function readState(dir: string): Promise<ClusterState | undefined> {
+  try {
+    return JSON.parse(await readFile(statePath(dir), "utf8")) as ClusterState;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+}
+
+export async function writeState(dir: string, state: ClusterState): Promise<void> {
+  const tmp = `${statePath(dir)}.tmp`;
+  await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`);
+  await rename(tmp, statePath(dir));
+}

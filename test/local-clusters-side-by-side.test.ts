@@ -1,0 +1,111 @@
+// Two local clusters at once must be as independent as two real ones: own ports, CAs, etcd and service CIDRs, so
+// that objects, credentials and clusterIPs from one are meaningless in the other; stopping one leaves the other up.
+import { existsSync } from "node:fs";
+import { readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import anyTest from "ava";
+import type { TestFn } from "ava";
+import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import type { LocalCluster } from "../local-clusters/index.js";
+import { downCluster, listClusters, loadKubeConfig, upCluster } from "../local-clusters/index.js";
+import { eventually, privateTheseusHome, withHint } from "./local-clusters-support.js";
+
+interface Context {
+  home: string;
+  a: LocalCluster;
+  b: LocalCluster;
+}
+const test = anyTest as TestFn<Context>;
+
+test.before(async (t) => {
+  t.context.home = privateTheseusHome();
+  try {
+    // One after the other: each start-up alone keeps 2 cores busy.
+    t.context.a = await upCluster("lc-side-a");
+    t.context.b = await upCluster("lc-side-b", { nodes: 2 });
+  } catch (error) {
+    throw withHint(error);
+  }
+});
+
+test.after.always(async (t) => {
+  await downCluster("lc-side-a").catch(() => undefined);
+  await downCluster("lc-side-b").catch(() => undefined);
+  if (t.context.home !== undefined) await rm(t.context.home, { recursive: true, force: true });
+});
+
+const core = (c: LocalCluster): CoreV1Api => loadKubeConfig(c.kubeconfigPath).makeApiClient(CoreV1Api);
+
+test.serial("two clusters run side by side with their own ports, nodes and service CIDRs, and do not see each other", async (t) => {
+  const { a, b } = t.context;
+  t.not(a.apiServerUrl, b.apiServerUrl);
+  t.not(a.serviceCidr, b.serviceCidr);
+  t.not(a.podIpPrefix, b.podIpPrefix);
+  t.deepEqual((await core(a).listNode()).items.map((n) => n.metadata?.name), ["lc-side-a-node-1"]);
+  t.deepEqual((await core(b).listNode()).items.map((n) => n.metadata?.name).sort(), ["lc-side-b-node-1", "lc-side-b-node-2"]);
+
+  await core(a).createNamespace({ body: { metadata: { name: "only-in-a" } } });
+  await t.throwsAsync(core(b).readNamespace({ name: "only-in-a" }));
+
+  const listed = await listClusters();
+  t.deepEqual(listed.map((c) => [c.name, c.status]), [["lc-side-a", "running"], ["lc-side-b", "running"]]);
+});
+
+test.serial("a clusterIP copied from the other cluster is rejected, as it would be between real clusters", async (t) => {
+  const { a, b } = t.context;
+  const svc = await core(a).createNamespacedService({
+    namespace: "default",
+    body: { metadata: { name: "web" }, spec: { selector: { app: "web" }, ports: [{ port: 80 }] } },
+  });
+  const ip = svc.spec?.clusterIP ?? "";
+  t.true(ip.startsWith(a.serviceCidr.split(".").slice(0, 2).join(".")), `${ip} is in ${a.serviceCidr}`);
+  const error = await t.throwsAsync(
+    core(b).createNamespacedService({
+      namespace: "default",
+      body: { metadata: { name: "web" }, spec: { clusterIP: ip, selector: { app: "web" }, ports: [{ port: 80 }] } },
+    }),
+  );
+  t.regex(JSON.stringify((error as { body?: unknown }).body ?? error?.message ?? ""), /not within the service CIDR|provided IP is not in the valid range/);
+});
+
+test.serial("one cluster's credentials are not accepted by the other (separate CAs)", async (t) => {
+  const { a, b } = t.context;
+  const ka = loadKubeConfig(a.kubeconfigPath);
+  const kb = loadKubeConfig(b.kubeconfigPath);
+  // b's server and CA, a's admin client certificate: b's API server does not trust a's CA.
+  const crossed = new KubeConfig();
+  crossed.loadFromOptions({ clusters: kb.clusters, users: ka.users, contexts: ka.contexts.map((c) => ({ ...c, cluster: kb.clusters[0]?.name ?? "" })), currentContext: ka.currentContext });
+  const error = await t.throwsAsync(crossed.makeApiClient(CoreV1Api).listNode(), { any: true });
+  t.is((error as { code?: number }).code, 401);
+  // And a's CA does not verify b's serving certificate.
+  const wrongCa = new KubeConfig();
+  wrongCa.loadFromOptions({ clusters: ka.clusters.map((c) => ({ ...c, server: b.apiServerUrl })), users: kb.users, contexts: kb.contexts.map((c) => ({ ...c, cluster: ka.clusters[0]?.name ?? "" })), currentContext: kb.currentContext });
+  const tlsError = await t.throwsAsync(wrongCa.makeApiClient(CoreV1Api).listNode(), { any: true });
+  t.regex(String((tlsError as { message?: string }).message), /certificate/);
+});
+
+test.serial("up restarts the components of a running cluster that died, and the cluster is whole again", async (t) => {
+  const { b } = t.context;
+  const state = JSON.parse(await readFile(join(b.dataDir, "state.json"), "utf8")) as {
+    components: Record<string, { process: { pid: number } | null }>;
+  };
+  for (const c of ["kube-scheduler", "node-daemon"]) process.kill(state.components[c]?.process?.pid ?? -1, "SIGKILL");
+  const degraded = await eventually("list to notice", async () => {
+    const s = (await listClusters()).find((c) => c.name === b.name);
+    return s?.status === "degraded" ? s : undefined;
+  });
+  t.false(degraded.components["kube-scheduler"]);
+  t.true(degraded.components["kube-apiserver"]);
+  const again = await upCluster(b.name);
+  t.is(again.apiServerUrl, b.apiServerUrl, "same cluster, same API server");
+  t.is((await listClusters()).find((c) => c.name === b.name)?.status, "running");
+});
+
+test.serial("stopping one cluster leaves the other running and removes its state", async (t) => {
+  const { a, b } = t.context;
+  t.true(await downCluster(a.name));
+  t.false(existsSync(a.dataDir));
+  t.is((await core(b).listNode()).items.length, 2);
+  t.deepEqual((await listClusters()).map((c) => c.name), ["lc-side-b"]);
+  t.false(await downCluster(a.name), "a second down reports that there was nothing to stop");
+});
