@@ -3,7 +3,8 @@
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "proto/gen/**", "eslint.config.js"] },
+  // Plain-JS build helpers under scripts/ are outside the TypeScript project, so the typed rules cannot run on them.
+  { ignores: ["dist/**", "node_modules/**", "proto/gen/**", "eslint.config.js", "scripts/**/*.mjs"] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {

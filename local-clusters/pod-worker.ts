@@ -562,6 +562,9 @@ export class PodWorker {
         }),
     );
     await this.pushStatus(true).catch(() => undefined);
+    // The processes are gone: clean the pod's directory before the final delete, so that a pod absent from the API
+    // never leaves files behind for an observer to trip on.
+    await rm(this.ctx.podDir, { recursive: true, force: true });
     try {
       await this.ctx.core.deleteNamespacedPod({
         name: this.ref.name ?? "",
@@ -572,7 +575,6 @@ export class PodWorker {
     } catch (error) {
       if (!isNotFound(error) && (error as { code?: number }).code !== 409) throw error;
     }
-    await rm(this.ctx.podDir, { recursive: true, force: true });
     this.ctx.events.forget(this.ref.uid ?? "");
     this.done = true;
   }

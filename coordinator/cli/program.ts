@@ -1,6 +1,7 @@
 // The `theseus` command line: one file per command, each exporting register(program).
 import { Command } from "commander";
 import { VERSION } from "../../common/index.js";
+import { registerLocalCommands } from "../../local-clusters/index.js";
 import { register as registerCerts } from "./certs.js";
 import { register as registerCopy } from "./copy.js";
 import { register as registerDemo } from "./demo.js";
@@ -28,5 +29,6 @@ error, 130 cancelled.`,
   registerCerts(program);
   registerCopy(program);
   registerDemo(program);
+  registerLocalCommands(program);
   return program;
 }
