@@ -111,8 +111,9 @@ export async function createContenders(
 
 async function theseusUnavailable(cli: string): Promise<string | undefined> {
   if (!existsSync(cli)) return `sync-dirs not built (${cli} is missing)`;
+  // Commander answers `unknown-command --help` with the program's help and exit 0: look for the command's own usage.
   const help = await run(process.execPath, [cli, "sync-dirs", "--help"]);
-  return help.code === 0 ? undefined : "sync-dirs not built (the CLI has no sync-dirs command yet)";
+  return help.code === 0 && /sync-dirs/.test(help.stdout) ? undefined : "sync-dirs not built (the CLI has no sync-dirs command yet)";
 }
 
 function theseusContender(cli: string): Contender {
@@ -170,7 +171,7 @@ function rsyncTlsContender(id: "rsync-tls" | "rsync-tls-zstd", certs: Certs, por
         return await rsyncClient(input, wire, [...RSYNC_ARGS, ...(zstd ? ZSTD_ARGS : [])], "rsync://127.0.0.1/volume/", {
           ...process.env,
           RSYNC_CONNECT_PROG: `stunnel ${clientConf}`,
-        }, server.stop);
+        }, () => server.stop());
       } catch (error) {
         await server.stop();
         throw error;
@@ -191,7 +192,7 @@ function rsyncPlainContender(port: number): Contender {
         "--daemon", "--no-detach", `--config=${conf}`, "--address=127.0.0.1", `--port=${port}`,
       ], port);
       try {
-        return await rsyncClient(input, wire, RSYNC_ARGS, `rsync://127.0.0.1:${port}/volume/`, process.env, server.stop);
+        return await rsyncClient(input, wire, RSYNC_ARGS, `rsync://127.0.0.1:${port}/volume/`, process.env, () => server.stop());
       } catch (error) {
         await server.stop();
         throw error;

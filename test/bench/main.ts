@@ -14,7 +14,7 @@ import { mutateTree } from "./mutate.js";
 import type { MutationReport } from "./mutate.js";
 import { createLink, NETNS_ENV, runInNamespace } from "./netns.js";
 import type { Link } from "./netns.js";
-import { checkTargets, formatReport, summarize } from "./report.js";
+import { checkTargets, formatLoad, formatReport, summarize } from "./report.js";
 import type { Sample } from "./report.js";
 
 const USAGE = `usage: npm run bench -- [options]
@@ -185,8 +185,9 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
           log(`${name} run ${r}: mutation changed ${formatBytes(mutation.bytesChanged)}`);
         }
         for (const contender of order.filter((c) => c.phases.includes(phase))) {
+          const loadAverage = os.loadavg()[0] ?? 0;
           const result = await round(contender, src, runDir, link, wire);
-          samples.push({ dataset: name, case: phase, contender: contender.id, run: r,
+          samples.push({ dataset: name, case: phase, contender: contender.id, run: r, loadAverage,
             bytesChanged: phase === "incremental" ? mutation?.bytesChanged : phase === "no-change" ? 0 : undefined, result });
           log(`${name} run ${r} ${phase.padEnd(11)} ${contender.id.padEnd(14)} ${describe(result)}`);
         }
@@ -203,7 +204,7 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
   const summaries = summarize(samples);
   const checks = checkTargets(summaries, options.linkRateBitsPerSecond);
   const labels = new Map(contenders.map((c) => [c.id, c.label] as const));
-  process.stdout.write(`${formatReport(summaries, checks, labels)}\n`);
+  process.stdout.write(`${formatReport(summaries, checks, labels)}\n\n${formatLoad(samples, os.cpus().length)}\n`);
   if (options.quick) process.stdout.write("\n(--quick: 1/10 sizes and one run; a smoke check, not the figures to quote)\n");
   for (const s of skipped) process.stdout.write(`\n${s.id}: ${s.reason}\n`);
 
@@ -250,8 +251,9 @@ async function shapedCase(
     await link.shape(options.linkRateBitsPerSecond);
     try {
       for (const contender of r % 2 === 1 ? shaped : [...shaped].reverse()) {
+        const loadAverage = os.loadavg()[0] ?? 0;
         const result = await round(contender, src, runDir, link, wire);
-        samples.push({ dataset: name, case: "shaped", contender: contender.id, run: r, bytesChanged: undefined, result });
+        samples.push({ dataset: name, case: "shaped", contender: contender.id, run: r, loadAverage, bytesChanged: undefined, result });
         log(`${name} run ${r} shaped      ${contender.id.padEnd(14)} ${describe(result)}`);
       }
     } finally {

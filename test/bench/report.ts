@@ -11,6 +11,8 @@ export interface Sample {
   readonly run: number;
   /** Bytes the mutation changed before this round (incremental rounds only). */
   readonly bytesChanged: number | undefined;
+  /** The 1-minute load average when the round started: above the core count, other work competed for the CPU. */
+  readonly loadAverage: number;
   readonly result: RoundResult;
 }
 
@@ -36,8 +38,8 @@ export interface TargetCheck {
   readonly target: string;
   readonly limit: number;
   readonly value: number | undefined;
-  /** PASS/MISS, or why it cannot be judged (a contender did not run). */
-  readonly verdict: "PASS" | "MISS" | string;
+  /** "PASS", "MISS", or why it cannot be judged ("n/a (theseus did not run)"). */
+  readonly verdict: string;
 }
 
 export function median(values: readonly number[]): number | undefined {
@@ -144,6 +146,18 @@ const CASE_TITLES: Readonly<Record<Phase | "shaped", string>> = {
   "no-change": "round with no change",
   shaped: "full copy across the shaped link",
 };
+
+/** One line on how busy the machine was: timings taken on a loaded machine are not worth quoting. */
+export function formatLoad(samples: readonly Sample[], cores: number): string {
+  const loads = samples.map((s) => s.loadAverage);
+  if (loads.length === 0) return "";
+  const low = Math.min(...loads);
+  const high = Math.max(...loads);
+  const line = `load average during the rounds: ${low.toFixed(2)}-${high.toFixed(2)} on ${cores} cores`;
+  return high > cores
+    ? `${line}\nWARNING: other processes competed for the CPU; wall times and ratios are unreliable, rerun on an idle machine`
+    : line;
+}
 
 /** The human-readable report: one table per dataset and case, then its targets. */
 export function formatReport(summaries: readonly Summary[], checks: readonly TargetCheck[], labels: ReadonlyMap<ContenderId, string>): string {
