@@ -181,6 +181,9 @@ export function formatReport(summaries: readonly Summary[], checks: readonly Tar
       ]);
     }
     out.push(...alignColumns(table).map((line) => `  ${line}`));
+    for (const row of rows.filter((r) => r.processWallMs > r.wallMs * 1.01)) {
+      out.push(`  (${row.contender}: the round took ${formatDuration(row.wallMs)}; the command, with start-up, ${formatDuration(row.processWallMs)})`);
+    }
     for (const check of checks.filter((c) => `${c.dataset}/${c.case}` === key)) {
       const value = check.value === undefined ? "-" : check.target.includes("MiB") ? `${check.value.toFixed(0)} MiB` : `${check.value.toFixed(2)}x`;
       out.push(`  target: ${check.target.padEnd(40)} ${value.padStart(9)}  ${check.verdict}`);
