@@ -186,7 +186,11 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
         }
         for (const contender of order.filter((c) => c.phases.includes(phase))) {
           const loadAverage = os.loadavg()[0] ?? 0;
+          const heldBack = await link?.overlimits();
           const result = await round(contender, src, runDir, link, wire);
+          if (link !== undefined && (await link.overlimits()) !== heldBack) {
+            log(`WARNING: the wire counter held packets back during an unshaped round (${contender.id}): its timing is skewed`);
+          }
           samples.push({ dataset: name, case: phase, contender: contender.id, run: r, loadAverage,
             bytesChanged: phase === "incremental" ? mutation?.bytesChanged : phase === "no-change" ? 0 : undefined, result });
           log(`${name} run ${r} ${phase.padEnd(11)} ${contender.id.padEnd(14)} ${describe(result)}`);

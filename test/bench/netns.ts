@@ -11,7 +11,10 @@ import { run } from "./exec.js";
 
 export const NETNS_ENV = "THESEUS_BENCH_NETNS";
 const PREFIX = "theseus-bench-";
-const UNLIMITED = "100gbit";
+// "Unlimited" must not throttle at all: HTB's default burst at 100 Gbit/s is ~0, which makes it hold back nearly every
+// 64 KiB segment for a timer tick (measured: most packets "overlimits"). A 64 MB bucket refilled at 100 Gbit/s never
+// empties at loopback speeds (< 5 GB/s here), so the class is a pure counter.
+const UNLIMITED = ["rate", "100gbit", "ceil", "100gbit", "burst", "64mb", "cburst", "64mb"];
 
 /** Which traffic of a contender is its wire: the connection to one TCP port, all of it, or none (a local pipe). */
 export type WireSelector = { readonly port: number } | "all" | "none";
@@ -21,6 +24,8 @@ export interface Link {
   select(wire: WireSelector): Promise<void>;
   /** Bytes the wire class has carried so far. */
   bytes(): Promise<number>;
+  /** Packets the qdisc has held back so far: must not grow while the link is not shaped. */
+  overlimits(): Promise<number>;
   /** Limits the wire class to `rateBitsPerSecond`, or lifts the limit (undefined). */
   shape(rateBitsPerSecond: number | undefined): Promise<void>;
 }
@@ -36,7 +41,7 @@ export async function createLink(): Promise<Link> {
   await run("tc", ["qdisc", "del", "dev", "lo", "root"]);
   await tc(["qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "1"]);
   for (const classid of ["1:1", "1:2"]) {
-    await tc(["class", "add", "dev", "lo", "parent", "1:", "classid", classid, "htb", "rate", UNLIMITED, "quantum", "65536"]);
+    await tc(["class", "add", "dev", "lo", "parent", "1:", "classid", classid, "htb", ...UNLIMITED, "quantum", "65536"]);
   }
   const filter = (match: string[]): Promise<string> =>
     tc(["filter", "add", "dev", "lo", "parent", "1:", "protocol", "all", "prio", "1", "u32", ...match, "flowid", "1:2"]);
@@ -57,9 +62,13 @@ export async function createLink(): Promise<Link> {
       if (match?.[1] === undefined) throw new Error(`cannot read the wire counter from tc: ${text}`);
       return Number(match[1]);
     },
+    async overlimits() {
+      const text = await tc(["-s", "qdisc", "show", "dev", "lo"]);
+      return Number(/overlimits (\d+)/.exec(text)?.[1] ?? 0);
+    },
     async shape(rate) {
       const limit = rate === undefined
-        ? ["rate", UNLIMITED]
+        ? UNLIMITED
         // A 256 KiB burst (more than one 64 KiB loopback segment), as `tbf ... burst 256kb` would have.
         : ["rate", `${Math.round(rate / 1000)}kbit`, "ceil", `${Math.round(rate / 1000)}kbit`, "burst", "256kb", "cburst", "256kb"];
       await tc(["class", "change", "dev", "lo", "parent", "1:", "classid", "1:2", "htb", ...limit, "quantum", "65536"]);
