@@ -29,6 +29,7 @@ const USAGE = `usage: npm run bench -- [options]
   --shaped-dataset D  dataset for the shaped-link case (default mixed, or the first one chosen)
   --link-rate RATE    shaped link rate (default 200Mbit/s)
   --no-shaped         skip the shaped-link case
+  --no-verify         do not compare each target with the source after the rounds (untimed; on by default)
   --no-netns          do not isolate in a network namespace (wire bytes then come from the tools themselves)
   --dir DIR           cache and work directory (default \$THESEUS_BENCH_DIR or /tmp/theseus-bench)
   --theseus-cli FILE  the Theseus CLI (default dist/coordinator/main.js)
@@ -56,6 +57,7 @@ interface Options {
   readonly shapedDataset: DatasetName | undefined;
   readonly linkRateBitsPerSecond: number;
   readonly netns: boolean;
+  readonly verify: boolean;
   readonly dir: string;
   readonly theseusCli: string;
   readonly json: string | undefined;
@@ -76,6 +78,7 @@ function parseOptions(argv: readonly string[]): Options {
       "link-rate": { type: "string" },
       "no-shaped": { type: "boolean" },
       "no-netns": { type: "boolean" },
+      "no-verify": { type: "boolean" },
       dir: { type: "string" },
       "theseus-cli": { type: "string" },
       json: { type: "string" },
@@ -119,6 +122,7 @@ function parseOptions(argv: readonly string[]): Options {
     shapedDataset,
     linkRateBitsPerSecond: parseRate(values["link-rate"] ?? "200Mbit/s") * 8,
     netns: values["no-netns"] !== true,
+    verify: values["no-verify"] !== true,
     dir: path.resolve(values.dir ?? process.env["THESEUS_BENCH_DIR"] ?? "/tmp/theseus-bench"),
     theseusCli: path.resolve(values["theseus-cli"] ?? DEFAULT_THESEUS_CLI),
     json: values.json === undefined ? undefined : path.resolve(values.json),
@@ -159,9 +163,12 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
   if (!isolated) log("not isolated: wire bytes are what each tool reports (rsync --stats, Theseus wireBytes)");
 
   const samples: Sample[] = [];
+  const failures: string[] = [];
+  const failedPairs = new Set<string>();
   const mutations: Array<{ dataset: DatasetName; run: number; report: MutationReport }> = [];
   const datasets: Dataset[] = [];
   for (const name of options.datasets) {
+    const failed = new Set<ContenderId>();
     const dataset = await ensureDataset(path.join(options.dir), name, options.scale, options.seed, log);
     datasets.push(dataset);
     const dir = path.join(workRoot, name);
@@ -184,10 +191,19 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
           mutations.push({ dataset: name, run: r, report: mutation });
           log(`${name} run ${r}: mutation changed ${formatBytes(mutation.bytesChanged)}`);
         }
-        for (const contender of order.filter((c) => c.phases.includes(phase))) {
+        for (const contender of order.filter((c) => c.phases.includes(phase) && !failed.has(c.id))) {
           const loadAverage = os.loadavg()[0] ?? 0;
           const heldBack = await link?.overlimits();
-          const result = await round(contender, src, runDir, link, wire);
+          let result: RoundResult;
+          try {
+            result = await round(contender, src, runDir, link, wire);
+          } catch (error) {
+            // One broken contender (an engine under development) must not cost the others' figures.
+            failures.push(`${name} run ${r} ${phase} ${contender.id}: ${describeError(error)}`);
+            failed.add(contender.id);
+            log(`${name} run ${r} ${phase.padEnd(11)} ${contender.id.padEnd(14)} FAILED: ${describeError(error)}`);
+            continue;
+          }
           if (link !== undefined && (await link.overlimits()) !== heldBack) {
             log(`WARNING: the wire counter held packets back during an unshaped round (${contender.id}): its timing is skewed`);
           }
@@ -196,21 +212,34 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
           log(`${name} run ${r} ${phase.padEnd(11)} ${contender.id.padEnd(14)} ${describe(result)}`);
         }
       }
+      if (options.verify) {
+        // Untimed: a fast round is worth nothing unless the target equals the source, content and metadata.
+        for (const contender of order.filter((c) => c.phases.includes("no-change") && !failed.has(c.id))) {
+          const difference = await compareTrees(src, path.join(runDir, contender.id));
+          if (difference !== undefined) {
+            failures.push(`${name} run ${r} ${contender.id}: the target differs from the source after the rounds:\n${difference}`);
+            failed.add(contender.id);
+          }
+        }
+        log(`${name} run ${r}: targets compared with the source`);
+      }
       await rm(runDir, { recursive: true, force: true });
     }
 
+    for (const id of failed) failedPairs.add(`${name}/${id}`);
     if (options.shapedDataset === name) {
-      samples.push(...await shapedCase(options, link, contenders, src, dir, wire));
+      samples.push(...await shapedCase(options, link, contenders.filter((c) => !failed.has(c.id)), src, dir, wire, failures));
     }
     await rm(dir, { recursive: true, force: true });
   }
 
   const summaries = summarize(samples);
-  const checks = checkTargets(summaries, options.linkRateBitsPerSecond);
+  const checks = checkTargets(summaries, options.linkRateBitsPerSecond, failedPairs);
   const labels = new Map(contenders.map((c) => [c.id, c.label] as const));
   process.stdout.write(`${formatReport(summaries, checks, labels)}\n\n${formatLoad(samples, os.cpus().length)}\n`);
   if (options.quick) process.stdout.write("\n(--quick: 1/10 sizes and one run; a smoke check, not the figures to quote)\n");
   for (const s of skipped) process.stdout.write(`\n${s.id}: ${s.reason}\n`);
+  for (const f of failures) process.stdout.write(`\nFAILED ${f}\n`);
 
   if (options.json !== undefined) {
     await writeFile(options.json, JSON.stringify({
@@ -218,11 +247,21 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
       machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, kernel: os.release(), memoryBytes: os.totalmem() },
       options, isolated, skipped,
       datasets: datasets.map((d) => ({ name: d.layout.name, scale: d.layout.scale, seed: d.seed, files: d.files, bytes: d.bytes })),
-      mutations, samples, summaries, targets: checks,
+      mutations, samples, summaries, targets: checks, failures,
     }, null, 2) + "\n");
     log(`results written to ${options.json}`);
   }
-  return 0;
+  return failures.length === 0 ? 0 : 1;
+}
+
+/** Describes how `dst` differs from `src` (rsync's itemised dry run with full checksums), or undefined if it does not. */
+async function compareTrees(src: string, dst: string): Promise<string | undefined> {
+  const compared = check("comparing trees", await run("rsync", [
+    "--dry-run", "--checksum", "--archive", "--hard-links", "--numeric-ids", "--delete", "--itemize-changes", `${src}/`, `${dst}/`,
+  ]));
+  const lines = compared.stdout.split("\n").filter((l) => l.trim() !== "");
+  if (lines.length === 0) return undefined;
+  return `${lines.length} entries differ (rsync --itemize-changes), first: ${lines.slice(0, 5).join("; ")}`;
 }
 
 async function round(contender: Contender, src: string, runDir: string, link: Link | undefined, wire: WireMeter): Promise<RoundResult> {
@@ -240,6 +279,7 @@ async function shapedCase(
   src: string,
   dir: string,
   wire: WireMeter,
+  failures: string[],
 ): Promise<Sample[]> {
   const name = options.shapedDataset as DatasetName;
   if (link === undefined) {
@@ -256,7 +296,13 @@ async function shapedCase(
     try {
       for (const contender of r % 2 === 1 ? shaped : [...shaped].reverse()) {
         const loadAverage = os.loadavg()[0] ?? 0;
-        const result = await round(contender, src, runDir, link, wire);
+        let result: RoundResult;
+        try {
+          result = await round(contender, src, runDir, link, wire);
+        } catch (error) {
+          failures.push(`${name} shaped run ${r} ${contender.id}: ${describeError(error)}`);
+          continue;
+        }
         samples.push({ dataset: name, case: "shaped", contender: contender.id, run: r, loadAverage, bytesChanged: undefined, result });
         log(`${name} run ${r} shaped      ${contender.id.padEnd(14)} ${describe(result)}`);
       }

@@ -90,9 +90,14 @@ export function summarize(samples: readonly Sample[]): Summary[] {
 const MiB = 2 ** 20;
 
 /** The issue's targets (issue 4, "Targets"), judged on medians of the same run. */
-export function checkTargets(summaries: readonly Summary[], linkRateBitsPerSecond: number): TargetCheck[] {
+export function checkTargets(
+  summaries: readonly Summary[],
+  linkRateBitsPerSecond: number,
+  /** `${dataset}/${contender}` pairs that failed a round or the verification: their figures earn no PASS. */
+  failed: ReadonlySet<string> = new Set(),
+): TargetCheck[] {
   const find = (dataset: DatasetName, c: Phase | "shaped", contender: ContenderId): Summary | undefined =>
-    summaries.find((s) => s.dataset === dataset && s.case === c && s.contender === contender);
+    failed.has(`${dataset}/${contender}`) ? undefined : summaries.find((s) => s.dataset === dataset && s.case === c && s.contender === contender);
   const checks: TargetCheck[] = [];
   const cases = [...new Set(summaries.map((s) => `${s.dataset}/${s.case}`))].map((k) => k.split("/") as [DatasetName, Phase | "shaped"]);
 
@@ -101,11 +106,11 @@ export function checkTargets(summaries: readonly Summary[], linkRateBitsPerSecon
     const peer = find(dataset, c, versus);
     checks.push(judge(dataset, c, `wall <= ${limit}x ${versus}`, limit,
       theseus === undefined || peer === undefined ? undefined : theseus.wallMs / peer.wallMs,
-      theseus === undefined ? "theseus did not run" : `${versus} did not run`));
+      theseus === undefined ? "theseus did not run or failed" : `${versus} did not run or failed`));
   };
   const wirePerChanged = (dataset: DatasetName, limit: number): void => {
     const theseus = find(dataset, "incremental", "theseus");
-    checks.push(judge(dataset, "incremental", `wire <= ${limit}x bytes changed`, limit, theseus?.wirePerChanged, "theseus did not run"));
+    checks.push(judge(dataset, "incremental", `wire <= ${limit}x bytes changed`, limit, theseus?.wirePerChanged, "theseus did not run or failed"));
   };
 
   for (const [dataset, c] of cases) {
@@ -123,14 +128,14 @@ export function checkTargets(summaries: readonly Summary[], linkRateBitsPerSecon
     if (dataset === "smallfiles" && c !== "shaped") {
       const theseus = find(dataset, c, "theseus");
       const peak = max([theseus?.peakRssSource, theseus?.peakRssTarget]);
-      checks.push(judge(dataset, c, "peak RSS per agent <= 160 MiB", 160, peak === undefined ? undefined : peak / MiB, "theseus did not run"));
+      checks.push(judge(dataset, c, "peak RSS per agent <= 160 MiB", 160, peak === undefined ? undefined : peak / MiB, "theseus did not run or failed"));
     }
     if (c === "shaped") {
       ratio(dataset, c, "rsync-tls-zstd", 0.9);
       const theseus = find(dataset, c, "theseus");
       const floorMs = theseus?.wireBytes === undefined ? undefined : ((theseus.wireBytes * 8) / linkRateBitsPerSecond) * 1000;
       checks.push(judge(dataset, c, "wall <= 1.1x (wire bytes / link rate)", 1.1,
-        theseus === undefined || floorMs === undefined ? undefined : theseus.wallMs / floorMs, "theseus did not run"));
+        theseus === undefined || floorMs === undefined ? undefined : theseus.wallMs / floorMs, "theseus did not run or failed"));
     }
   }
   return checks;
