@@ -256,7 +256,8 @@ async function writeRsyncdConf(workDir: string, dst: string): Promise<string> {
   // uid/gid 0 as the peers' movers run (privileged, to keep owners); no chroot, so that no extra setup skews timings.
   await writeFile(file, [
     "use chroot = no", "uid = 0", "gid = 0", "numeric ids = yes", `log file = ${path.join(workDir, "rsyncd.log")}`,
-    "[volume]", `path = ${dst}`, "read only = no", "",
+    // Without chroot rsyncd "munges" symlinks (prefixes /rsyncd-munged/) unless told not to: the copy would be wrong.
+    "[volume]", `path = ${dst}`, "read only = no", "munge symlinks = no", "",
   ].join("\n"));
   return file;
 }

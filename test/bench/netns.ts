@@ -72,6 +72,14 @@ export async function createLink(): Promise<Link> {
         // A 256 KiB burst (more than one 64 KiB loopback segment), as `tbf ... burst 256kb` would have.
         : ["rate", `${Math.round(rate / 1000)}kbit`, "ceil", `${Math.round(rate / 1000)}kbit`, "burst", "256kb", "cburst", "256kb"];
       await tc(["class", "change", "dev", "lo", "parent", "1:", "classid", "1:2", "htb", ...limit, "quantum", "65536"]);
+      if (rate === undefined) {
+        await run("tc", ["qdisc", "del", "dev", "lo", "parent", "1:2", "handle", "20:"]);
+      } else {
+        // The queue `tbf ... latency 50ms` would allow (50 ms at the rate, plus the burst), tail-dropped beyond, instead of
+        // the default 1000-packet fifo: 64 MB, seconds of buffering no real link has.
+        const limitBytes = Math.round((rate / 8) * 0.05) + 256 * 1024;
+        await tc(["qdisc", "replace", "dev", "lo", "parent", "1:2", "handle", "20:", "bfifo", "limit", String(limitBytes)]);
+      }
     },
   };
 }
