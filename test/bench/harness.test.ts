@@ -99,6 +99,8 @@ test("the sync-dirs adapter reads camelCase, snake_case and nested statistics", 
   t.is(nested.wireBytes, 123);
   t.is(nested.peakRssSource, 9);
   t.is(nested.peakRssTarget, undefined);
+  const logged = readTheseusStats(`${JSON.stringify({ durationMs: 7, wireBytes: 8 })}\n{"level":30,"msg":"agents stopped"}\n`);
+  t.is(logged.durationMs, 7);
   t.throws(() => readTheseusStats("no json here"), { message: /no JSON object/ });
 });
 

@@ -14,10 +14,13 @@ export interface TheseusStats {
   readonly raw: Record<string, unknown>;
 }
 
-/** Reads the last line of `stdout` that is a JSON object. */
+/**
+ * Reads the statistics: the last line of `stdout` that is a JSON object carrying a duration or a byte count (JSON log
+ * lines, pino's for one, may surround it), else the last JSON object line, else the whole output as one JSON document.
+ */
 export function readTheseusStats(stdout: string): TheseusStats {
-  const lines = stdout.trim().split("\n").reverse();
-  for (const line of lines) {
+  let fallback: TheseusStats | undefined;
+  for (const line of stdout.trim().split("\n").reverse()) {
     if (!line.trimStart().startsWith("{")) continue;
     let parsed: unknown;
     try {
@@ -25,8 +28,12 @@ export function readTheseusStats(stdout: string): TheseusStats {
     } catch {
       continue;
     }
-    if (typeof parsed === "object" && parsed !== null) return adapt(parsed as Record<string, unknown>);
+    if (typeof parsed !== "object" || parsed === null) continue;
+    const stats = adapt(parsed as Record<string, unknown>);
+    if (stats.durationMs !== undefined || stats.wireBytes !== undefined) return stats;
+    fallback ??= stats;
   }
+  if (fallback !== undefined) return fallback;
   // Multi-line (pretty-printed) JSON.
   try {
     const parsed: unknown = JSON.parse(stdout);
