@@ -64,6 +64,17 @@ interface Options {
 }
 
 function parseOptions(argv: readonly string[]): Options {
+  try {
+    return readOptions(argv);
+  } catch (error) {
+    if (error instanceof TheseusError) throw error;
+    throw new TheseusError("invalid_argument", error instanceof Error ? error.message : String(error), {
+      hint: "npm run bench -- --help lists the options",
+    });
+  }
+}
+
+function readOptions(argv: readonly string[]): Options {
   const { values } = parseArgs({
     args: [...argv],
     options: {
