@@ -277,6 +277,8 @@ async function compareTrees(src: string, dst: string): Promise<string | undefine
 
 async function round(contender: Contender, src: string, runDir: string, link: Link | undefined, wire: WireMeter): Promise<RoundResult> {
   await link?.select(contender.wire);
+  // Untimed: write back what the previous round left dirty, so that no contender pays for another's writeback.
+  check("sync", await run("sync", []));
   const dst = path.join(runDir, contender.id);
   const workDir = path.join(runDir, `${contender.id}.work`);
   await mkdir(workDir, { recursive: true });
@@ -328,6 +330,7 @@ async function shapedCase(
 /** Creating many files soon after deleting many is several times slower here (issue 4's hygiene facts): wait first. */
 async function settle(options: Options, why: string): Promise<void> {
   if (options.settleMs <= 0) return;
+  check("sync", await run("sync", []));
   log(`settling ${options.settleMs / 1000} s ${why}`);
   await sleep(options.settleMs);
 }
