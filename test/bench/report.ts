@@ -22,6 +22,9 @@ export interface Summary {
   readonly contender: ContenderId;
   readonly runs: number;
   readonly wallMs: number;
+  /** The fastest and slowest run: a wide spread means noise (load, writeback), not a property of the contender. */
+  readonly wallMinMs: number;
+  readonly wallMaxMs: number;
   readonly processWallMs: number;
   readonly wireBytes: number | undefined;
   readonly toolWireBytes: number | undefined;
@@ -73,6 +76,8 @@ export function summarize(samples: readonly Sample[]): Summary[] {
       contender: first.contender,
       runs: group.length,
       wallMs: median(group.map((s) => s.result.wallMs)) as number,
+      wallMinMs: Math.min(...group.map((s) => s.result.wallMs)),
+      wallMaxMs: Math.max(...group.map((s) => s.result.wallMs)),
       processWallMs: median(group.map((s) => s.result.processWallMs)) as number,
       wireBytes: median(defined(group.map((s) => s.result.wireBytes))),
       toolWireBytes: median(defined(group.map((s) => s.result.toolWireBytes))),
@@ -174,11 +179,12 @@ export function formatReport(summaries: readonly Summary[], checks: readonly Tar
     const reference = rows.find((r) => r.contender === (first.case === "shaped" ? "rsync-tls-zstd" : "rsync-tls"));
     const changed = first.bytesChanged === undefined ? "" : `, ${formatBytes(first.bytesChanged)} changed`;
     out.push("", `${first.dataset} - ${CASE_TITLES[first.case]} (median of ${first.runs}${changed})`);
-    const table: string[][] = [["contender", "wall", `vs ${reference?.contender ?? "rsync-tls"}`, "wire", "wire/changed", "peak RSS src / tgt"]];
+    const table: string[][] = [["contender", "wall", "min-max", `vs ${reference?.contender ?? "rsync-tls"}`, "wire", "wire/changed", "peak RSS src / tgt"]];
     for (const row of rows) {
       table.push([
         labels.get(row.contender) ?? row.contender,
         formatDuration(row.wallMs),
+        row.runs < 2 ? "-" : `${(row.wallMinMs / 1000).toFixed(2)}-${(row.wallMaxMs / 1000).toFixed(2)} s`,
         reference === undefined ? "-" : `${(row.wallMs / reference.wallMs).toFixed(2)}x`,
         row.contender === "tar" ? "(pipe)" : bytes(row.wireBytes ?? row.toolWireBytes),
         row.wirePerChanged === undefined ? "-" : `${row.wirePerChanged.toFixed(2)}x`,
