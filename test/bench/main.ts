@@ -1,6 +1,6 @@
 // `npm run bench`: Theseus against the data path the peer tools deploy, side by side in one run (see README.md).
 import { existsSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -34,6 +34,7 @@ const USAGE = `usage: npm run bench -- [options]
   --dir DIR           cache and work directory (default \$THESEUS_BENCH_DIR or /tmp/theseus-bench)
   --theseus-cli FILE  the Theseus CLI (default dist/coordinator/main.js)
   --json FILE         also write every sample, the medians and the target verdicts to FILE
+  --report FILE       print the report of a run saved with --json again (runs nothing)
 `;
 
 /** Debian packages the benchmark needs (the lead's CI must install them too). */
@@ -61,6 +62,7 @@ interface Options {
   readonly dir: string;
   readonly theseusCli: string;
   readonly json: string | undefined;
+  readonly report: string | undefined;
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -93,6 +95,7 @@ function readOptions(argv: readonly string[]): Options {
       dir: { type: "string" },
       "theseus-cli": { type: "string" },
       json: { type: "string" },
+      report: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -137,6 +140,7 @@ function readOptions(argv: readonly string[]): Options {
     dir: path.resolve(values.dir ?? process.env["THESEUS_BENCH_DIR"] ?? "/tmp/theseus-bench"),
     theseusCli: path.resolve(values["theseus-cli"] ?? DEFAULT_THESEUS_CLI),
     json: values.json === undefined ? undefined : path.resolve(values.json),
+    report: values.report === undefined ? undefined : path.resolve(values.report),
   };
 }
 
@@ -258,7 +262,7 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
       machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, kernel: os.release(), memoryBytes: os.totalmem() },
       options, isolated, skipped,
       datasets: datasets.map((d) => ({ name: d.layout.name, scale: d.layout.scale, seed: d.seed, files: d.files, bytes: d.bytes })),
-      mutations, samples, summaries, targets: checks, failures,
+      mutations, samples, summaries, targets: checks, failures, failedPairs: [...failedPairs],
     }, null, 2) + "\n");
     log(`results written to ${options.json}`);
   }
@@ -342,9 +346,26 @@ function describe(result: RoundResult): string {
 
 const startedAt = new Date();
 
+/** Reprints a saved run with this version's report (new columns, corrected targets) without running anything. */
+async function reprint(file: string): Promise<number> {
+  const saved = JSON.parse(await readFile(file, "utf8")) as {
+    options: { linkRateBitsPerSecond: number };
+    samples: Sample[];
+    failures?: string[];
+    failedPairs?: string[];
+  };
+  const summaries = summarize(saved.samples);
+  const checks = checkTargets(summaries, saved.options.linkRateBitsPerSecond, new Set(saved.failedPairs ?? []));
+  const labels = new Map(CONTENDER_IDS.map((id) => [id, id] as const));
+  process.stdout.write(`${formatReport(summaries, checks, labels)}\n\n${formatLoad(saved.samples, os.cpus().length)}\n`);
+  for (const f of saved.failures ?? []) process.stdout.write(`\nFAILED ${f}\n`);
+  return 0;
+}
+
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
   const options = parseOptions(argv);
+  if (options.report !== undefined) return reprint(options.report);
   const inside = process.env[NETNS_ENV] !== undefined;
   if (inside) return bench(options, true);
   await ensurePackages();
