@@ -1,0 +1,111 @@
+// The benchmark's own guarantees: the same seed gives the same bytes (else runs and machines are not comparable), the
+// mutation changes exactly what it reports, and the sync-dirs adapter reads the shapes the engine may print.
+import test from "ava";
+import { createHash } from "node:crypto";
+import { cp, mkdtemp, readdir, readFile, readlink, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { ensureDataset } from "./datasets.js";
+import { mutateTree } from "./mutate.js";
+import { createPrng } from "./prng.js";
+import { median } from "./report.js";
+import { readTheseusStats } from "./theseus-stats.js";
+
+const dirs: string[] = [];
+const tempDir = async (): Promise<string> => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "theseus-bench-test-"));
+  dirs.push(dir);
+  return dir;
+};
+test.after.always(async () => {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+});
+
+/** Path -> sha256 (or link target) of every file under root. */
+async function fingerprint(root: string): Promise<Map<string, string>> {
+  const result = new Map<string, string>();
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    const full = path.join(entry.parentPath, entry.name);
+    const rel = path.relative(root, full);
+    if (entry.isSymbolicLink()) result.set(rel, `-> ${await readlink(full)}`);
+    else if (entry.isFile()) result.set(rel, createHash("sha256").update(await readFile(full)).digest("hex"));
+    else if (entry.isDirectory()) result.set(rel, "dir");
+  }
+  return result;
+}
+
+test("the same seed and scale generate the same tree, another seed another", async (t) => {
+  const [a, b, c] = await Promise.all([tempDir(), tempDir(), tempDir()]);
+  const log = (): void => {};
+  const first = await ensureDataset(a, "mixed", 0.002, 7, log);
+  const second = await ensureDataset(b, "mixed", 0.002, 7, log);
+  const other = await ensureDataset(c, "mixed", 0.002, 8, log);
+  t.true(first.files > 40);
+  t.is(first.bytes, second.bytes);
+  t.deepEqual(await fingerprint(first.tree), await fingerprint(second.tree));
+  t.notDeepEqual(await fingerprint(first.tree), await fingerprint(other.tree));
+  // A cached tree is reused, not regenerated.
+  const again = await ensureDataset(a, "mixed", 0.002, 7, () => t.fail("regenerated a cached dataset"));
+  t.is(again.bytes, first.bytes);
+});
+
+test("the mutation is reproducible and changes what it reports", async (t) => {
+  const root = await tempDir();
+  const dataset = await ensureDataset(root, "mixed", 0.002, 7, () => {});
+  const [x, y] = [path.join(root, "x"), path.join(root, "y")];
+  await cp(dataset.tree, x, { recursive: true, verbatimSymlinks: true });
+  await cp(dataset.tree, y, { recursive: true, verbatimSymlinks: true });
+  const before = await fingerprint(x);
+  const reportX = await mutateTree(x, dataset, 1);
+  const reportY = await mutateTree(y, dataset, 1);
+  t.deepEqual(reportX, reportY);
+  const after = await fingerprint(x);
+  t.deepEqual(after, await fingerprint(y));
+
+  const created = [...after.keys()].filter((k) => !before.has(k) && after.get(k) !== "dir");
+  const deleted = [...before.keys()].filter((k) => !after.has(k));
+  const modified = [...after.keys()].filter((k) => before.has(k) && before.get(k) !== after.get(k));
+  t.is(created.length, reportX.filesCreated);
+  t.is(deleted.length, reportX.filesDeleted);
+  // Every large file has 1% of its pages rewritten; every appended small file changed.
+  t.is(modified.length, dataset.layout.largeFiles.length + reportX.filesAppended);
+  t.is(reportX.pagesRewritten, dataset.layout.largeFiles.reduce((n, f) => n + Math.max(1, Math.round(f.bytes / 4096 / 100)), 0));
+  t.is(reportX.bytesChanged, reportX.pagesRewritten * 4096 + reportX.bytesAppended + reportX.bytesCreated);
+
+  // The next round's mutation differs and passes over what round 1 deleted.
+  const round2 = await mutateTree(x, dataset, 2);
+  t.is(round2.filesDeleted, reportX.filesDeleted);
+  t.notDeepEqual(await fingerprint(x), after);
+});
+
+test("the PRNG is deterministic and forks are independent of consumption", (t) => {
+  const a = createPrng(42);
+  const b = createPrng(42);
+  a.next();
+  t.deepEqual(a.fork("x").fill(Buffer.alloc(64)), b.fork("x").fill(Buffer.alloc(64)));
+  t.notDeepEqual(createPrng(42).fill(Buffer.alloc(64)), createPrng(43).fill(Buffer.alloc(64)));
+});
+
+test("the sync-dirs adapter reads camelCase, snake_case and nested statistics", (t) => {
+  const flat = readTheseusStats(
+    `starting agents\n${JSON.stringify({ durationMs: 1200, wireBytes: 4096, bytesChanged: 100, peakRssBytes: { source: 1, target: 2 } })}\n`,
+  );
+  t.is(flat.durationMs, 1200);
+  t.is(flat.wireBytes, 4096);
+  t.is(flat.peakRssSource, 1);
+  t.is(flat.peakRssTarget, 2);
+  const nested = readTheseusStats(JSON.stringify({ stats: { duration_ms: 5, wire_bytes: "123", peak_rss_bytes: { source: 9 } } }, null, 2));
+  t.is(nested.durationMs, 5);
+  t.is(nested.wireBytes, 123);
+  t.is(nested.peakRssSource, 9);
+  t.is(nested.peakRssTarget, undefined);
+  const logged = readTheseusStats(`${JSON.stringify({ durationMs: 7, wireBytes: 8 })}\n{"level":30,"msg":"agents stopped"}\n`);
+  t.is(logged.durationMs, 7);
+  t.throws(() => readTheseusStats("no json here"), { message: /no JSON object/ });
+});
+
+test("medians", (t) => {
+  t.is(median([3, 1, 2]), 2);
+  t.is(median([4, 1, 2, 3]), 2.5);
+  t.is(median([]), undefined);
+});
