@@ -70,7 +70,7 @@ const SYSTEM_CODES: Readonly<Record<string, { code: ErrorCode; hint?: string }>>
 
 export function systemErrorCode(error: unknown): string | undefined {
   if (typeof error !== "object" || error === null || !("code" in error)) return undefined;
-  const code = (error as { code: unknown }).code;
+  const code = (error).code;
   return typeof code === "string" ? code : undefined;
 }
 
@@ -84,7 +84,7 @@ export function describeError(error: unknown): string {
   const lines = [`error (${e.code}): ${e.message}`];
   let cause: unknown = e.cause;
   for (let depth = 0; cause !== undefined && depth < 5; depth++) {
-    const text = cause instanceof Error ? cause.message : String(cause);
+    const text = cause instanceof Error ? cause.message : typeof cause === "string" ? cause : JSON.stringify(cause);
     if (text !== "" && !lines.some((l) => l.includes(text))) lines.push(`  caused by: ${text}`);
     cause = cause instanceof Error ? cause.cause : undefined;
   }

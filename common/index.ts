@@ -3,5 +3,8 @@ export { TheseusError, describeError, isAbortError, systemErrorCode } from "./er
 export type { ErrorCode, TheseusErrorOptions } from "./errors.js";
 export { createLogger, silentLogger } from "./log.js";
 export type { Logger, LogLevel, LoggerOptions } from "./log.js";
+export { createChannel } from "./channel.js";
+export type { Channel } from "./channel.js";
 export { abortReason, anySignal, sleep, throwIfAborted } from "./signals.js";
 export { formatBytes, formatDuration, parseBytes, parseRate } from "./units.js";
+export { VERSION } from "./version.js";

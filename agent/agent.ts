@@ -1,0 +1,74 @@
+// The agent daemon: one mTLS gRPC endpoint serving the control service to coordinators and the transfer service to its
+// peer agent, over the volumes it is configured with.
+import { mkdir, readFile } from "node:fs/promises";
+import { TheseusError, VERSION, silentLogger } from "../common/index.js";
+import type { Logger } from "../common/index.js";
+import { createRpcServer } from "../rpc/index.js";
+import type { TlsMaterial } from "../rpc/index.js";
+import { AgentService } from "../proto/gen/theseus/v1/agent_pb.js";
+import { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
+import type { AgentOptions } from "./config.js";
+import { createControlService } from "./control-service.js";
+import { SessionRegistry } from "./sessions.js";
+import { createTransferService } from "./transfer-service.js";
+import { VolumeRegistry } from "./volumes.js";
+
+export interface Agent {
+  /** host:port the agent listens on (the real port when configured with port 0). */
+  readonly address: string;
+  readonly port: number;
+  /** Stops accepting calls, lets in-flight work finish within the grace time, then cancels it. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export interface AgentDependencies {
+  readonly logger?: Logger;
+  /** TLS material given directly (tests, sync-dirs); otherwise read from the paths in the options. */
+  readonly tls?: TlsMaterial;
+}
+
+export async function startAgent(options: AgentOptions, deps: AgentDependencies = {}): Promise<Agent> {
+  const logger = (deps.logger ?? silentLogger()).child({ component: "agent", cluster: options.clusterName });
+  const tls = deps.tls ?? (await readTls(options));
+  await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
+  const volumes = new VolumeRegistry(options.volumes);
+  const sessions = new SessionRegistry();
+
+  const server = createRpcServer({ tls, logger });
+  server.add(
+    AgentService,
+    createControlService({ clusterName: options.clusterName, version: VERSION, volumes, sessions, tls, sessionTtlMs: options.sessionTtlMs, logger }),
+    { allowedRoles: ["coordinator"] },
+  );
+  server.add(TransferService, createTransferService({ volumes, sessions, logger }), { allowedRoles: ["agent"] });
+  const port = await server.listen(options.listenHost, options.listenPort);
+  const address = `${options.listenHost.includes(":") ? `[${options.listenHost}]` : options.listenHost}:${port}`;
+  logger.info({ address, volumes: volumes.names(), version: VERSION }, "agent listening");
+
+  return {
+    address,
+    port,
+    async close(graceMs = options.shutdownGraceMs) {
+      logger.info({ graceMs }, "agent shutting down");
+      await server.shutdown(graceMs);
+    },
+  };
+}
+
+async function readTls(options: AgentOptions): Promise<TlsMaterial> {
+  const read = async (path: string, what: string): Promise<string> => {
+    try {
+      return await readFile(path, "utf8");
+    } catch (error) {
+      throw new TheseusError("invalid_argument", `cannot read the agent's ${what} at ${path}`, {
+        cause: error,
+        hint: "create it with `theseus certs init` and `theseus certs issue agent --cluster NAME`",
+      });
+    }
+  };
+  return {
+    caPem: await read(options.tls.caPath, "CA certificate"),
+    certPem: await read(options.tls.certPath, "certificate"),
+    keyPem: await read(options.tls.keyPath, "key"),
+  };
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+// theseus-agent: the daemon's entry point. Configuration from --config FILE, THESEUS_* variables and flags (flags win).
+import { Command, Option } from "commander";
+import { TheseusError, VERSION, createLogger, describeError } from "../common/index.js";
+import { parseVolumeList, readConfigFile, resolveAgentOptions, settingsFromEnv, startAgent } from "./index.js";
+import type { AgentSettings } from "./index.js";
+
+interface Flags {
+  config?: string;
+  cluster?: string;
+  listen?: string;
+  volume: string[];
+  pkiDir?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  stateDir?: string;
+  logLevel?: string;
+}
+
+const program = new Command("theseus-agent")
+  .description("The Theseus agent: serves this cluster's volumes to coordinators and to its peer agent over mTLS gRPC.")
+  .version(VERSION)
+  .option("-c, --config <file>", "YAML config file (keys: clusterName, listen, volumes, pkiDir, tlsCa, tlsCert, tlsKey, stateDir, logLevel)")
+  .option("--cluster <name>", "this cluster's name; must match the agent certificate (env THESEUS_CLUSTER)")
+  .option("--listen <host:port>", "address to listen on (env THESEUS_LISTEN; default 0.0.0.0:7443)")
+  .option("--volume <name=path>", "serve a directory as a named volume; repeatable (env THESEUS_VOLUMES=a=/x,b=/y)", (v: string, all: string[]) => [...all, v], [])
+  .option("--pki-dir <dir>", "directory with ca.crt and agent-<cluster>.crt/.key (env THESEUS_PKI_DIR)")
+  .option("--tls-ca <file>", "CA certificate (overrides --pki-dir)")
+  .option("--tls-cert <file>", "agent certificate (overrides --pki-dir)")
+  .option("--tls-key <file>", "agent key (overrides --pki-dir)")
+  .option("--state-dir <dir>", "where the agent keeps its own state, never inside a volume (env THESEUS_STATE_DIR)")
+  .addOption(new Option("--log-level <level>", "log level (env THESEUS_LOG_LEVEL)").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
+  .addHelpText(
+    "after",
+    `
+Examples:
+  theseus-agent --cluster eu-1 --pki-dir ~/.theseus/pki --volume data=/srv/data --listen 0.0.0.0:7443
+  THESEUS_CLUSTER=eu-1 THESEUS_VOLUMES=data=/srv/data theseus-agent --config /etc/theseus/agent.yaml
+
+It logs JSON lines to stderr and stops gracefully on SIGTERM or SIGINT.`,
+  );
+
+async function main(): Promise<void> {
+  program.parse();
+  const flags = program.opts<Flags>();
+  const fromFile: AgentSettings = flags.config === undefined ? {} : await readConfigFile(flags.config);
+  const fromFlags: AgentSettings = {
+    clusterName: flags.cluster,
+    listen: flags.listen,
+    volumes: flags.volume.length > 0 ? parseVolumeList(flags.volume, "--volume") : undefined,
+    pkiDir: flags.pkiDir,
+    tlsCa: flags.tlsCa,
+    tlsCert: flags.tlsCert,
+    tlsKey: flags.tlsKey,
+    stateDir: flags.stateDir,
+    logLevel: flags.logLevel,
+  };
+  const options = resolveAgentOptions(fromFile, settingsFromEnv(process.env), fromFlags);
+  const logger = createLogger({ level: options.logLevel, name: "theseus-agent" });
+  const agent = await startAgent(options, { logger });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) {
+      logger.warn({ signal }, "second signal: exiting now");
+      process.exit(130);
+    }
+    stopping = true;
+    logger.info({ signal }, "stopping");
+    agent.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  // Readiness line, printed once signals are handled, on stdout, for scripts and the local clusters' process supervisor.
+  process.stdout.write(`${JSON.stringify({ listening: agent.address, cluster: options.clusterName })}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${describeError(error)}\n`);
+  process.exit(TheseusError.from(error).code === "invalid_argument" ? 2 : 1);
+});

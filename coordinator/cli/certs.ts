@@ -1,0 +1,70 @@
+// `theseus certs`: the installation's CA and the agent and coordinator certificates.
+import type { Command } from "commander";
+import { TheseusError } from "../../common/index.js";
+import { validateIdentityName } from "../../rpc/index.js";
+import { caPaths, initCertificateAuthority, issueToDirectory } from "../certs/index.js";
+import { globalOptions } from "./context.js";
+
+interface IssueFlags {
+  cluster?: string;
+  name?: string;
+  dns: string[];
+  ip: string[];
+  days?: string;
+  force?: boolean;
+}
+
+const collect = (value: string, all: string[]): string[] => [...all, value];
+
+export function register(program: Command): void {
+  const certs = program
+    .command("certs")
+    .description("create the installation's CA and the certificates of agents and coordinators")
+    .addHelpText(
+      "after",
+      `
+Every agent and coordinator proves who it is with a certificate from one CA. Identities live in the certificate
+(URI SAN spiffe://theseus/agent/<cluster> or spiffe://theseus/coordinator/<name>), so agents may be reached through
+any address. Files go to --pki-dir (default ~/.theseus/pki): ca.crt, ca.key, <role>-<name>.crt and .key.
+
+Examples:
+  theseus certs init
+  theseus certs issue agent --cluster eu-1 --dns theseus-agent.theseus-system.svc
+  theseus certs issue coordinator --name alice`,
+    );
+
+  certs
+    .command("init")
+    .description("create the installation's CA (refuses to overwrite an existing one)")
+    .option("--installation <name>", "a name shown in the CA's subject", "default")
+    .option("--force", "replace an existing CA: every certificate it issued stops working")
+    .action(async (flags: { installation: string; force?: boolean }, command: Command) => {
+      const { pkiDir } = globalOptions(command);
+      const paths = await initCertificateAuthority(pkiDir, { installation: flags.installation, force: flags.force === true });
+      process.stdout.write(`created the CA: ${paths.caCert} (key ${paths.caKey}, keep it safe)\n`);
+    });
+
+  const issue = certs.command("issue").description("issue a certificate signed by the CA");
+  const issueOptions = (command: Command): Command =>
+    command
+      .option("--dns <name>", "an extra DNS name for the certificate; repeatable", collect, [])
+      .option("--ip <address>", "an extra IP address for the certificate; repeatable", collect, [])
+      .option("--days <n>", "validity in days", "365")
+      .option("--force", "replace an existing key and certificate of that identity");
+
+  issueOptions(issue.command("agent").description("issue an agent certificate (server and client)").requiredOption("--cluster <name>", "the cluster the agent runs in")).action(
+    async (flags: IssueFlags, command: Command) => issueAction("agent", flags.cluster, flags, command),
+  );
+  issueOptions(issue.command("coordinator").description("issue a coordinator certificate (client)").requiredOption("--name <name>", "who or what drives migrations, e.g. alice or ci")).action(
+    async (flags: IssueFlags, command: Command) => issueAction("coordinator", flags.name, flags, command),
+  );
+}
+
+async function issueAction(role: "agent" | "coordinator", name: string | undefined, flags: IssueFlags, command: Command): Promise<void> {
+  const { pkiDir } = globalOptions(command);
+  const identityName = validateIdentityName(name ?? "", role === "agent" ? "cluster name" : "coordinator name");
+  const days = Number(flags.days ?? "365");
+  if (!Number.isInteger(days) || days <= 0) throw new TheseusError("invalid_argument", `--days must be a positive whole number, not "${flags.days ?? ""}"`);
+  const paths = await issueToDirectory(pkiDir, { role, name: identityName }, { dnsNames: flags.dns, ipAddresses: flags.ip, validityDays: days, force: flags.force === true });
+  process.stdout.write(`issued ${role} "${identityName}": ${paths.cert} (key ${paths.key}; CA ${caPaths(pkiDir).caCert})\n`);
+}

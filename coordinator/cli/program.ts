@@ -1,0 +1,30 @@
+// The `theseus` command line: one file per command, each exporting register(program).
+import { Command } from "commander";
+import { VERSION } from "../../common/index.js";
+import { register as registerCerts } from "./certs.js";
+import { register as registerCopy } from "./copy.js";
+import { register as registerDemo } from "./demo.js";
+
+export function createProgram(): Command {
+  const program = new Command("theseus")
+    .description("Transactional live migration of stateful applications between Kubernetes clusters.")
+    .version(VERSION)
+    .option("--pki-dir <dir>", "where the CA and certificates live (env THESEUS_PKI_DIR; default ~/.theseus/pki)")
+    .option("--as <name>", "the coordinator identity to act as (default: the only coordinator certificate)")
+    .showHelpAfterError("(run with --help for usage)")
+    .addHelpText(
+      "after",
+      `
+Getting started:
+  theseus demo                                   the whole story on this machine
+  theseus certs init && theseus certs issue coordinator --name me
+  theseus copy --from HOST:PORT --to HOST:PORT --volume data
+
+Exit codes: 0 done, 1 failed, 2 bad usage or input, 3 an agent unreachable or refusing us, 4 integrity or protocol
+error, 130 cancelled.`,
+    );
+  registerCerts(program);
+  registerCopy(program);
+  registerDemo(program);
+  return program;
+}
