@@ -15,7 +15,9 @@
 export { createSyncSource } from "./source.js";
 export type { CompressionSetting, SyncSource, SyncSourceOptions } from "./source.js";
 export { runTargetRound, STAGING_DIR } from "./target.js";
-export type { RoundResult, SyncConnect, SyncTargetOptions } from "./target.js";
+export type { RoundProgress, RoundResult, SyncConnect, SyncTargetOptions } from "./target.js";
 export type { RoundStatsWire } from "./codec.js";
 export { TokenBucket } from "./throttle.js";
 export type { Clock } from "./throttle.js";
+export { SyncSources, syncStateDir } from "./registry.js";
+export type { SyncRole } from "./registry.js";

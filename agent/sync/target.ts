@@ -59,7 +59,17 @@ export interface SyncTargetOptions {
   logger: Logger;
   /** Apply numeric uid/gid (default: when running as root). */
   preserveOwner?: boolean;
+  /** Called at most every 250 ms while the round runs, with cumulative counters. */
+  onProgress?: (progress: RoundProgress) => void;
 }
+
+export interface RoundProgress {
+  entries: number;
+  bytes: number;
+  wireBytes: number;
+}
+
+const PROGRESS_INTERVAL_MS = 250;
 
 /** Opens the transport: given the target's outgoing frames, returns the source's frames. */
 export type SyncConnect = (up: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>;
@@ -90,7 +100,7 @@ export async function runTargetRound(options: SyncTargetOptions, connect: SyncCo
   }
   fs.mkdirSync(stateDir, { recursive: true });
   fs.mkdirSync(root, { recursive: true });
-  const round = new TargetRound(root, stateDir, options.logger, options.preserveOwner ?? process.getuid?.() === 0, signal);
+  const round = new TargetRound(root, stateDir, options.logger, options.preserveOwner ?? process.getuid?.() === 0, signal, options.onProgress);
   return round.run(connect);
 }
 
@@ -151,6 +161,7 @@ class TargetRound {
     private readonly logger: Logger,
     private readonly preserveOwner: boolean,
     private readonly signal: AbortSignal | undefined,
+    private readonly onProgress: ((progress: RoundProgress) => void) | undefined,
   ) {
     this.blocks = new BlockStore(stateDir);
     this.staging = path.join(root, STAGING_DIR);
@@ -164,9 +175,16 @@ class TargetRound {
     fs.rmSync(this.staging, { recursive: true, force: true });
     const decoder = new FrameDecoder();
     let ok = false;
+    let wireBytes = 0;
+    let lastProgress = performance.now();
     try {
       for await (const frame of connect(this.indexFrames())) {
         throwIfAborted(this.signal);
+        wireBytes += frame.length;
+        if (this.onProgress !== undefined && performance.now() - lastProgress >= PROGRESS_INTERVAL_MS) {
+          lastProgress = performance.now();
+          this.onProgress({ entries: this.entriesApplied, bytes: this.bytesWritten, wireBytes });
+        }
         for (const rec of decodeFrameRecords(decoder.decode(frame))) {
           if (this.sourceEnd !== undefined) throw new TheseusError("protocol", "the source sent records after its end record");
           this.apply(rec);
