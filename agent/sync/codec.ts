@@ -106,12 +106,21 @@ const TYPE_NAME: Record<number, EntryType> = { 1: "dir", 2: "file", 3: "symlink"
 
 export class ByteWriter {
   private buf: Buffer;
-  private pos = 0;
-  constructor(initialBytes = 64 * 1024) {
+  private pos: number;
+  /**
+   * `headerBytes` are reserved at the start of every batch, so a frame header can be filled in place: the records of a
+   * raw frame are never copied between encoding and the transport.
+   */
+  constructor(
+    private readonly initialBytes = 64 * 1024,
+    private readonly headerBytes = 0,
+  ) {
     this.buf = Buffer.allocUnsafe(initialBytes);
+    this.pos = headerBytes;
   }
+  /** Bytes of records written (the reserved header excluded). */
   get length(): number {
-    return this.pos;
+    return this.pos - this.headerBytes;
   }
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
@@ -161,10 +170,11 @@ export class ByteWriter {
       this.pos += n;
     }
   }
-  /** Returns the bytes written so far (a copy) and resets. */
+  /** Hands over the bytes written so far (the reserved header included) and starts a fresh buffer: no copy. */
   take(): Buffer {
-    const out = Buffer.from(this.buf.subarray(0, this.pos));
-    this.pos = 0;
+    const out = this.buf.subarray(0, this.pos);
+    this.buf = Buffer.allocUnsafe(Math.max(this.initialBytes, Math.min(this.buf.length, 4 * this.initialBytes)));
+    this.pos = this.headerBytes;
     return out;
   }
 }
@@ -474,12 +484,22 @@ export class FrameEncoder {
     return this.level;
   }
 
-  encode(raw: Buffer): Buffer {
+  /** A writer whose batches leave room for the frame header. */
+  static writer(): ByteWriter {
+    return new ByteWriter(FRAME_TARGET_BYTES + 64 * 1024, HEADER_BYTES);
+  }
+
+  /** Turns a writer's batch (from FrameEncoder.writer()) into a frame. Returns the frame and its raw size. */
+  encode(w: ByteWriter): { frame: Buffer; rawBytes: number } {
+    const buf = w.take();
+    const raw = buf.subarray(HEADER_BYTES);
     if (this.level > 0 && this.compressor !== undefined) {
       const z = this.compressor.compress(raw);
-      if (z.length < raw.length * INCOMPRESSIBLE_RATIO) return withHeader(CODEC_ZSTD, raw.length, z);
+      if (z.length < raw.length * INCOMPRESSIBLE_RATIO) return { frame: withHeader(CODEC_ZSTD, raw.length, z), rawBytes: raw.length };
     }
-    return withHeader(CODEC_RAW, raw.length, raw);
+    buf[0] = CODEC_RAW;
+    buf.writeUInt32LE(raw.length, 1);
+    return { frame: buf, rawBytes: raw.length };
   }
 }
 

@@ -8,7 +8,6 @@ import { TheseusError, throwIfAborted } from "../../common/index.js";
 import type { Logger } from "../../common/index.js";
 import {
   BLOCK_BYTES,
-  ByteWriter,
   decodeFrameRecords,
   encodeRecord,
   FRAME_TARGET_BYTES,
@@ -128,7 +127,7 @@ interface LinkGroup {
 }
 
 class SourceRound {
-  private readonly w = new ByteWriter(FRAME_TARGET_BYTES + 64 * 1024);
+  private readonly w = FrameEncoder.writer();
   private readonly encoder = new FrameEncoder();
   private readonly readBuf = Buffer.allocUnsafe(READ_CHUNK_BYTES);
   private readonly blocks: BlockStore;
@@ -314,9 +313,8 @@ class SourceRound {
 
   private async *flush(): AsyncGenerator<Uint8Array> {
     if (this.w.length === 0) return;
-    const raw = this.w.take();
-    const frame = this.encoder.encode(raw);
-    this.stats.rawBytes += raw.length;
+    const { frame, rawBytes } = this.encoder.encode(this.w);
+    this.stats.rawBytes += rawBytes;
     this.stats.wireBytes += frame.length;
     this.windowWire += frame.length;
     await this.bucket.take(frame.length, this.signal);
@@ -480,7 +478,8 @@ class SourceRound {
       const data = readSmall(fd, size, this.readBuf);
       this.stats.bytesRead += data.length;
       // The read buffer is reused: copy what will sit in the frame until it is flushed.
-      return data.buffer === this.readBuf.buffer ? Buffer.from(data) : data;
+      // May alias the reused read buffer: callers encode it into the frame before the next read.
+      return data;
     } catch (e) {
       throw walkError(e, rel);
     } finally {
@@ -545,7 +544,7 @@ class SourceRound {
           if (runStart < 0) return;
           if (runZero) this.emit({ t: "zero", offset: pos + runStart, length: endOff - runStart });
           else {
-            this.emit({ t: "data", offset: pos + runStart, data: Buffer.from(chunk.subarray(runStart, endOff)) });
+            this.emit({ t: "data", offset: pos + runStart, data: chunk.subarray(runStart, endOff) });
           }
           this.stats.bytesChanged += endOff - runStart;
           runStart = -1;

@@ -19,7 +19,6 @@ import { TheseusError, throwIfAborted } from "../../common/index.js";
 import type { Logger } from "../../common/index.js";
 import {
   BLOCK_BYTES,
-  ByteWriter,
   decodeFrameRecords,
   encodeRecord,
   FRAME_TARGET_BYTES,
@@ -212,12 +211,12 @@ class TargetRound {
   // The index stream: the target's walk joined with its cache.
 
   private async *indexFrames(): AsyncGenerator<Uint8Array> {
-    const w = new ByteWriter(FRAME_TARGET_BYTES + 64 * 1024);
+    const w = FrameEncoder.writer();
     const enc = new FrameEncoder();
     const uid = process.getuid?.() ?? 0;
     const gid = process.getgid?.() ?? 0;
     encodeRecord(w, { t: "start", version: PROTOCOL_VERSION, targetUid: uid, targetGid: gid, preserveOwner: this.preserveOwner });
-    yield enc.encode(w.take());
+    yield enc.encode(w).frame;
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
     this.spool = new EntryFileWriter(this.spoolFile);
     const firstOfInode = new Map<number, string>();
@@ -258,7 +257,7 @@ class TargetRound {
         this.spool.add({ ...entry, ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs });
         this.targetEntries++;
         encodeRecord(w, { t: "entry", e: entry });
-        if (w.length >= FRAME_TARGET_BYTES) yield enc.encode(w.take());
+        if (w.length >= FRAME_TARGET_BYTES) yield enc.encode(w).frame;
         else if (++n % 2048 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
@@ -267,7 +266,7 @@ class TargetRound {
     }
     this.walkDone = true;
     encodeRecord(w, { t: "index_end" });
-    yield enc.encode(w.take());
+    yield enc.encode(w).frame;
   }
 
   /** Hashes a file the cache does not vouch for; undefined if it is not a readable regular file any more. */

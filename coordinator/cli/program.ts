@@ -4,6 +4,7 @@ import { VERSION } from "../../common/index.js";
 import { register as registerCerts } from "./certs.js";
 import { register as registerCopy } from "./copy.js";
 import { register as registerDemo } from "./demo.js";
+import { register as registerSyncDirs } from "./sync-dirs.js";
 
 export function createProgram(): Command {
   const program = new Command("theseus")
@@ -26,5 +27,6 @@ error, 130 cancelled.`,
   registerCerts(program);
   registerCopy(program);
   registerDemo(program);
+  registerSyncDirs(program);
   return program;
 }
