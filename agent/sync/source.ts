@@ -146,6 +146,7 @@ class SourceRound {
   };
   private readonly startedMs = Date.now();
   private lastTargetPath: string | undefined;
+  private lastTargetRecord: SyncRecord | undefined;
   private sinceYield = 0;
   private waitMs = 0;
 
@@ -266,6 +267,9 @@ class SourceRound {
     }
     if (r.t !== "entry") throw new TheseusError("protocol", `unexpected ${r.t} record in the target's index`);
     const e = r.e;
+    // The same record is peeked again until the walk passes it: validate it once.
+    if (r === this.lastTargetRecord) return e;
+    this.lastTargetRecord = r;
     validatePeerPath(e.path, true);
     if (this.lastTargetPath !== undefined && comparePaths(this.lastTargetPath, e.path) >= 0) {
       throw new TheseusError("protocol", `the target's index is out of order at ${JSON.stringify(e.path)}`);

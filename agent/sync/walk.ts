@@ -28,7 +28,7 @@ export function* walk(root: string, skipRootNames: ReadonlySet<string> = new Set
     throw new TheseusError("invalid_argument", `the volume root ${root} is not a directory`);
   }
   yield { path: "", type: "dir", st: rootSt };
-  const stack: Frame[] = [{ dir: "", names: listDir(root, "", skipRootNames), i: 0 }];
+  const stack: Frame[] = [{ dir: "", names: listDir(root, "", skipRootNames, false) ?? [], i: 0 }];
   while (stack.length > 0) {
     const top = stack[stack.length - 1] as Frame;
     if (top.i >= top.names.length) {
@@ -55,23 +55,21 @@ export function* walk(root: string, skipRootNames: ReadonlySet<string> = new Set
           : "special";
     yield { path: rel, type, st };
     if (type === "dir") {
-      let names: string[];
-      try {
-        names = listDir(abs, rel, undefined);
-      } catch (e) {
-        if ((e as TheseusError).code === "not_found") continue;
-        throw e;
-      }
-      stack.push({ dir: rel, names, i: 0 });
+      // Listed only when the consumer asks for the next entry: by then the directory may have been deleted or
+      // replaced (by the live app on a source, by the round itself on a target), which is not an error.
+      const names = listDir(abs, rel, undefined, true);
+      if (names !== undefined) stack.push({ dir: rel, names, i: 0 });
     }
   }
 }
 
-function listDir(abs: string, rel: string, skip: ReadonlySet<string> | undefined): string[] {
+function listDir(abs: string, rel: string, skip: ReadonlySet<string> | undefined, mayVanish: boolean): string[] | undefined {
   let names: string[];
   try {
     names = fs.readdirSync(abs);
   } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (mayVanish && (code === "ENOENT" || code === "ENOTDIR")) return undefined;
     throw walkError(e, rel);
   }
   for (const n of names) {
