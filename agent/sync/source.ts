@@ -308,7 +308,9 @@ class SourceRound {
     const elapsed = now - this.windowStart;
     const waitShare = this.waitMs / Math.max(1, elapsed);
     const rate = (this.windowWire / Math.max(1, elapsed)) * 1000;
-    if (this.encoder.currentLevel === 0 && waitShare > 0.6 && rate < 300e6) this.encoder.setLevel(rate < 40e6 ? 3 : 1);
+    // A busy target also makes us wait, and zstd would only add to its work (decompression) on a fast link, so only a
+    // clearly slow drain (well below what a loopback or LAN target absorbs) turns compression on.
+    if (this.encoder.currentLevel === 0 && waitShare > 0.6 && rate < 80e6) this.encoder.setLevel(rate < 30e6 ? 3 : 1);
     else if (this.encoder.currentLevel > 0 && waitShare < 0.1) this.encoder.setLevel(0);
     this.windowStart = now;
     this.windowWire = 0;
