@@ -146,6 +146,31 @@ test("a round cut mid-stream resumes without resending the files that were compl
   t.true(r.targetBytesRead === 0, "what arrived before the cut is in the target's index already");
 });
 
+test("a large file cut mid-transfer resumes after its verified blocks instead of starting over", async (t) => {
+  const p = makePair(base, "resume-large");
+  const data = Buffer.alloc(24 * MiB);
+  for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i * 2654435761 >>> 0, i);
+  fs.writeFileSync(`${p.src}/big.img`, data);
+  let frames = 0;
+  const cut = await t.throwsAsync<TheseusError>(
+    runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (up) =>
+      (async function* () {
+        for await (const f of p.source.serve(up)) {
+          if (++frames > 12) throw new TheseusError("unavailable", "connection cut by the test");
+          yield f;
+        }
+      })(),
+    ),
+  );
+  t.is(cut?.code, "unavailable");
+  t.false(fs.existsSync(`${p.dst}/big.img`), "a partial file is never in place");
+  const r = await roundInMemory(p);
+  t.true(fs.readFileSync(`${p.dst}/big.img`).equals(data), "the resumed file is byte for byte the source");
+  t.true(r.source.bytesChanged <= 24 * MiB - 8 * MiB, `resent ${r.source.bytesChanged} of ${24 * MiB} bytes`);
+  t.false(fs.existsSync(`${p.dst}/.theseus-partial`));
+  t.deepEqual(describeTree(p.dst), describeTree(p.src));
+});
+
 test("sockets and fifos are not copied but counted and named in the statistics", async (t) => {
   const p = makePair(base, "special");
   fs.writeFileSync(`${p.src}/a`, "a");

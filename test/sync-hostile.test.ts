@@ -106,7 +106,7 @@ test("a large file whose blocks do not match the final hash is refused and never
   const r = await play([
     frameOf([
       root,
-      { t: "file_begin", path: "big", meta: META, mode: "whole", baseHash: new Uint8Array(0) },
+      { t: "file_begin", path: "big", meta: META, mode: "whole", baseHash: new Uint8Array(0), resumeFrom: 0 },
       { t: "data", offset: 0, data: Buffer.alloc(8192, 1) },
       { t: "file_end", size: 8192, hash: sha("not the list") },
     ]),
@@ -121,14 +121,14 @@ test("misplaced and oversized blocks are refused", async (t) => {
     { t: "data", offset: 8192, data: Buffer.alloc(10) },
     { t: "zero", offset: 0, length: 2 ** 50 },
   ] as SyncRecord[]) {
-    const r = await play([frameOf([root, { t: "file_begin", path: "big", meta: META, mode: "whole", baseHash: new Uint8Array(0) }, rec])]);
+    const r = await play([frameOf([root, { t: "file_begin", path: "big", meta: META, mode: "whole", baseHash: new Uint8Array(0), resumeFrom: 0 }, rec])]);
     t.is(r.error?.code, "protocol", JSON.stringify(rec).slice(0, 60));
     t.false(fs.existsSync(path.join(r.dst, "big")));
   }
 });
 
 test("a patch against contents the target does not hold is refused", async (t) => {
-  const r = await play([frameOf([root, { t: "file_begin", path: "big", meta: META, mode: "patch", baseHash: sha("x") }])]);
+  const r = await play([frameOf([root, { t: "file_begin", path: "big", meta: META, mode: "patch", baseHash: sha("x"), resumeFrom: 0 }])]);
   t.is(r.error?.code, "failed_precondition");
 });
 

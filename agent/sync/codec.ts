@@ -71,8 +71,13 @@ export type SyncRecord =
   | { t: "file_meta"; path: string; meta: Meta; size: number; hash: Uint8Array }
   /** A small file, whole. */
   | { t: "file_inline"; path: string; meta: Meta; hash: Uint8Array; data: Uint8Array }
-  /** A large file follows as data/zero records then file_end; "patch" rewrites blocks of the target's copy in place. */
-  | { t: "file_begin"; path: string; meta: Meta; mode: "whole" | "patch"; baseHash: Uint8Array }
+  /**
+   * A large file follows as data/zero records then file_end; "patch" rewrites blocks of the target's copy in place.
+   * `resumeFrom` > 0 (whole only): the target keeps the first bytes from a round cut short (see "partial").
+   */
+  | { t: "file_begin"; path: string; meta: Meta; mode: "whole" | "patch"; baseHash: Uint8Array; resumeFrom: number }
+  /** target -> source, before the index: a large file received in part, its verified blocks and their list hash. */
+  | { t: "partial"; path: string; blocks: number; prefixHash: Uint8Array }
   | { t: "data"; offset: number; data: Uint8Array }
   | { t: "zero"; offset: number; length: number }
   | { t: "file_end"; size: number; hash: Uint8Array }
@@ -96,6 +101,7 @@ const KIND = {
   delete: 19,
   end: 20,
   error: 21,
+  partial: 22,
 } as const;
 
 const TYPE_CODE: Record<EntryType, number> = { dir: 1, file: 2, symlink: 3 };
@@ -305,6 +311,12 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
       writeMeta(w, rec.meta);
       w.u8(rec.mode === "patch" ? 1 : 0);
       w.bytes(rec.baseHash);
+      w.uint(rec.resumeFrom);
+      return;
+    case "partial":
+      w.str(rec.path);
+      w.uint(rec.blocks);
+      w.bytes(rec.prefixHash);
       return;
     case "data":
       w.uint(rec.offset);
@@ -410,7 +422,13 @@ export function decodeRecord(r: ByteReader): SyncRecord {
       const path = r.str(MAX_STR);
       const meta = readMeta(r);
       const mode = r.u8() === 1 ? "patch" : "whole";
-      return { t: "file_begin", path, meta, mode, baseHash: readHash(r, true) };
+      const baseHash = readHash(r, true);
+      return { t: "file_begin", path, meta, mode, baseHash, resumeFrom: r.uint() };
+    }
+    case KIND.partial: {
+      const path = r.str(MAX_STR);
+      const blocks = r.uint();
+      return { t: "partial", path, blocks, prefixHash: readHash(r, false) };
     }
     case KIND.data: {
       const offset = r.uint();

@@ -147,6 +147,7 @@ class SourceRound {
   private readonly startedMs = Date.now();
   private lastTargetPath: string | undefined;
   private lastTargetRecord: SyncRecord | undefined;
+  private readonly partials = new Map<string, { blocks: number; prefixHash: Uint8Array }>();
   private sinceYield = 0;
   private waitMs = 0;
 
@@ -172,6 +173,12 @@ class SourceRound {
       });
     }
     cursor.advance();
+    // Large files the target holds in part from a round cut short: it keeps their verified first blocks.
+    for (let r = await cursor.peek(); r?.t === "partial"; r = await cursor.peek()) {
+      validatePeerPath(r.path);
+      if (this.partials.size < 16) this.partials.set(r.path, { blocks: r.blocks, prefixHash: r.prefixHash });
+      cursor.advance();
+    }
     this.chooseLevel();
     const memo = readMemo(this.stateDir);
     this.stats.previousRoundEndMs = memo.lastRoundEndMs;
@@ -518,12 +525,27 @@ class SourceRound {
     baseHash: Uint8Array,
   ): AsyncGenerator<Uint8Array, { hash: Buffer; size: number }> {
     const mode = baseList === undefined ? "whole" : "patch";
-    this.emit({ t: "file_begin", path: rel, meta, mode, baseHash: mode === "patch" ? baseHash : EMPTY });
-    this.stats.entriesChanged++;
     const fd = this.openFile(abs, rel);
     let list = Buffer.allocUnsafe(1024 * 32);
     let pos = 0;
     try {
+      // Resume: when the target kept the first blocks of this file from a cut round and they still match what the
+      // file holds now, read and hash them (for the file's hash) but send only the rest.
+      const partial = mode === "whole" ? this.partials.get(rel) : undefined;
+      if (partial !== undefined && partial.blocks > 0) {
+        const prefixBytes = partial.blocks * BLOCK_BYTES;
+        list = Buffer.allocUnsafe(Math.max(list.length, partial.blocks * 32));
+        while (pos < prefixBytes) {
+          const n = readAt(fd, this.readBuf, Math.min(this.readBuf.length, prefixBytes - pos), pos, rel);
+          if (n === 0 || n % BLOCK_BYTES !== 0) break;
+          this.stats.bytesRead += n;
+          hashBlocks(this.readBuf.subarray(0, n), list, pos / BLOCK_BYTES);
+          pos += n;
+        }
+        if (pos !== prefixBytes || !sha256(list.subarray(0, partial.blocks * 32)).equals(partial.prefixHash)) pos = 0;
+      }
+      this.emit({ t: "file_begin", path: rel, meta, mode, baseHash: mode === "patch" ? baseHash : EMPTY, resumeFrom: pos });
+      this.stats.entriesChanged++;
       for (;;) {
         throwIfAborted(this.signal);
         let n: number;
@@ -587,6 +609,14 @@ class SourceRound {
 }
 
 const EMPTY = new Uint8Array(0);
+
+function readAt(fd: number, buf: Buffer, length: number, position: number, rel: string): number {
+  try {
+    return fs.readSync(fd, buf, 0, length, position);
+  } catch (e) {
+    throw walkError(e, rel);
+  }
+}
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);

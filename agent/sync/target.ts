@@ -123,7 +123,20 @@ interface OpenFile {
   /** Next offset expected (whole) or the end of the last write (patch). */
   offset: number;
   oldSize: number;
+  /** Offset up to which a whole file's blocks are durable and recorded for resumption. */
+  checkpoint: number;
 }
+
+/** What the target keeps of a large file whose round was cut: its first `blocks` blocks, verified, and their hashes. */
+interface PartialFile {
+  path: string;
+  blocks: number;
+  list: Buffer;
+}
+
+const RESUME_NAME = "resume";
+/** A received large file is made durable and recorded every this many bytes, so a killed agent resumes from there. */
+const CHECKPOINT_BYTES = 64 * 1024 * 1024;
 
 interface LargeKnown {
   hash: Uint8Array;
@@ -138,6 +151,8 @@ class TargetRound {
   private readonly staging: string;
   private stagingSeq = 0;
   private readonly spoolFile: string;
+  private readonly partialFile: string;
+  private resume: PartialFile | undefined;
   private readonly appliedFile: string;
   private readonly applied: EntryFileWriter;
   private spool: EntryFileWriter | undefined;
@@ -165,13 +180,22 @@ class TargetRound {
     this.blocks = new BlockStore(stateDir);
     this.staging = path.join(root, STAGING_DIR);
     this.spoolFile = path.join(stateDir, `spool.${process.pid}`);
+    this.partialFile = path.join(stateDir, "partial");
     this.appliedFile = path.join(stateDir, `applied.${process.pid}`);
     this.applied = new EntryFileWriter(this.appliedFile);
   }
 
   async run(connect: SyncConnect): Promise<RoundResult> {
-    // Leftovers of a round cut short are dropped (the files they would have become are resent, the rest is indexed).
-    fs.rmSync(this.staging, { recursive: true, force: true });
+    // Leftovers of a round cut short are dropped (the files they would have become are resent, the rest is indexed),
+    // except the large file that was being received, whose verified first blocks are resumed.
+    this.resume = loadPartial(this.partialFile, path.join(this.staging, RESUME_NAME));
+    if (this.resume === undefined) {
+      fs.rmSync(this.partialFile, { force: true });
+      fs.rmSync(this.staging, { recursive: true, force: true });
+    } else {
+      for (const name of fs.readdirSync(this.staging)) if (name !== RESUME_NAME) fs.rmSync(path.join(this.staging, name), { recursive: true, force: true });
+      this.stagingReady = true;
+    }
     const decoder = new FrameDecoder();
     let ok = false;
     let wireBytes = 0;
@@ -199,9 +223,12 @@ class TargetRound {
       ok = true;
       return result;
     } finally {
-      if (!ok) this.salvage();
-      fs.rmSync(this.staging, { recursive: true, force: true });
+      const kept = ok ? false : this.salvage();
       this.closeFile();
+      if (!kept) {
+        fs.rmSync(this.staging, { recursive: true, force: true });
+        fs.rmSync(this.partialFile, { force: true });
+      }
       fs.rmSync(this.spoolFile, { force: true });
       fs.rmSync(this.appliedFile, { force: true });
     }
@@ -216,6 +243,10 @@ class TargetRound {
     const uid = process.getuid?.() ?? 0;
     const gid = process.getgid?.() ?? 0;
     encodeRecord(w, { t: "start", version: PROTOCOL_VERSION, targetUid: uid, targetGid: gid, preserveOwner: this.preserveOwner });
+    if (this.resume !== undefined) {
+      const r = this.resume;
+      encodeRecord(w, { t: "partial", path: r.path, blocks: r.blocks, prefixHash: sha256(r.list.subarray(0, r.blocks * 32)) });
+    }
     yield enc.encode(w).frame;
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
     this.spool = new EntryFileWriter(this.spoolFile);
@@ -313,7 +344,7 @@ class TargetRound {
       case "file_inline":
         return this.fileInline(this.enter(rec.path), rec.meta, rec.hash, rec.data);
       case "file_begin":
-        return this.fileBegin(this.enter(rec.path), rec.meta, rec.mode, rec.baseHash);
+        return this.fileBegin(this.enter(rec.path), rec.meta, rec.mode, rec.baseHash, rec.resumeFrom);
       case "file_meta":
         return this.fileMeta(this.enter(rec.path), rec.meta, rec.size, rec.hash);
       case "symlink":
@@ -438,7 +469,8 @@ class TargetRound {
       fs.mkdirSync(abs, { mode: 0o700 });
       st = fs.lstatSync(abs);
     }
-    this.stack.push({ path: p, abs, meta, st, dirty: false });
+    // A staging directory kept from a cut round changed the root's mtime; restore it when the round ends.
+    this.stack.push({ path: p, abs, meta, st, dirty: p === "" && this.stagingReady });
     this.log({ path: p, type: "dir", meta, size: 0, hash: EMPTY, linkTarget: "", hardlinkTo: "" }, undefined);
   }
 
@@ -484,14 +516,32 @@ class TargetRound {
     this.log({ path: p, type: "file", meta, size: data.length, hash, linkTarget: "", hardlinkTo: "" }, st);
   }
 
-  private fileBegin(p: string, meta: Meta, mode: "whole" | "patch", baseHash: Uint8Array): void {
+  private fileBegin(p: string, meta: Meta, mode: "whole" | "patch", baseHash: Uint8Array, resumeFrom: number): void {
     const abs = this.abs(p);
     if (mode === "whole") {
-      const staging = this.newStaging();
+      // Large files are received under one fixed name, so that a cut round leaves at most one partial file to resume.
+      this.newStaging();
+      const staging = path.join(this.staging, RESUME_NAME);
+      const r = this.resume;
+      this.resume = undefined;
+      if (resumeFrom > 0) {
+        if (r === undefined || r.path !== p || r.blocks * BLOCK_BYTES !== resumeFrom) {
+          throw new TheseusError("protocol", `the source resumed ${p} at ${resumeFrom} bytes, which this target did not offer`);
+        }
+        const fd = fs.openSync(staging, fs.constants.O_WRONLY | O_NOFOLLOW);
+        fs.ftruncateSync(fd, resumeFrom);
+        const list = Buffer.allocUnsafe(Math.max(r.list.length, 1024 * 32));
+        r.list.copy(list);
+        this.file = { path: p, abs, meta, mode, fd, staging, list, offset: resumeFrom, oldSize: 0, checkpoint: resumeFrom };
+        return;
+      }
+      fs.rmSync(staging, { force: true });
+      fs.rmSync(this.partialFile, { force: true });
       const fd = fs.openSync(staging, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, 0o600);
-      this.file = { path: p, abs, meta, mode, fd, staging, list: Buffer.allocUnsafe(1024 * 32), offset: 0, oldSize: 0 };
+      this.file = { path: p, abs, meta, mode, fd, staging, list: Buffer.allocUnsafe(1024 * 32), offset: 0, oldSize: 0, checkpoint: 0 };
       return;
     }
+    if (resumeFrom !== 0) throw new TheseusError("protocol", `the source resumed a patch of ${p}`);
     // Patch in place: only against exactly the content this target reported, still unchanged since it hashed it.
     const known = this.large.get(p);
     const st = lstatOrUndefined(abs);
@@ -504,7 +554,7 @@ class TargetRound {
     const fd = fs.openSync(abs, fs.constants.O_WRONLY | O_NOFOLLOW);
     const list = Buffer.allocUnsafe(Math.max(base.length, 32 * 1024));
     base.copy(list);
-    this.file = { path: p, abs, meta, mode, fd, staging: "", list, offset: 0, oldSize: st.size };
+    this.file = { path: p, abs, meta, mode, fd, staging: "", list, offset: 0, oldSize: st.size, checkpoint: 0 };
   }
 
   private growList(f: OpenFile, blocks: number): void {
@@ -528,6 +578,17 @@ class TargetRound {
     this.growList(f, blockCount(offset + data.length));
     hashBlocks(data, f.list, offset / BLOCK_BYTES);
     f.offset = offset + data.length;
+    if (f.mode === "whole" && f.offset - f.checkpoint >= CHECKPOINT_BYTES) this.checkpoint(f);
+  }
+
+  /** Makes the blocks received so far durable, then records them: a later round resumes after them. */
+  private checkpoint(f: OpenFile): boolean {
+    const blocks = Math.floor(f.offset / BLOCK_BYTES);
+    if (f.mode !== "whole" || blocks === 0 || f.fd < 0) return false;
+    fs.fdatasyncSync(f.fd);
+    savePartial(this.partialFile, { path: f.path, blocks, list: f.list.subarray(0, blocks * 32) });
+    f.checkpoint = blocks * BLOCK_BYTES;
+    return true;
   }
 
   private fileZero(f: OpenFile, offset: number, length: number): void {
@@ -577,12 +638,12 @@ class TargetRound {
     this.log({ path: f.path, type: "file", meta: f.meta, size, hash: got, linkTarget: "", hardlinkTo: "" }, st);
   }
 
-  private closeFile(): void {
+  private closeFile(keep = false): void {
     const f = this.file;
     if (f === undefined) return;
     this.file = undefined;
     if (f.fd >= 0) fs.closeSync(f.fd);
-    if (f.staging !== "") fs.rmSync(f.staging, { force: true });
+    if (f.staging !== "" && !keep) fs.rmSync(f.staging, { force: true });
   }
 
   private fileMeta(p: string, meta: Meta, size: number, hash: Uint8Array): void {
@@ -696,13 +757,22 @@ class TargetRound {
   }
 
   /** After a failed round, keep what was learnt (applied files, hashed files) so the next round resends nothing complete. */
-  private salvage(): void {
+  private salvage(): boolean {
+    let kept = false;
     try {
-      this.closeFile();
+      const f = this.file;
+      if (f !== undefined && f.mode === "whole") kept = this.checkpoint(f);
+      else kept = this.resume !== undefined; // offered but not reached this round: still valid
+      this.closeFile(kept);
+    } catch (e) {
+      this.logger.warn({ err: (e as Error).message }, "could not keep the partly received file");
+    }
+    try {
       this.merge(() => undefined);
     } catch (e) {
       this.logger.warn({ err: (e as Error).message }, "could not save the target's index after a failed round");
     }
+    return kept;
   }
 
   private merge(onEntry: (e: IndexEntry) => void): void {
@@ -797,4 +867,31 @@ const CODES = new Set([
 ]);
 function asCode(code: string): TheseusError["code"] {
   return (CODES.has(code) ? code : "internal") as TheseusError["code"];
+}
+
+/** partial file: [u32 path length][path][u32 blocks][32 bytes per block] */
+function savePartial(file: string, p: PartialFile): void {
+  const name = Buffer.from(p.path, "utf8");
+  const head = Buffer.alloc(8 + name.length);
+  head.writeUInt32LE(name.length, 0);
+  name.copy(head, 4);
+  head.writeUInt32LE(p.blocks, 4 + name.length);
+  fs.writeFileSync(file + ".tmp", Buffer.concat([head, p.list.subarray(0, p.blocks * 32)]));
+  fs.renameSync(file + ".tmp", file);
+}
+
+function loadPartial(file: string, staging: string): PartialFile | undefined {
+  try {
+    const b = fs.readFileSync(file);
+    const n = b.readUInt32LE(0);
+    const p = b.toString("utf8", 4, 4 + n);
+    const blocks = b.readUInt32LE(4 + n);
+    const list = b.subarray(8 + n);
+    const st = fs.lstatSync(staging);
+    if (list.length !== blocks * 32 || !st.isFile() || st.size < blocks * BLOCK_BYTES) return undefined;
+    validatePeerPath(p);
+    return { path: p, blocks, list };
+  } catch {
+    return undefined;
+  }
 }
