@@ -136,7 +136,7 @@ interface PartialFile {
 
 const RESUME_NAME = "resume";
 /** A received large file is made durable and recorded every this many bytes, so a killed agent resumes from there. */
-const CHECKPOINT_BYTES = 64 * 1024 * 1024;
+const CHECKPOINT_BYTES = 256 * 1024 * 1024;
 
 interface LargeKnown {
   hash: Uint8Array;
@@ -433,9 +433,10 @@ class TargetRound {
   }
 
   /** chown before chmod: chown clears set-id bits. */
-  private setMeta(fd: number, m: Meta): void {
-    if (this.preserveOwner) fs.fchownSync(fd, m.uid, m.gid);
-    fs.fchmodSync(fd, m.mode);
+  private setMeta(fd: number, m: Meta, fresh = false): void {
+    // A file this round just created already has our owner and its mode (less the umask): skip what is already right.
+    if (this.preserveOwner && !(fresh && m.uid === OWN_UID && m.gid === OWN_GID)) fs.fchownSync(fd, m.uid, m.gid);
+    if (!(fresh && m.mode === createMode(m.mode) && (m.uid === OWN_UID || !this.preserveOwner))) fs.fchmodSync(fd, m.mode);
     // libuv truncates to whole microseconds: aim at the middle of the microsecond so the value round-trips exactly.
     const t = (m.mtimeUs + 0.5) / 1e6;
     fs.futimesSync(fd, t, t);
@@ -488,9 +489,15 @@ class TargetRound {
 
   /** Renames a finished staging entry over `abs`, replacing a directory there if need be. */
   private place(staging: string, abs: string): fs.Stats {
-    const st = lstatOrUndefined(abs);
-    if (st?.isDirectory() === true) this.clear(abs, st);
-    fs.renameSync(staging, abs);
+    try {
+      fs.renameSync(staging, abs);
+    } catch (e) {
+      // A directory is in the way (rename never replaces one with a file or symlink): remove it, then place.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== "EISDIR" && code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
+      this.clear(abs, lstatOrUndefined(abs));
+      fs.renameSync(staging, abs);
+    }
     this.markDirty();
     return fs.lstatSync(abs);
   }
@@ -503,11 +510,10 @@ class TargetRound {
       });
     }
     const staging = this.newStaging();
-    const fd = fs.openSync(staging, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, 0o600);
+    const fd = fs.openSync(staging, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, meta.mode & 0o777);
     try {
-      writeSparse(fd, data, 0);
-      fs.ftruncateSync(fd, data.length);
-      this.setMeta(fd, meta);
+      if (writeSparse(fd, data, 0) < data.length) fs.ftruncateSync(fd, data.length);
+      this.setMeta(fd, meta, true);
     } finally {
       fs.closeSync(fd);
     }
@@ -836,18 +842,37 @@ function writeAll(fd: number, data: Uint8Array, offset: number): void {
   while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, offset + done);
 }
 
-/** Writes `data` at `offset`, skipping whole zero blocks so that a new file keeps its holes. */
-function writeSparse(fd: number, data: Uint8Array, offset: number): void {
+/**
+ * Writes `data` at `offset`, skipping whole zero blocks so that a new file keeps its holes. Returns how far into
+ * `data` was written (less than its length when it ends in zero blocks: the caller extends the file).
+ */
+function writeSparse(fd: number, data: Uint8Array, offset: number): number {
   let runStart = -1;
+  let written = 0;
   for (let o = 0; o < data.length; o += BLOCK_BYTES) {
     const end = Math.min(o + BLOCK_BYTES, data.length);
     const zero = end - o === BLOCK_BYTES && isZero(data.subarray(o, end));
     if (zero) {
-      if (runStart >= 0) writeAll(fd, data.subarray(runStart, o), offset + runStart);
+      if (runStart >= 0) {
+        writeAll(fd, data.subarray(runStart, o), offset + runStart);
+        written = o;
+      }
       runStart = -1;
     } else if (runStart < 0) runStart = o;
   }
-  if (runStart >= 0) writeAll(fd, data.subarray(runStart), offset + runStart);
+  if (runStart >= 0) {
+    writeAll(fd, data.subarray(runStart), offset + runStart);
+    written = data.length;
+  }
+  return written;
+}
+
+const OWN_UID = process.getuid?.() ?? -1;
+const OWN_GID = process.getgid?.() ?? -1;
+const UMASK = process.umask();
+/** The mode a file created with `mode` actually gets. */
+function createMode(mode: number): number {
+  return mode & 0o777 & ~UMASK;
 }
 
 const CODES = new Set([
