@@ -367,10 +367,9 @@ class SourceRound {
       return;
     }
     const meta = this.meta(w, start);
-    const base = { ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
     const record = (e: IndexEntry): void => {
       digest.add(e);
-      next.add({ ...e, ...base });
+      next.addWithStat(e, st.ino, st.mtimeMs, st.ctimeMs);
     };
     const ownersDiffer = (m: Meta): boolean => start.preserveOwner && (m.uid !== meta.uid || m.gid !== meta.gid);
     const metaDiffers = (m: Meta): boolean => m.mode !== meta.mode || m.mtimeUs !== meta.mtimeUs || ownersDiffer(m);
@@ -465,7 +464,7 @@ class SourceRound {
     const entry: IndexEntry = { path: w.path, type: "file", meta, size, hash, linkTarget: "", hardlinkTo: "" };
     digest.add(entry);
     // The cache remembers the stat taken before reading: if the file changed while being read, the next round re-reads.
-    next.add({ ...entry, ...base, mtimeMs: st.size === size ? st.mtimeMs : -1 });
+    next.addWithStat(entry, st.ino, st.size === size ? st.mtimeMs : -1, st.ctimeMs);
   }
 
   /** The target holds this content: send the metadata if it differs. Returns whether a record was sent. */

@@ -41,6 +41,19 @@ export class EntryFileWriter {
   constructor(readonly file: string) {
     this.fd = fs.openSync(file, "w", 0o600);
   }
+  /** Adds an entry with the stat fields that validate it (given apart, so callers need not build a new object). */
+  addWithStat(e: IndexEntry, ino: number, mtimeMs: number, ctimeMs: number): void {
+    if (this.count > 0 && comparePaths(this.last, e.path) >= 0) {
+      throw new TheseusError("internal", `cache entries out of order: ${this.last} then ${e.path}`);
+    }
+    this.last = e.path;
+    this.count++;
+    encodeEntry(this.w, e);
+    this.w.f64(ino);
+    this.w.f64(mtimeMs);
+    this.w.f64(ctimeMs);
+    if (this.w.length >= CHUNK_BYTES) this.flush();
+  }
   add(e: CacheEntry): void {
     if (this.count > 0 && comparePaths(this.last, e.path) >= 0) {
       throw new TheseusError("internal", `cache entries out of order: ${this.last} then ${e.path}`);
@@ -105,8 +118,12 @@ export class EntryFileReader {
     this.i = 0;
     try {
       while (!r.done) {
-        const e = decodeEntry(r);
-        this.batch.push({ ...e, ino: r.f64(), mtimeMs: r.f64(), ctimeMs: r.f64() });
+        // Extend the decoded object in place (no spread): this loop runs once per file per round.
+        const e = decodeEntry(r) as CacheEntry;
+        e.ino = r.f64();
+        e.mtimeMs = r.f64();
+        e.ctimeMs = r.f64();
+        this.batch.push(e);
       }
     } catch {
       // A damaged cache is only a cache: stop using it, every later file is re-read.

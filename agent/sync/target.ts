@@ -285,7 +285,7 @@ class TargetRound {
           entry = { path: e.path, type: "file", meta: metaOf(st, "file"), size: st.size, hash, linkTarget: "", hardlinkTo };
           if (isLarge(st.size)) this.large.set(e.path, { hash, st });
         }
-        this.spool.add({ ...entry, ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs });
+        this.spool.addWithStat(entry, st.ino, st.mtimeMs, st.ctimeMs);
         this.targetEntries++;
         encodeRecord(w, { t: "entry", e: entry });
         if (w.length >= FRAME_TARGET_BYTES) yield enc.encode(w).frame;
@@ -448,7 +448,7 @@ class TargetRound {
 
   private log(e: IndexEntry, st: fs.Stats | undefined): void {
     this.entriesApplied++;
-    this.applied.add({ ...e, ino: st?.ino ?? 0, mtimeMs: st?.mtimeMs ?? -1, ctimeMs: st?.ctimeMs ?? -1 });
+    this.applied.addWithStat(e, st?.ino ?? 0, st?.mtimeMs ?? -1, st?.ctimeMs ?? -1);
   }
 
   /** Removes whatever is at `abs` (never following a symlink: rm and unlink act on the link itself). */
