@@ -119,6 +119,16 @@ class UpCursor {
   }
 }
 
+/** A large file to stream; `finish` records it once streamed. */
+interface PendingLarge {
+  abs: string;
+  rel: string;
+  meta: Meta;
+  baseList: Buffer | undefined;
+  baseHash: Uint8Array;
+  finish(hash: Uint8Array, size: number): void;
+}
+
 interface LinkGroup {
   path: string;
   hash: Uint8Array;
@@ -217,7 +227,11 @@ class SourceRound {
         }
         // A directory on the target replaced by something else here: its subtree goes with it.
         if (t !== undefined && t.type === "dir" && w.type !== "dir") dropWithin = t.path;
-        yield* this.entry(w, t, start, cache, next, digest, groups, keepBlocks);
+        const pending = this.entry(w, t, start, cache, next, digest, groups, keepBlocks);
+        if (pending !== undefined) {
+          const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash);
+          pending.finish(res.hash, res.size);
+        }
         if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
         else if (++this.sinceYield >= 2048) {
           // Let the event loop breathe (timers, the peer's frames) during long stretches of unchanged files.
@@ -344,7 +358,7 @@ class SourceRound {
     return m;
   }
 
-  private async *entry(
+  private entry(
     w: WalkEntry,
     t: IndexEntry | undefined,
     start: Extract<SyncRecord, { t: "start" }>,
@@ -353,7 +367,7 @@ class SourceRound {
     digest: VolumeDigest,
     groups: Map<string, LinkGroup>,
     keepBlocks: Set<string>,
-  ): AsyncGenerator<Uint8Array> {
+  ): PendingLarge | undefined {
     const abs = w.path === "" ? this.root : `${this.root}/${w.path}`;
     const st = w.st;
     if (w.type === "special") {
@@ -452,19 +466,29 @@ class SourceRound {
         }
       }
       if (!known) {
-        const res = yield* this.sendLarge(abs, w.path, meta, baseList, tFile?.hash ?? EMPTY);
-        hash = res.hash;
-        size = res.size;
-        sent = true;
+        // Streaming is the one asynchronous step (it yields frames): the caller runs it, then calls finish.
+        return {
+          abs,
+          rel: w.path,
+          meta,
+          baseList,
+          baseHash: tFile?.hash ?? EMPTY,
+          finish: (h, n) => finish(h, n, true),
+        };
       }
     }
     if (hash === undefined) throw new TheseusError("internal", `no content hash for ${w.path}`);
-    if (isLarge(size)) keepBlocks.add(Buffer.from(hash).toString("hex"));
-    if (key !== undefined) groups.set(key, { path: w.path, hash, touched: sent || (t !== undefined && t.hardlinkTo !== "") });
-    const entry: IndexEntry = { path: w.path, type: "file", meta, size, hash, linkTarget: "", hardlinkTo: "" };
-    digest.add(entry);
-    // The cache remembers the stat taken before reading: if the file changed while being read, the next round re-reads.
-    next.addWithStat(entry, st.ino, st.size === size ? st.mtimeMs : -1, st.ctimeMs);
+    finish(hash, size, sent);
+    return undefined;
+
+    function finish(h: Uint8Array, n: number, wasSent: boolean): void {
+      if (isLarge(n)) keepBlocks.add(Buffer.from(h).toString("hex"));
+      if (key !== undefined) groups.set(key, { path: w.path, hash: h, touched: wasSent || (t !== undefined && t.hardlinkTo !== "") });
+      const entry: IndexEntry = { path: w.path, type: "file", meta, size: n, hash: h, linkTarget: "", hardlinkTo: "" };
+      digest.add(entry);
+      // The cache remembers the stat taken before reading: if the file changed while being read, the next round re-reads.
+      next.addWithStat(entry, st.ino, st.size === n ? st.mtimeMs : -1, st.ctimeMs);
+    }
   }
 
   /** The target holds this content: send the metadata if it differs. Returns whether a record was sent. */

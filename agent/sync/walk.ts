@@ -114,26 +114,37 @@ export function metaOf(st: fs.Stats, type: EntryType): IndexEntry["meta"] {
 
 export class VolumeDigest {
   private readonly h = crypto.createHash("sha256");
-  private readonly buf = Buffer.allocUnsafe(64);
+  // Records are batched and hashed 64 KiB at a time: one native call per entry would cost more than the hashing.
+  private readonly buf = Buffer.allocUnsafe(80 * 1024);
+  private pos = 0;
   constructor(private readonly withOwners: boolean) {}
 
   add(e: IndexEntry): void {
-    this.h.update(e.path);
+    if (this.pos > 64 * 1024 - 3 * 4096 - 128) this.flush();
     const b = this.buf;
-    b[0] = 0;
-    b[1] = e.type === "dir" ? 1 : e.type === "file" ? 2 : 3;
-    b.writeUInt32LE(e.meta.mode, 2);
-    b.writeUInt32LE(this.withOwners ? e.meta.uid : 0, 6);
-    b.writeUInt32LE(this.withOwners ? e.meta.gid : 0, 10);
-    b.writeDoubleLE(e.type === "file" ? e.size : 0, 14);
-    b.writeDoubleLE(e.type === "symlink" ? 0 : e.meta.mtimeUs, 22);
-    b[30] = e.hash.length;
-    this.h.update(b.subarray(0, 31));
-    this.h.update(e.hash);
-    this.h.update(e.linkTarget);
-    this.h.update("\0");
+    let p = this.pos;
+    p += b.write(e.path, p, "utf8");
+    b[p] = 0;
+    b[p + 1] = e.type === "dir" ? 1 : e.type === "file" ? 2 : 3;
+    b.writeUInt32LE(e.meta.mode, p + 2);
+    b.writeUInt32LE(this.withOwners ? e.meta.uid : 0, p + 6);
+    b.writeUInt32LE(this.withOwners ? e.meta.gid : 0, p + 10);
+    b.writeDoubleLE(e.type === "file" ? e.size : 0, p + 14);
+    b.writeDoubleLE(e.type === "symlink" ? 0 : e.meta.mtimeUs, p + 22);
+    b[p + 30] = e.hash.length;
+    p += 31;
+    b.set(e.hash, p);
+    p += e.hash.length;
+    p += b.write(e.linkTarget, p, "utf8");
+    b[p++] = 0;
+    this.pos = p;
+  }
+  private flush(): void {
+    this.h.update(this.buf.subarray(0, this.pos));
+    this.pos = 0;
   }
   digest(): Buffer {
+    this.flush();
     return this.h.digest();
   }
 }
