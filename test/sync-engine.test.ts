@@ -233,3 +233,14 @@ test("the token bucket holds the rate, allows only a small burst, and follows a 
   t.is(now, frozen, "0 means unlimited");
   t.true(slept.every((ms) => ms <= 100), "sleeps are sliced so a change is noticed quickly");
 });
+
+test("two rounds into one volume at once: the second is refused, the first completes", async (t) => {
+  const p = makePair(base, "concurrent");
+  fs.writeFileSync(`${p.src}/a`, "a");
+  const other = createSyncSource({ root: p.src, stateDir: `${p.srcState}-2`, logger: silentLogger() });
+  const results = await Promise.allSettled([roundInMemory(p), roundInMemory(p, other)]);
+  t.is(results.filter((r) => r.status === "fulfilled").length, 1);
+  const refused = results.find((r) => r.status === "rejected");
+  t.is((refused?.reason as TheseusError | undefined)?.code, "failed_precondition");
+  t.deepEqual(describeTree(p.dst), describeTree(p.src));
+});

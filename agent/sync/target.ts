@@ -97,11 +97,26 @@ export async function runTargetRound(options: SyncTargetOptions, connect: SyncCo
       hint: "the app would see Theseus's files; choose a state directory elsewhere",
     });
   }
-  fs.mkdirSync(stateDir, { recursive: true });
-  fs.mkdirSync(root, { recursive: true });
-  const round = new TargetRound(root, stateDir, options.logger, options.preserveOwner ?? process.getuid?.() === 0, signal, options.onProgress);
-  return round.run(connect);
+  // One round at a time per volume: two would share the staging directory and the index files.
+  if (ACTIVE.has(root) || ACTIVE.has(stateDir)) {
+    throw new TheseusError("failed_precondition", `a sync round into ${root} is already running`, {
+      hint: "wait for it to finish, or cancel it, then start the next round",
+    });
+  }
+  ACTIVE.add(root);
+  ACTIVE.add(stateDir);
+  try {
+    fs.mkdirSync(stateDir, { recursive: true });
+    fs.mkdirSync(root, { recursive: true });
+    const round = new TargetRound(root, stateDir, options.logger, options.preserveOwner ?? process.getuid?.() === 0, signal, options.onProgress);
+    return await round.run(connect);
+  } finally {
+    ACTIVE.delete(root);
+    ACTIVE.delete(stateDir);
+  }
 }
+
+const ACTIVE = new Set<string>();
 
 interface DirFrame {
   path: string;
