@@ -6,7 +6,7 @@ import { createProgram } from "./cli/program.js";
 import { EXIT, exitCodeFor } from "./cli/context.js";
 
 async function main(): Promise<void> {
-  const program = createProgram().exitOverride();
+  const program = createProgram();
   try {
     await program.parseAsync(process.argv);
   } catch (error) {

@@ -114,7 +114,11 @@ async function* readStream(call: CancellableReadable, options: CallOptions, cont
   const cleanup = linkSignal(options.signal, () => call.cancel());
   let finished = false;
   try {
-    for await (const message of call) yield message;
+    for await (const message of call) {
+      // Messages already buffered when the caller cancelled are dropped: after abort, nothing more is delivered.
+      if (options.signal?.aborted === true) throw abortReason(options.signal);
+      yield message;
+    }
     finished = true;
   } catch (error) {
     if (options.signal?.aborted === true) throw abortReason(options.signal);

@@ -13,6 +13,8 @@ export function createProgram(): Command {
     .option("--pki-dir <dir>", "where the CA and certificates live (env THESEUS_PKI_DIR; default ~/.theseus/pki)")
     .option("--as <name>", "the coordinator identity to act as (default: the only coordinator certificate)")
     .showHelpAfterError("(run with --help for usage)")
+    // Usage errors surface as CommanderError (caught in main.ts, exit 2) in every subcommand registered below.
+    .exitOverride()
     .addHelpText(
       "after",
       `
