@@ -89,10 +89,13 @@ test("a later round sends only changed blocks, appends, new, replaced and delete
   fs.rmSync(`${p.src}/dir/rel-link`);
   fs.symlinkSync("sub/text.log", `${p.src}/dir/rel-link`);
   fs.chmodSync(`${p.src}/dir/exec.sh`, 0o700);
+  // The first path of a hard-link group gets new contents (same inode): every link must follow.
+  fs.writeFileSync(`${p.src}/small.txt`, "hello again\n");
 
   const r = await roundInMemory(p);
   t.deepEqual(describeTree(p.dst), describeTree(p.src));
-  const changedBytes = 2 * 4096 + fs.statSync(`${p.src}/dir/sub/text.log`).size + 8 + 1 + 10;
+  t.is(fs.statSync(`${p.dst}/dir/hard-a`).ino, fs.statSync(`${p.dst}/small.txt`).ino, "hard links follow the new contents");
+  const changedBytes = 2 * 4096 + fs.statSync(`${p.src}/dir/sub/text.log`).size + 8 + 1 + 10 + 12;
   t.true(r.source.bytesChanged <= changedBytes, `bytes changed ${r.source.bytesChanged}`);
   t.true(r.source.wireBytes < changedBytes + 2048, `wire bytes ${r.source.wireBytes} for ${changedBytes} changed`);
   t.true(r.source.entriesDeleted >= 1);
@@ -243,4 +246,15 @@ test("two rounds into one volume at once: the second is refused, the first compl
   const refused = results.find((r) => r.status === "rejected");
   t.is((refused?.reason as TheseusError | undefined)?.code, "failed_precondition");
   t.deepEqual(describeTree(p.dst), describeTree(p.src));
+});
+
+test("without root on the target, owners are recorded and counted, not applied, and the digests still agree", async (t) => {
+  const p = makePair(base, "owners");
+  fs.writeFileSync(`${p.src}/mine`, "m");
+  fs.writeFileSync(`${p.src}/theirs`, "t");
+  if (process.getuid?.() === 0) fs.chownSync(`${p.src}/theirs`, 1234, 1234);
+  const r = await runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger(), preserveOwner: false }, (up) => p.source.serve(up));
+  t.false(r.ownersPreserved);
+  if (process.getuid?.() === 0) t.is(r.source.ownersNotPreserved, 1);
+  t.is(fs.readFileSync(`${p.dst}/theirs`, "utf8"), "t");
 });
