@@ -8,7 +8,7 @@ import crypto from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { compress } from "zstd-napi";
 import { runTargetRound } from "../agent/sync/index.js";
-import { FrameEncoder, encodeRecord } from "../agent/sync/codec.js";
+import { FrameDecoder, FrameEncoder, decodeFrameRecords, encodeRecord } from "../agent/sync/codec.js";
 import type { Meta, SyncRecord } from "../agent/sync/codec.js";
 import { silentLogger, TheseusError } from "../common/index.js";
 
@@ -44,9 +44,8 @@ async function play(frames: Uint8Array[]): Promise<{ error: TheseusError | undef
   try {
     await runTargetRound({ root: dst, stateDir: state, logger: silentLogger() }, (up) =>
       (async function* () {
-        // Read the target's index like a real source would, then answer with the hostile frames.
-        for await (const _ of up) void _;
-        yield* frames;
+        // Read the target's index like a real source would (then its load reports, in the background), and answer.
+        yield* answerAfterIndex(up, frames);
       })(),
     );
   } catch (e) {
@@ -138,8 +137,7 @@ test("metadata for a fifo is refused (never opened for writing), and the reserve
   const error = await t.throwsAsync<TheseusError>(
     runTargetRound({ root: dst, stateDir: state, logger: silentLogger() }, (up) =>
       (async function* () {
-        for await (const _ of up) void _;
-        yield frameOf([root, { t: "file_meta", path: "pipe", meta: META, size: 0, hash: sha("") }]);
+        yield* answerAfterIndex(up, [frameOf([root, { t: "file_meta", path: "pipe", meta: META, size: 0, hash: sha("") }])]);
       })(),
     ),
   );
@@ -177,6 +175,20 @@ test("a stream that ends without its end record fails the round as unavailable, 
   t.is(r.error?.code, "unavailable");
   t.truthy(r.error?.hint);
 });
+
+async function* answerAfterIndex(up: AsyncIterable<Uint8Array>, frames: Uint8Array[]): AsyncGenerator<Uint8Array> {
+  const it = up[Symbol.asyncIterator]();
+  const decoder = new FrameDecoder();
+  for (let ended = false; !ended; ) {
+    const r = await it.next();
+    if (r.done === true) break;
+    ended = decodeFrameRecords(decoder.decode(r.value)).some((rec) => rec.t === "index_end");
+  }
+  void (async () => {
+    for (let r = await it.next(); r.done !== true; r = await it.next());
+  })();
+  yield* frames;
+}
 
 function zeroStats(): Extract<SyncRecord, { t: "end" }>["stats"] {
   return {

@@ -78,6 +78,8 @@ export type SyncRecord =
   | { t: "file_begin"; path: string; meta: Meta; mode: "whole" | "patch"; baseHash: Uint8Array; resumeFrom: number }
   /** target -> source, before the index: a large file received in part, its verified blocks and their list hash. */
   | { t: "partial"; path: string; blocks: number; prefixHash: Uint8Array }
+  /** target -> source, after the index, every 250 ms: how busy the target is applying (per mille of wall time). */
+  | { t: "load"; busyPermille: number }
   | { t: "data"; offset: number; data: Uint8Array }
   | { t: "zero"; offset: number; length: number }
   | { t: "file_end"; size: number; hash: Uint8Array }
@@ -102,6 +104,7 @@ const KIND = {
   end: 20,
   error: 21,
   partial: 22,
+  load: 23,
 } as const;
 
 const TYPE_CODE: Record<EntryType, number> = { dir: 1, file: 2, symlink: 3 };
@@ -313,6 +316,9 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
       w.bytes(rec.baseHash);
       w.uint(rec.resumeFrom);
       return;
+    case "load":
+      w.uint(rec.busyPermille);
+      return;
     case "partial":
       w.str(rec.path);
       w.uint(rec.blocks);
@@ -425,6 +431,8 @@ export function decodeRecord(r: ByteReader): SyncRecord {
       const baseHash = readHash(r, true);
       return { t: "file_begin", path, meta, mode, baseHash, resumeFrom: r.uint() };
     }
+    case KIND.load:
+      return { t: "load", busyPermille: Math.min(1000, r.uint()) };
     case KIND.partial: {
       const path = r.str(MAX_STR);
       const blocks = r.uint();

@@ -157,6 +157,8 @@ class SourceRound {
   private readonly startedMs = Date.now();
   private lastTargetPath: string | undefined;
   private lastTargetRecord: SyncRecord | undefined;
+  private indexEnded = false;
+  private targetBusy = 0;
   private readonly partials = new Map<string, { blocks: number; prefixHash: Uint8Array }>();
   private sinceYield = 0;
   private waitMs = 0;
@@ -206,9 +208,8 @@ class SourceRound {
         // Target entries before this path are gone from the source: delete them (a deleted directory takes its subtree).
         let t: IndexEntry | undefined;
         for (;;) {
-          let r = cursor.peekSync();
-          if (r === null) r = await cursor.peek();
-          const e = this.targetEntry(r);
+          let e = this.peekTargetSync(cursor);
+          if (e === null) e = this.classify(await cursor.peek(), cursor);
           if (e === undefined) break;
           if (dropWithin !== undefined && isWithin(e.path, dropWithin) && e.path !== dropWithin) {
             cursor.advance();
@@ -240,9 +241,8 @@ class SourceRound {
         }
       }
       for (;;) {
-        let r = cursor.peekSync();
-        if (r === null) r = await cursor.peek();
-        const e = this.targetEntry(r);
+        let e = this.peekTargetSync(cursor);
+        if (e === null) e = this.classify(await cursor.peek(), cursor);
         if (e === undefined) break;
         cursor.advance();
         if (dropWithin !== undefined && isWithin(e.path, dropWithin) && e.path !== dropWithin) continue;
@@ -250,8 +250,7 @@ class SourceRound {
         this.stats.entriesDeleted++;
         if (e.type === "dir") dropWithin = e.path;
       }
-      const end = await cursor.peek();
-      if (end?.t !== "index_end") throw new TheseusError("protocol", "the target's index ended without its end record");
+      if (!this.indexEnded) throw new TheseusError("protocol", "the target's index ended without its end record");
       cache.close();
       next.commit(path.join(this.stateDir, "index"));
       committed = true;
@@ -281,11 +280,43 @@ class SourceRound {
     }
   }
 
-  private targetEntry(r: SyncRecord | undefined | null): IndexEntry | undefined {
-    if (r === undefined || r === null || r.t === "index_end") {
-      if (r === undefined) throw new TheseusError("protocol", "the target's stream ended before its index did");
+  /** The target's current index entry; undefined after its index ended; null when a frame must be awaited first. */
+  private peekTargetSync(cursor: UpCursor): IndexEntry | undefined | null {
+    if (this.indexEnded) return undefined;
+    const r = cursor.peekSync();
+    return r === null ? null : this.classify(r, cursor);
+  }
+
+  private classify(r: SyncRecord | undefined, cursor: UpCursor): IndexEntry | undefined {
+    if (this.indexEnded) return undefined;
+    if (r === undefined) throw new TheseusError("protocol", "the target's stream ended before its index did");
+    if (r.t === "index_end") {
+      this.indexEnded = true;
+      cursor.advance();
+      this.drainLoad(cursor);
       return undefined;
     }
+    return this.targetEntry(r);
+  }
+
+  /**
+   * After its index, the target reports how busy it is applying. A busy target, not the link, is then what makes us
+   * wait, and compression would only add to its work: adapt() uses this to tell a slow link from a slow target.
+   */
+  private drainLoad(cursor: UpCursor): void {
+    void (async () => {
+      try {
+        for (let r = await cursor.peek(); r !== undefined; r = await cursor.peek()) {
+          if (r.t === "load") this.targetBusy = r.busyPermille / 1000;
+          cursor.advance();
+        }
+      } catch {
+        // The stream failing is reported by the round itself.
+      }
+    })();
+  }
+
+  private targetEntry(r: SyncRecord): IndexEntry | undefined {
     if (r.t !== "entry") throw new TheseusError("protocol", `unexpected ${r.t} record in the target's index`);
     const e = r.e;
     // The same record is peeked again until the walk passes it: validate it once.
@@ -331,8 +362,9 @@ class SourceRound {
     const rate = (this.windowWire / Math.max(1, elapsed)) * 1000;
     // A busy target also makes us wait, and zstd would only add to its work (decompression) on a fast link, so only a
     // clearly slow drain (well below what a loopback or LAN target absorbs) turns compression on.
-    if (this.encoder.currentLevel === 0 && waitShare > 0.6 && rate < 80e6) this.encoder.setLevel(rate < 30e6 ? 3 : 1);
-    else if (this.encoder.currentLevel > 0 && waitShare < 0.1) this.encoder.setLevel(0);
+    const targetBound = this.targetBusy > 0.7;
+    if (this.encoder.currentLevel === 0 && waitShare > 0.6 && rate < 80e6 && !targetBound) this.encoder.setLevel(rate < 30e6 ? 3 : 1);
+    else if (this.encoder.currentLevel > 0 && (waitShare < 0.1 || targetBound)) this.encoder.setLevel(0);
     this.windowStart = now;
     this.windowWire = 0;
     this.waitMs = 0;

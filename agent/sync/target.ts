@@ -15,7 +15,7 @@
 // short changes the file's ctime, so the hash cache stops trusting it and the next round re-reads and repairs it.
 import fs from "node:fs";
 import path from "node:path";
-import { TheseusError, throwIfAborted } from "../../common/index.js";
+import { sleep, TheseusError, throwIfAborted } from "../../common/index.js";
 import type { Logger } from "../../common/index.js";
 import {
   BLOCK_BYTES,
@@ -69,6 +69,7 @@ export interface RoundProgress {
 }
 
 const PROGRESS_INTERVAL_MS = 250;
+const LOAD_INTERVAL_MS = 250;
 
 /** Opens the transport: given the target's outgoing frames, returns the source's frames. */
 export type SyncConnect = (up: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>;
@@ -183,6 +184,10 @@ class TargetRound {
   private targetBytesRead = 0;
   private targetEntries = 0;
   private walkDone = false;
+  private busyMs = 0;
+  private waitMs = 0;
+  /** Aborted when the round ends: stops the load reports. */
+  private readonly done = new AbortController();
 
   constructor(
     private readonly root: string,
@@ -215,8 +220,11 @@ class TargetRound {
     let ok = false;
     let wireBytes = 0;
     let lastProgress = performance.now();
+    let idleSince = performance.now();
     try {
       for await (const frame of connect(this.indexFrames())) {
+        const started = performance.now();
+        this.waitMs += started - idleSince;
         throwIfAborted(this.signal);
         wireBytes += frame.length;
         if (this.onProgress !== undefined && performance.now() - lastProgress >= PROGRESS_INTERVAL_MS) {
@@ -227,6 +235,8 @@ class TargetRound {
           if (this.sourceEnd !== undefined) throw new TheseusError("protocol", "the source sent records after its end record");
           this.apply(rec);
         }
+        idleSince = performance.now();
+        this.busyMs += idleSince - started;
         if (this.sourceEnd !== undefined) break;
       }
       if (this.sourceEnd === undefined) {
@@ -238,6 +248,7 @@ class TargetRound {
       ok = true;
       return result;
     } finally {
+      this.done.abort();
       const kept = ok ? false : this.salvage();
       this.closeFile();
       if (!kept) {
@@ -313,6 +324,22 @@ class TargetRound {
     this.walkDone = true;
     encodeRecord(w, { t: "index_end" });
     yield enc.encode(w).frame;
+    // Then, until the round ends, how busy applying keeps us: the source compresses for a slow link, not for us.
+    let lastBusy = this.busyMs;
+    let lastWait = this.waitMs;
+    for (;;) {
+      try {
+        await sleep(LOAD_INTERVAL_MS, this.done.signal);
+      } catch {
+        return;
+      }
+      const busy = this.busyMs - lastBusy;
+      const wait = this.waitMs - lastWait;
+      lastBusy = this.busyMs;
+      lastWait = this.waitMs;
+      encodeRecord(w, { t: "load", busyPermille: Math.round((1000 * busy) / Math.max(1, busy + wait)) });
+      yield enc.encode(w).frame;
+    }
   }
 
   /** Hashes a file the cache does not vouch for; undefined if it is not a readable regular file any more. */
