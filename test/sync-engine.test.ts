@@ -258,3 +258,28 @@ test("without root on the target, owners are recorded and counted, not applied, 
   if (process.getuid?.() === 0) t.is(r.source.ownersNotPreserved, 1);
   t.is(fs.readFileSync(`${p.dst}/theirs`, "utf8"), "t");
 });
+
+test("auto compression: a slow link (the peer drains slowly, nobody is busy) switches zstd on", async (t) => {
+  const p = makePair(base, "slow-link");
+  const line = "2024-05-01T12:00:00Z INFO request served path=/api/items status=200 duration_ms=12\n";
+  for (let i = 0; i < 48; i++) fs.writeFileSync(`${p.src}/log-${i}.txt`, line.repeat(Math.ceil((900 * 1024) / line.length)));
+  const bytesPerSecond = 40e6;
+  const r = await runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (up) =>
+    (async function* () {
+      for await (const f of p.source.serve(up)) {
+        await new Promise((resolve) => setTimeout(resolve, (f.length / bytesPerSecond) * 1000));
+        yield f;
+      }
+    })(),
+  );
+  t.true(r.source.wireBytes < r.source.rawBytes / 2, `wire ${r.source.wireBytes} of ${r.source.rawBytes} raw`);
+  t.deepEqual(describeTree(p.dst), describeTree(p.src));
+});
+
+test("auto compression: a fast link where we are CPU-bound stays raw", async (t) => {
+  const p = makePair(base, "fast-link");
+  const line = "2024-05-01T12:00:00Z INFO request served path=/api/items status=200 duration_ms=12\n";
+  for (let i = 0; i < 48; i++) fs.writeFileSync(`${p.src}/log-${i}.txt`, line.repeat(Math.ceil((900 * 1024) / line.length)));
+  const r = await roundInMemory(p);
+  t.true(r.source.wireBytes >= r.source.rawBytes, `wire ${r.source.wireBytes} of ${r.source.rawBytes} raw`);
+});

@@ -161,7 +161,6 @@ class SourceRound {
   private targetBusy = 0;
   private readonly partials = new Map<string, { blocks: number; prefixHash: Uint8Array }>();
   private sinceYield = 0;
-  private waitMs = 0;
 
   constructor(
     private readonly root: string,
@@ -345,29 +344,36 @@ class SourceRound {
     }
   }
 
-  /** Every 32 frames, in auto mode without a limit: compress when we mostly wait for the peer, stop when we never do. */
+  /**
+   * In auto mode without a limit: compress when the link is the bottleneck, which shows as this
+   * process idling (its event loop waits for the transport to drain) while the target is not busy either. Time spent
+   * inside `yield` is no signal: it includes the transport's own CPU work (serialising, TLS). Stop compressing when we
+   * become CPU-bound or the target does.
+   */
   private frames = 0;
   private windowWire = 0;
   private windowStart = performance.now();
+  private elu = performance.eventLoopUtilization();
   private adapt(): void {
     if (this.compression !== "auto") return;
     if (this.bucket.bytesPerSecond > 0) {
       this.chooseLevel();
       return;
     }
-    if (++this.frames % 32 !== 0) return;
+    // Decide every 32 frames or 8 MiB, whichever comes first: on a slow link, 32 large frames would take seconds.
+    if (++this.frames < 32 && this.windowWire < 8 * 1024 * 1024) return;
+    this.frames = 0;
     const now = performance.now();
     const elapsed = now - this.windowStart;
-    const waitShare = this.waitMs / Math.max(1, elapsed);
     const rate = (this.windowWire / Math.max(1, elapsed)) * 1000;
-    // A busy target also makes us wait, and zstd would only add to its work (decompression) on a fast link, so only a
-    // clearly slow drain (well below what a loopback or LAN target absorbs) turns compression on.
+    const elu = performance.eventLoopUtilization();
+    const busy = performance.eventLoopUtilization(elu, this.elu).utilization;
+    this.elu = elu;
     const targetBound = this.targetBusy > 0.7;
-    if (this.encoder.currentLevel === 0 && waitShare > 0.6 && rate < 80e6 && !targetBound) this.encoder.setLevel(rate < 30e6 ? 3 : 1);
-    else if (this.encoder.currentLevel > 0 && (waitShare < 0.1 || targetBound)) this.encoder.setLevel(0);
+    if (this.encoder.currentLevel === 0 && busy < 0.5 && !targetBound && rate < 80e6) this.encoder.setLevel(rate < 30e6 ? 3 : 1);
+    else if (this.encoder.currentLevel > 0 && (busy > 0.85 || targetBound)) this.encoder.setLevel(0);
     this.windowStart = now;
     this.windowWire = 0;
-    this.waitMs = 0;
   }
 
   private async *flush(): AsyncGenerator<Uint8Array> {
@@ -377,9 +383,7 @@ class SourceRound {
     this.stats.wireBytes += frame.length;
     this.windowWire += frame.length;
     await this.bucket.take(frame.length, this.signal);
-    const before = performance.now();
     yield frame;
-    this.waitMs += performance.now() - before;
     this.sinceYield = 0;
     this.adapt();
   }
