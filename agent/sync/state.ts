@@ -41,6 +41,9 @@ export class EntryFileWriter {
   constructor(readonly file: string) {
     this.fd = fs.openSync(file, "w", 0o600);
   }
+  get entries(): number {
+    return this.count;
+  }
   /** Adds an entry with the stat fields that validate it (given apart, so callers need not build a new object). */
   addWithStat(e: IndexEntry, ino: number, mtimeMs: number, ctimeMs: number): void {
     if (this.count > 0 && comparePaths(this.last, e.path) >= 0) {
@@ -74,7 +77,10 @@ export class EntryFileWriter {
     fs.writeSync(this.fd, head);
     fs.writeSync(this.fd, body);
   }
+  private closed = false;
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     this.flush();
     fs.closeSync(this.fd);
   }
@@ -84,11 +90,8 @@ export class EntryFileWriter {
     fs.renameSync(this.file, dest);
   }
   abort(): void {
-    try {
-      fs.closeSync(this.fd);
-    } catch {
-      // already closed
-    }
+    if (!this.closed) fs.closeSync(this.fd);
+    this.closed = true;
     fs.rmSync(this.file, { force: true });
   }
 }

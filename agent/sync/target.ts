@@ -184,6 +184,9 @@ class TargetRound {
   private targetBytesRead = 0;
   private targetEntries = 0;
   private walkDone = false;
+  /** The digest and block lists of the index as walked: the final ones when the round changes nothing. */
+  private readonly walkDigest: VolumeDigest;
+  private readonly walkKeep = new Set<string>();
   private busyMs = 0;
   private waitMs = 0;
   /** Aborted when the round ends: stops the load reports. */
@@ -203,6 +206,7 @@ class TargetRound {
     this.partialFile = path.join(stateDir, "partial");
     this.appliedFile = path.join(stateDir, `applied.${process.pid}`);
     this.applied = new EntryFileWriter(this.appliedFile);
+    this.walkDigest = new VolumeDigest(preserveOwner);
   }
 
   async run(connect: SyncConnect): Promise<RoundResult> {
@@ -312,6 +316,8 @@ class TargetRound {
           if (isLarge(st.size)) this.large.set(e.path, { hash, st });
         }
         this.spool.addWithStat(entry, st.ino, st.mtimeMs, st.ctimeMs);
+        this.walkDigest.add(entry);
+        if (entry.type === "file" && isLarge(entry.size)) this.walkKeep.add(Buffer.from(entry.hash).toString("hex"));
         this.targetEntries++;
         encodeRecord(w, { t: "entry", e: entry });
         if (w.length >= FRAME_TARGET_BYTES) yield enc.encode(w).frame;
@@ -507,14 +513,21 @@ class TargetRound {
       this.clear(abs, st);
       st = undefined;
     }
+    let created = false;
     if (st === undefined) {
       this.markDirty();
       fs.mkdirSync(abs, { mode: 0o700 });
       st = fs.lstatSync(abs);
+      created = true;
     }
     // A staging directory kept from a cut round changed the root's mtime; restore it when the round ends.
     this.stack.push({ path: p, abs, meta, st, dirty: p === "" && this.stagingReady });
-    this.log({ path: p, type: "dir", meta, size: 0, hash: EMPTY, linkTarget: "", hardlinkTo: "" }, undefined);
+    // Logged only when it changes: a directory as the index already has it needs no entry, and a round that changes
+    // nothing then logs nothing at all (and commits its index without a merge).
+    const m = metaOf(st, "dir");
+    if (created || m.mode !== meta.mode || m.mtimeUs !== meta.mtimeUs || this.ownerDiffers(st, meta)) {
+      this.log({ path: p, type: "dir", meta, size: 0, hash: EMPTY, linkTarget: "", hardlinkTo: "" }, undefined);
+    }
   }
 
   /** The staging directory is created on first use, so a round that changes nothing leaves the root untouched. */
@@ -771,13 +784,22 @@ class TargetRound {
 
   private finish(end: Extract<SyncRecord, { t: "end" }>): RoundResult {
     if (!this.walkDone) throw new TheseusError("protocol", "the source ended the round before reading the target's index");
-    const keep = new Set<string>();
-    const digest = new VolumeDigest(this.preserveOwner);
-    this.merge((e) => {
-      digest.add(e);
-      if (e.type === "file" && isLarge(e.size)) keep.add(Buffer.from(e.hash).toString("hex"));
-    });
-    const got = digest.digest();
+    let keep = new Set<string>();
+    let got: Buffer;
+    if (this.applied.entries === 0) {
+      // Nothing changed: the index as walked is the new index.
+      this.applied.close();
+      fs.renameSync(this.spoolFile, path.join(this.stateDir, "index"));
+      got = this.walkDigest.digest();
+      keep = this.walkKeep;
+    } else {
+      const digest = new VolumeDigest(this.preserveOwner);
+      this.merge((e) => {
+        digest.add(e);
+        if (e.type === "file" && isLarge(e.size)) keep.add(Buffer.from(e.hash).toString("hex"));
+      });
+      got = digest.digest();
+    }
     if (!got.equals(end.digest)) {
       throw new TheseusError("data_loss", "the volume digest on the target differs from the source's", {
         hint: "the target volume changed during the round, or data was corrupted; run the round again",
