@@ -159,7 +159,7 @@ test("a large file cut mid-transfer resumes after its verified blocks instead of
     runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (up) =>
       (async function* () {
         for await (const f of p.source.serve(up)) {
-          if (++frames > 12) throw new TheseusError("unavailable", "connection cut by the test");
+          if (++frames > 48) throw new TheseusError("unavailable", "connection cut by the test");
           yield f;
         }
       })(),

@@ -58,7 +58,8 @@ export interface SyncSource {
   setBandwidth(bytesPerSecond: number): void;
 }
 
-const READ_CHUNK_BYTES = 1024 * 1024;
+// One frame's worth: frames stay ~256 KiB, so the transport's 16-message write buffer holds ~4 MiB, not 16.
+const READ_CHUNK_BYTES = 256 * 1024;
 /** Changed blocks are coalesced into data records of at most this size. */
 const DATA_RECORD_BYTES = 256 * 1024;
 const O_NOFOLLOW = fs.constants.O_NOFOLLOW;
