@@ -10,6 +10,7 @@ import { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
 import type { AgentOptions } from "./config.js";
 import { createControlService } from "./control-service.js";
 import { SessionRegistry } from "./sessions.js";
+import { SyncSources } from "./sync/index.js";
 import { createTransferService } from "./transfer-service.js";
 import { VolumeRegistry } from "./volumes.js";
 
@@ -33,14 +34,15 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
   await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
   const volumes = new VolumeRegistry(options.volumes);
   const sessions = new SessionRegistry();
+  const syncSources = new SyncSources(options.stateDir, logger.child({ component: "sync-source" }));
 
   const server = createRpcServer({ tls, logger });
   server.add(
     AgentService,
-    createControlService({ clusterName: options.clusterName, version: VERSION, volumes, sessions, tls, sessionTtlMs: options.sessionTtlMs, logger }),
+    createControlService({ clusterName: options.clusterName, version: VERSION, volumes, sessions, tls, sessionTtlMs: options.sessionTtlMs, logger, stateDir: options.stateDir, syncSources }),
     { allowedRoles: ["coordinator"] },
   );
-  server.add(TransferService, createTransferService({ volumes, sessions, logger }), { allowedRoles: ["agent"] });
+  server.add(TransferService, createTransferService({ volumes, sessions, logger, syncSources }), { allowedRoles: ["agent"] });
   const port = await server.listen(options.listenHost, options.listenPort);
   const address = `${options.listenHost.includes(":") ? `[${options.listenHost}]` : options.listenHost}:${port}`;
   logger.info({ address, volumes: volumes.names(), version: VERSION }, "agent listening");

@@ -6,8 +6,9 @@ import { createRpcClient, validateIdentityName } from "../rpc/index.js";
 import type { Implementation, TlsMaterial } from "../rpc/index.js";
 import type { AgentService, SyncVolumeResponseSchema } from "../proto/gen/theseus/v1/agent_pb.js";
 import { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
-import { unpackVolume } from "./archive.js";
-import type { UnpackStats } from "./archive.js";
+import type { SyncUpSchema } from "../proto/gen/theseus/v1/transfer_pb.js";
+import { runTargetRound, syncStateDir } from "./sync/index.js";
+import type { SyncConnect, SyncSources } from "./sync/index.js";
 import { SESSION_TOKEN_METADATA } from "./sessions.js";
 import type { SessionRegistry } from "./sessions.js";
 import type { VolumeRegistry } from "./volumes.js";
@@ -20,10 +21,12 @@ export interface ControlServiceDeps {
   readonly tls: TlsMaterial;
   readonly sessionTtlMs: number;
   readonly logger: Logger;
+  /** The agent's state directory: sync indexes live below it, never in a volume. */
+  readonly stateDir: string;
+  readonly syncSources: SyncSources;
 }
 
 type SyncEvent = MessageInitShape<typeof SyncVolumeResponseSchema>;
-const PROGRESS_INTERVAL_MS = 250;
 
 export function createControlService(deps: ControlServiceDeps): Implementation<typeof AgentService> {
   return {
@@ -49,36 +52,55 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
       const root = await deps.volumes.root(request.volume);
       if (request.sourceAddress === "") throw new TheseusError("invalid_argument", "the source agent's address is missing");
       validateIdentityName(request.sourceCluster, "source cluster");
-      const log = deps.logger.child({ migrationId: request.migrationId, volume: request.volume, source: request.sourceCluster });
+      const log = deps.logger.child({ migrationId: request.migrationId, volume: request.volume, source: request.sourceCluster, round: request.round });
       const client = createRpcClient(TransferService, request.sourceAddress, { tls: deps.tls, expectedPeer: { role: "agent", name: request.sourceCluster } });
       const events = createChannel<SyncEvent>();
-      const started = Date.now();
-      let lastProgress = 0;
-      const progress = (stats: UnpackStats): void => {
-        if (Date.now() - lastProgress < PROGRESS_INTERVAL_MS) return;
-        lastProgress = Date.now();
-        events.push({ event: { case: "progress", value: { entries: BigInt(stats.entries), bytes: BigInt(stats.bytes), wireBytes: BigInt(stats.wireBytes) } } });
+      // The engine's frames ride in SyncUp/SyncDown messages; the session and the initial limit in the first one.
+      const connect: SyncConnect = (up) => {
+        const requests = async function* (): AsyncGenerator<MessageInitShape<typeof SyncUpSchema>> {
+          let first = true;
+          for await (const frame of up) {
+            if (first) yield { sessionId: request.sessionId, bandwidthBytesPerSecond: request.bandwidthBytesPerSecond, frame };
+            else yield { frame };
+            first = false;
+          }
+        };
+        const stream = client.sync(requests(), { signal: ctx.signal, metadata: { [SESSION_TOKEN_METADATA]: request.token } });
+        return (async function* () {
+          for await (const message of stream) yield message.frame;
+        })();
       };
-      const chunks = async function* (): AsyncGenerator<Uint8Array> {
-        const stream = client.pullArchive({ sessionId: request.sessionId }, { signal: ctx.signal, metadata: { [SESSION_TOKEN_METADATA]: request.token } });
-        for await (const chunk of stream) yield chunk.data;
-      };
-      log.info("pulling volume from the source agent");
-      unpackVolume(root, chunks(), ctx.signal, progress).then(
-        (stats) => {
-          const durationMs = Date.now() - started;
-          log.info({ ...stats, durationMs }, "volume received");
+      log.info("sync round: pulling changes from the source agent");
+      runTargetRound(
+        { root, stateDir: syncStateDir(deps.stateDir, "target", request.volume), logger: log, onProgress: (p) => events.push({ event: { case: "progress", value: { entries: BigInt(p.entries), bytes: BigInt(p.bytes), wireBytes: BigInt(p.wireBytes) } } }) },
+        connect,
+        ctx.signal,
+      ).then(
+        (result) => {
+          const s = result.source;
+          const digest = Buffer.from(result.digest, "hex");
           events.push({
             event: {
               case: "done",
               value: {
                 round: request.round,
-                entriesScanned: BigInt(stats.entries),
-                entriesChanged: BigInt(stats.entries),
-                bytesChanged: BigInt(stats.bytes),
-                bytesRead: BigInt(stats.bytes),
-                wireBytes: BigInt(stats.wireBytes),
-                durationMs: BigInt(durationMs),
+                entriesScanned: BigInt(s.entriesScanned),
+                entriesChanged: BigInt(s.entriesChanged),
+                entriesDeleted: BigInt(s.entriesDeleted),
+                bytesRead: BigInt(s.bytesRead),
+                bytesChanged: BigInt(s.bytesChanged),
+                wireBytes: BigInt(s.wireBytes),
+                durationMs: BigInt(result.durationMs),
+                dirtyBytesPerSecond: result.dirtyBytesPerSecond,
+                // The target checked them equal before reporting; a mismatch fails the round instead.
+                sourceDigest: digest,
+                targetDigest: digest,
+                rawBytes: BigInt(s.rawBytes),
+                targetBytesRead: BigInt(result.targetBytesRead),
+                bytesWritten: BigInt(result.bytesWritten),
+                ownersNotPreserved: BigInt(s.ownersNotPreserved),
+                specialFilesSkipped: BigInt(s.specialFilesSkipped),
+                firstSpecialFile: s.firstSpecialFile,
               },
             },
           });
@@ -91,6 +113,13 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
       } finally {
         client.close();
       }
+    },
+
+    async setBandwidth(request) {
+      const root = await deps.volumes.root(request.volume);
+      deps.syncSources.setBandwidth(request.volume, root, Number(request.bytesPerSecond));
+      deps.logger.info({ migrationId: request.migrationId, volume: request.volume, bytesPerSecond: Number(request.bytesPerSecond) }, "bandwidth limit changed");
+      return {};
     },
   };
 }

@@ -81,7 +81,11 @@ test("a coordinator certificate may not call the transfer service", async (t) =>
   const { installation, agent } = t.context;
   const client = createRpcClient(TransferService, agent.address, { tls: await installation.pki.material({ role: "coordinator", name: "alice" }), expectedPeer: { role: "agent" } });
   try {
-    const stream = client.pullArchive({ sessionId: "anything" });
+    const stream = client.sync(
+      (async function* () {
+        yield { sessionId: "anything" };
+      })(),
+    );
     const error = await t.throwsAsync(async () => {
       for await (const _ of stream) t.fail("no data may flow");
     }, { instanceOf: TheseusError });

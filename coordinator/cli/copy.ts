@@ -27,7 +27,8 @@ export function register(program: Command): void {
       "after",
       `
 The coordinator opens a session on the source for the target agent's identity; the target then pulls the volume
-over mTLS gRPC, compressed with zstd. Nothing passes through the coordinator. Ctrl-C cancels the copy.
+over mTLS gRPC as one sync round (verified, zstd-compressed when the link is slow); a later copy into the same
+volume sends only what changed. Nothing passes through the coordinator. Ctrl-C cancels the copy.
 
 Example:
   theseus copy --from 10.0.0.5:7443 --to 10.1.0.7:7443 --volume data`,

@@ -5,6 +5,7 @@ import { registerLocalCommands } from "../../local-clusters/index.js";
 import { register as registerCerts } from "./certs.js";
 import { register as registerCopy } from "./copy.js";
 import { register as registerDemo } from "./demo.js";
+import { register as registerSyncDirs } from "./sync-dirs.js";
 
 export function createProgram(): Command {
   const program = new Command("theseus")
@@ -29,6 +30,7 @@ error, 130 cancelled.`,
   registerCerts(program);
   registerCopy(program);
   registerDemo(program);
+  registerSyncDirs(program);
   registerLocalCommands(program);
   return program;
 }

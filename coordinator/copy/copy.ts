@@ -19,6 +19,10 @@ export interface CopyRequest {
   readonly tls: TlsMaterial;
   readonly signal?: AbortSignal;
   readonly onProgress?: (progress: SyncProgress) => void;
+  /** Sender-side bandwidth limit for the round, 0 or absent = unlimited. */
+  readonly bandwidthBytesPerSecond?: number;
+  /** Round number (0 = the first full copy); only reported back. */
+  readonly round?: number;
 }
 
 export interface CopyResult {
@@ -49,7 +53,8 @@ export async function copyVolume(request: CopyRequest): Promise<CopyResult> {
           sourceCluster: sourceInfo.clusterName,
           sessionId: session.sessionId,
           token: session.token,
-          round: 0,
+          round: request.round ?? 0,
+          bandwidthBytesPerSecond: BigInt(request.bandwidthBytesPerSecond ?? 0),
         },
         call,
       );

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file theseus/v1/agent.proto.
  */
 export const file_theseus_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZ0aGVzZXVzL3YxL2FnZW50LnByb3RvEgp0aGVzZXVzLnYxIhAKDkdldEluZm9SZXF1ZXN0ImEKD0dldEluZm9SZXNwb25zZRIUCgxjbHVzdGVyX25hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRInCgd2b2x1bWVzGAMgAygLMhYudGhlc2V1cy52MS5Wb2x1bWVJbmZvIhoKClZvbHVtZUluZm8SDAoEbmFtZRgBIAEoCSJlChJPcGVuU2Vzc2lvblJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEg4KBnZvbHVtZRgCIAEoCRIUCgxwZWVyX2NsdXN0ZXIYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0iVAoTT3BlblNlc3Npb25SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEg0KBXRva2VuGAIgASgJEhoKEmV4cGlyZXNfYXRfdW5peF9tcxgDIAEoAyIpChNDbG9zZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFgoUQ2xvc2VTZXNzaW9uUmVzcG9uc2UimwEKEVN5bmNWb2x1bWVSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSFgoOc291cmNlX2FkZHJlc3MYAyABKAkSFgoOc291cmNlX2NsdXN0ZXIYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRINCgV0b2tlbhgGIAEoCRINCgVyb3VuZBgHIAEoDSJzChJTeW5jVm9sdW1lUmVzcG9uc2USLAoIcHJvZ3Jlc3MYASABKAsyGC50aGVzZXVzLnYxLlN5bmNQcm9ncmVzc0gAEiYKBGRvbmUYAiABKAsyFi50aGVzZXVzLnYxLlJvdW5kU3RhdHNIAEIHCgVldmVudCJCCgxTeW5jUHJvZ3Jlc3MSDwoHZW50cmllcxgBIAEoBBINCgVieXRlcxgCIAEoBBISCgp3aXJlX2J5dGVzGAMgASgEIogCCgpSb3VuZFN0YXRzEg0KBXJvdW5kGAEgASgNEhcKD2VudHJpZXNfc2Nhbm5lZBgCIAEoBBIXCg9lbnRyaWVzX2NoYW5nZWQYAyABKAQSFwoPZW50cmllc19kZWxldGVkGAQgASgEEhIKCmJ5dGVzX3JlYWQYBSABKAQSFQoNYnl0ZXNfY2hhbmdlZBgGIAEoBBISCgp3aXJlX2J5dGVzGAcgASgEEhMKC2R1cmF0aW9uX21zGAggASgEEh4KFmRpcnR5X2J5dGVzX3Blcl9zZWNvbmQYCSABKAESFQoNc291cmNlX2RpZ2VzdBgKIAEoDBIVCg10YXJnZXRfZGlnZXN0GAsgASgMMsQCCgxBZ2VudFNlcnZpY2USQgoHR2V0SW5mbxIaLnRoZXNldXMudjEuR2V0SW5mb1JlcXVlc3QaGy50aGVzZXVzLnYxLkdldEluZm9SZXNwb25zZRJOCgtPcGVuU2Vzc2lvbhIeLnRoZXNldXMudjEuT3BlblNlc3Npb25SZXF1ZXN0Gh8udGhlc2V1cy52MS5PcGVuU2Vzc2lvblJlc3BvbnNlElEKDENsb3NlU2Vzc2lvbhIfLnRoZXNldXMudjEuQ2xvc2VTZXNzaW9uUmVxdWVzdBogLnRoZXNldXMudjEuQ2xvc2VTZXNzaW9uUmVzcG9uc2USTQoKU3luY1ZvbHVtZRIdLnRoZXNldXMudjEuU3luY1ZvbHVtZVJlcXVlc3QaHi50aGVzZXVzLnYxLlN5bmNWb2x1bWVSZXNwb25zZTABYgZwcm90bzM");
+  fileDesc("ChZ0aGVzZXVzL3YxL2FnZW50LnByb3RvEgp0aGVzZXVzLnYxIhAKDkdldEluZm9SZXF1ZXN0ImEKD0dldEluZm9SZXNwb25zZRIUCgxjbHVzdGVyX25hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRInCgd2b2x1bWVzGAMgAygLMhYudGhlc2V1cy52MS5Wb2x1bWVJbmZvIhoKClZvbHVtZUluZm8SDAoEbmFtZRgBIAEoCSJlChJPcGVuU2Vzc2lvblJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEg4KBnZvbHVtZRgCIAEoCRIUCgxwZWVyX2NsdXN0ZXIYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0iVAoTT3BlblNlc3Npb25SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEg0KBXRva2VuGAIgASgJEhoKEmV4cGlyZXNfYXRfdW5peF9tcxgDIAEoAyIpChNDbG9zZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFgoUQ2xvc2VTZXNzaW9uUmVzcG9uc2UivwEKEVN5bmNWb2x1bWVSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSFgoOc291cmNlX2FkZHJlc3MYAyABKAkSFgoOc291cmNlX2NsdXN0ZXIYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRINCgV0b2tlbhgGIAEoCRINCgVyb3VuZBgHIAEoDRIiChpiYW5kd2lkdGhfYnl0ZXNfcGVyX3NlY29uZBgIIAEoBCJVChNTZXRCYW5kd2lkdGhSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSGAoQYnl0ZXNfcGVyX3NlY29uZBgDIAEoBCIWChRTZXRCYW5kd2lkdGhSZXNwb25zZSJzChJTeW5jVm9sdW1lUmVzcG9uc2USLAoIcHJvZ3Jlc3MYASABKAsyGC50aGVzZXVzLnYxLlN5bmNQcm9ncmVzc0gAEiYKBGRvbmUYAiABKAsyFi50aGVzZXVzLnYxLlJvdW5kU3RhdHNIAEIHCgVldmVudCJCCgxTeW5jUHJvZ3Jlc3MSDwoHZW50cmllcxgBIAEoBBINCgVieXRlcxgCIAEoBBISCgp3aXJlX2J5dGVzGAMgASgEIqYDCgpSb3VuZFN0YXRzEg0KBXJvdW5kGAEgASgNEhcKD2VudHJpZXNfc2Nhbm5lZBgCIAEoBBIXCg9lbnRyaWVzX2NoYW5nZWQYAyABKAQSFwoPZW50cmllc19kZWxldGVkGAQgASgEEhIKCmJ5dGVzX3JlYWQYBSABKAQSFQoNYnl0ZXNfY2hhbmdlZBgGIAEoBBISCgp3aXJlX2J5dGVzGAcgASgEEhMKC2R1cmF0aW9uX21zGAggASgEEh4KFmRpcnR5X2J5dGVzX3Blcl9zZWNvbmQYCSABKAESFQoNc291cmNlX2RpZ2VzdBgKIAEoDBIVCg10YXJnZXRfZGlnZXN0GAsgASgMEhEKCXJhd19ieXRlcxgMIAEoBBIZChF0YXJnZXRfYnl0ZXNfcmVhZBgNIAEoBBIVCg1ieXRlc193cml0dGVuGA4gASgEEhwKFG93bmVyc19ub3RfcHJlc2VydmVkGA8gASgEEh0KFXNwZWNpYWxfZmlsZXNfc2tpcHBlZBgQIAEoBBIaChJmaXJzdF9zcGVjaWFsX2ZpbGUYESABKAkylwMKDEFnZW50U2VydmljZRJCCgdHZXRJbmZvEhoudGhlc2V1cy52MS5HZXRJbmZvUmVxdWVzdBobLnRoZXNldXMudjEuR2V0SW5mb1Jlc3BvbnNlEk4KC09wZW5TZXNzaW9uEh4udGhlc2V1cy52MS5PcGVuU2Vzc2lvblJlcXVlc3QaHy50aGVzZXVzLnYxLk9wZW5TZXNzaW9uUmVzcG9uc2USUQoMQ2xvc2VTZXNzaW9uEh8udGhlc2V1cy52MS5DbG9zZVNlc3Npb25SZXF1ZXN0GiAudGhlc2V1cy52MS5DbG9zZVNlc3Npb25SZXNwb25zZRJNCgpTeW5jVm9sdW1lEh0udGhlc2V1cy52MS5TeW5jVm9sdW1lUmVxdWVzdBoeLnRoZXNldXMudjEuU3luY1ZvbHVtZVJlc3BvbnNlMAESUQoMU2V0QmFuZHdpZHRoEh8udGhlc2V1cy52MS5TZXRCYW5kd2lkdGhSZXF1ZXN0GiAudGhlc2V1cy52MS5TZXRCYW5kd2lkdGhSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * @generated from message theseus.v1.GetInfoRequest
@@ -213,6 +213,13 @@ export type SyncVolumeRequest = Message<"theseus.v1.SyncVolumeRequest"> & {
    * @generated from field: uint32 round = 7;
    */
   round: number;
+
+  /**
+   * Bandwidth limit the source applies to this round, 0 = unlimited; changeable with SetBandwidth on the source.
+   *
+   * @generated from field: uint64 bandwidth_bytes_per_second = 8;
+   */
+  bandwidthBytesPerSecond: bigint;
 };
 
 /**
@@ -221,6 +228,48 @@ export type SyncVolumeRequest = Message<"theseus.v1.SyncVolumeRequest"> & {
  */
 export const SyncVolumeRequestSchema: GenMessage<SyncVolumeRequest> = /*@__PURE__*/
   messageDesc(file_theseus_v1_agent, 7);
+
+/**
+ * @generated from message theseus.v1.SetBandwidthRequest
+ */
+export type SetBandwidthRequest = Message<"theseus.v1.SetBandwidthRequest"> & {
+  /**
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+
+  /**
+   * The source volume whose rounds are throttled.
+   *
+   * @generated from field: string volume = 2;
+   */
+  volume: string;
+
+  /**
+   * @generated from field: uint64 bytes_per_second = 3;
+   */
+  bytesPerSecond: bigint;
+};
+
+/**
+ * Describes the message theseus.v1.SetBandwidthRequest.
+ * Use `create(SetBandwidthRequestSchema)` to create a new message.
+ */
+export const SetBandwidthRequestSchema: GenMessage<SetBandwidthRequest> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 8);
+
+/**
+ * @generated from message theseus.v1.SetBandwidthResponse
+ */
+export type SetBandwidthResponse = Message<"theseus.v1.SetBandwidthResponse"> & {
+};
+
+/**
+ * Describes the message theseus.v1.SetBandwidthResponse.
+ * Use `create(SetBandwidthResponseSchema)` to create a new message.
+ */
+export const SetBandwidthResponseSchema: GenMessage<SetBandwidthResponse> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 9);
 
 /**
  * @generated from message theseus.v1.SyncVolumeResponse
@@ -249,7 +298,7 @@ export type SyncVolumeResponse = Message<"theseus.v1.SyncVolumeResponse"> & {
  * Use `create(SyncVolumeResponseSchema)` to create a new message.
  */
 export const SyncVolumeResponseSchema: GenMessage<SyncVolumeResponse> = /*@__PURE__*/
-  messageDesc(file_theseus_v1_agent, 8);
+  messageDesc(file_theseus_v1_agent, 10);
 
 /**
  * Cumulative counters of the round so far.
@@ -278,7 +327,7 @@ export type SyncProgress = Message<"theseus.v1.SyncProgress"> & {
  * Use `create(SyncProgressSchema)` to create a new message.
  */
 export const SyncProgressSchema: GenMessage<SyncProgress> = /*@__PURE__*/
-  messageDesc(file_theseus_v1_agent, 9);
+  messageDesc(file_theseus_v1_agent, 11);
 
 /**
  * @generated from message theseus.v1.RoundStats
@@ -342,6 +391,44 @@ export type RoundStats = Message<"theseus.v1.RoundStats"> & {
    * @generated from field: bytes target_digest = 11;
    */
   targetDigest: Uint8Array;
+
+  /**
+   * Bytes of frames before compression; raw_bytes / wire_bytes is the compression ratio.
+   *
+   * @generated from field: uint64 raw_bytes = 12;
+   */
+  rawBytes: bigint;
+
+  /**
+   * Bytes the target read to hash files its cache could not vouch for (0 in a steady state).
+   *
+   * @generated from field: uint64 target_bytes_read = 13;
+   */
+  targetBytesRead: bigint;
+
+  /**
+   * @generated from field: uint64 bytes_written = 14;
+   */
+  bytesWritten: bigint;
+
+  /**
+   * Entries whose numeric owner could not be applied because the target agent does not run as root.
+   *
+   * @generated from field: uint64 owners_not_preserved = 15;
+   */
+  ownersNotPreserved: bigint;
+
+  /**
+   * Sockets, fifos and devices in the source volume, which are not copied; the first one's path.
+   *
+   * @generated from field: uint64 special_files_skipped = 16;
+   */
+  specialFilesSkipped: bigint;
+
+  /**
+   * @generated from field: string first_special_file = 17;
+   */
+  firstSpecialFile: string;
 };
 
 /**
@@ -349,7 +436,7 @@ export type RoundStats = Message<"theseus.v1.RoundStats"> & {
  * Use `create(RoundStatsSchema)` to create a new message.
  */
 export const RoundStatsSchema: GenMessage<RoundStats> = /*@__PURE__*/
-  messageDesc(file_theseus_v1_agent, 10);
+  messageDesc(file_theseus_v1_agent, 12);
 
 /**
  * @generated from service theseus.v1.AgentService
@@ -396,6 +483,16 @@ export const AgentService: GenService<{
     methodKind: "server_streaming";
     input: typeof SyncVolumeRequestSchema;
     output: typeof SyncVolumeResponseSchema;
+  },
+  /**
+   * On the source agent: changes the bandwidth limit of the volume's sync rounds, also while one runs. 0 = unlimited.
+   *
+   * @generated from rpc theseus.v1.AgentService.SetBandwidth
+   */
+  setBandwidth: {
+    methodKind: "unary";
+    input: typeof SetBandwidthRequestSchema;
+    output: typeof SetBandwidthResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_theseus_v1_agent, 0);

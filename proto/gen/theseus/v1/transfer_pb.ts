@@ -15,42 +15,58 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file theseus/v1/transfer.proto.
  */
 export const file_theseus_v1_transfer: GenFile = /*@__PURE__*/
-  fileDesc("Chl0aGVzZXVzL3YxL3RyYW5zZmVyLnByb3RvEgp0aGVzZXVzLnYxIigKElB1bGxBcmNoaXZlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIiMKE1B1bGxBcmNoaXZlUmVzcG9uc2USDAoEZGF0YRgBIAEoDDJjCg9UcmFuc2ZlclNlcnZpY2USUAoLUHVsbEFyY2hpdmUSHi50aGVzZXVzLnYxLlB1bGxBcmNoaXZlUmVxdWVzdBofLnRoZXNldXMudjEuUHVsbEFyY2hpdmVSZXNwb25zZTABYgZwcm90bzM");
+  fileDesc("Chl0aGVzZXVzL3YxL3RyYW5zZmVyLnByb3RvEgp0aGVzZXVzLnYxIk8KBlN5bmNVcBISCgpzZXNzaW9uX2lkGAEgASgJEiIKGmJhbmR3aWR0aF9ieXRlc19wZXJfc2Vjb25kGAIgASgEEg0KBWZyYW1lGAMgASgMIhkKCFN5bmNEb3duEg0KBWZyYW1lGAEgASgMMkcKD1RyYW5zZmVyU2VydmljZRI0CgRTeW5jEhIudGhlc2V1cy52MS5TeW5jVXAaFC50aGVzZXVzLnYxLlN5bmNEb3duKAEwAWIGcHJvdG8z");
 
 /**
- * @generated from message theseus.v1.PullArchiveRequest
+ * @generated from message theseus.v1.SyncUp
  */
-export type PullArchiveRequest = Message<"theseus.v1.PullArchiveRequest"> & {
+export type SyncUp = Message<"theseus.v1.SyncUp"> & {
   /**
+   * Set in the first message only.
+   *
    * @generated from field: string session_id = 1;
    */
   sessionId: string;
+
+  /**
+   * Set in the first message only: the sender's initial bandwidth limit, 0 = unlimited (see AgentService.SetBandwidth).
+   *
+   * @generated from field: uint64 bandwidth_bytes_per_second = 2;
+   */
+  bandwidthBytesPerSecond: bigint;
+
+  /**
+   * One frame of the target's stream (at most 2 MiB raw).
+   *
+   * @generated from field: bytes frame = 3;
+   */
+  frame: Uint8Array;
 };
 
 /**
- * Describes the message theseus.v1.PullArchiveRequest.
- * Use `create(PullArchiveRequestSchema)` to create a new message.
+ * Describes the message theseus.v1.SyncUp.
+ * Use `create(SyncUpSchema)` to create a new message.
  */
-export const PullArchiveRequestSchema: GenMessage<PullArchiveRequest> = /*@__PURE__*/
+export const SyncUpSchema: GenMessage<SyncUp> = /*@__PURE__*/
   messageDesc(file_theseus_v1_transfer, 0);
 
 /**
- * @generated from message theseus.v1.PullArchiveResponse
+ * @generated from message theseus.v1.SyncDown
  */
-export type PullArchiveResponse = Message<"theseus.v1.PullArchiveResponse"> & {
+export type SyncDown = Message<"theseus.v1.SyncDown"> & {
   /**
-   * A slice of one zstd stream; the concatenation of all chunks decompresses to the tar archive.
+   * One frame of the source's stream (at most 2 MiB raw).
    *
-   * @generated from field: bytes data = 1;
+   * @generated from field: bytes frame = 1;
    */
-  data: Uint8Array;
+  frame: Uint8Array;
 };
 
 /**
- * Describes the message theseus.v1.PullArchiveResponse.
- * Use `create(PullArchiveResponseSchema)` to create a new message.
+ * Describes the message theseus.v1.SyncDown.
+ * Use `create(SyncDownSchema)` to create a new message.
  */
-export const PullArchiveResponseSchema: GenMessage<PullArchiveResponse> = /*@__PURE__*/
+export const SyncDownSchema: GenMessage<SyncDown> = /*@__PURE__*/
   messageDesc(file_theseus_v1_transfer, 1);
 
 /**
@@ -58,14 +74,18 @@ export const PullArchiveResponseSchema: GenMessage<PullArchiveResponse> = /*@__P
  */
 export const TransferService: GenService<{
   /**
-   * Streams the whole session volume as a zstd-compressed tar archive (the first full copy).
+   * One pre-copy round of the sync engine, driven by the target (the caller). The target streams its index of the
+   * volume (SyncUp frames: sorted entries with content hashes from its cache), the source merge-joins it with its own
+   * walk and answers with only what differs (SyncDown frames: changed files, changed 4 KiB blocks of large files,
+   * deletions, then its statistics and volume digest). Frames are the engine's batches of records, zstd-compressed
+   * when that pays; see agent/sync. Bulk data flows server -> client, the fast direction in grpc-js.
    *
-   * @generated from rpc theseus.v1.TransferService.PullArchive
+   * @generated from rpc theseus.v1.TransferService.Sync
    */
-  pullArchive: {
-    methodKind: "server_streaming";
-    input: typeof PullArchiveRequestSchema;
-    output: typeof PullArchiveResponseSchema;
+  sync: {
+    methodKind: "bidi_streaming";
+    input: typeof SyncUpSchema;
+    output: typeof SyncDownSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_theseus_v1_transfer, 0);

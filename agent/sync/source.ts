@@ -1,0 +1,683 @@
+// The source half of a round. It receives the target's index as a sorted stream, merge-joins it with its own walk of
+// the volume (and its stat-validated hash cache), and streams back only what differs: new and changed entries, the
+// changed 4 KiB blocks of large files, and deletions. No per-file round trip: the target's answer for every path is
+// already in the index stream when the source gets to it.
+import fs from "node:fs";
+import path from "node:path";
+import { TheseusError, throwIfAborted } from "../../common/index.js";
+import type { Logger } from "../../common/index.js";
+import {
+  BLOCK_BYTES,
+  decodeFrameRecords,
+  encodeRecord,
+  FRAME_TARGET_BYTES,
+  FrameDecoder,
+  FrameEncoder,
+  PROTOCOL_VERSION,
+} from "./codec.js";
+import type { IndexEntry, Meta, RoundStatsWire, SyncRecord } from "./codec.js";
+import { comparePaths, isWithin, validatePeerPath } from "./paths.js";
+import {
+  BlockStore,
+  blockCount,
+  EntryFileReader,
+  EntryFileWriter,
+  hashBlocks,
+  hashFile,
+  isLarge,
+  readMemo,
+  readSmall,
+  sha256,
+  statMatches,
+  writeMemo,
+  ZERO_BLOCK_HASH,
+} from "./state.js";
+import { TokenBucket } from "./throttle.js";
+import type { Clock } from "./throttle.js";
+import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
+import type { WalkEntry } from "./walk.js";
+
+export type CompressionSetting = "auto" | "off" | number;
+
+export interface SyncSourceOptions {
+  /** The volume's root directory. */
+  root: string;
+  /** The agent's private state directory for this volume (hash cache, block lists); never inside the volume. */
+  stateDir: string;
+  logger: Logger;
+  /** Initial bandwidth limit; 0 = unlimited. */
+  bandwidthBytesPerSecond?: number;
+  compression?: CompressionSetting;
+  clock?: Clock;
+}
+
+export interface SyncSource {
+  /** Runs one round: consumes the target's frames, produces frames for the target. */
+  serve(up: AsyncIterable<Uint8Array>, signal?: AbortSignal): AsyncGenerator<Uint8Array>;
+  /** Changes the bandwidth limit, also while a round runs. */
+  setBandwidth(bytesPerSecond: number): void;
+}
+
+// One frame's worth: frames stay ~256 KiB, so the transport's 16-message write buffer holds ~4 MiB, not 16.
+const READ_CHUNK_BYTES = 256 * 1024;
+/** Changed blocks are coalesced into data records of at most this size. */
+const DATA_RECORD_BYTES = 256 * 1024;
+const O_NOFOLLOW = fs.constants.O_NOFOLLOW;
+const O_NONBLOCK = fs.constants.O_NONBLOCK;
+
+export function createSyncSource(options: SyncSourceOptions): SyncSource {
+  const root = path.resolve(options.root);
+  const stateDir = path.resolve(options.stateDir);
+  const bucket = new TokenBucket(options.bandwidthBytesPerSecond ?? 0, options.clock);
+  const compression = options.compression ?? "auto";
+  let running = false;
+  return {
+    setBandwidth(bytesPerSecond) {
+      bucket.setRate(bytesPerSecond);
+    },
+    async *serve(up, signal) {
+      if (running) throw new TheseusError("failed_precondition", `a round is already running for ${root}`);
+      running = true;
+      try {
+        fs.mkdirSync(stateDir, { recursive: true });
+        const round = new SourceRound(root, stateDir, options.logger, bucket, compression, up, signal);
+        yield* round.run();
+      } finally {
+        running = false;
+      }
+    },
+  };
+}
+
+/** Pulls the target's records one frame at a time; the hot path peeks synchronously. */
+class UpCursor {
+  private recs: SyncRecord[] = [];
+  private i = 0;
+  private ended = false;
+  private readonly decoder = new FrameDecoder();
+  constructor(private readonly it: AsyncIterator<Uint8Array>) {}
+
+  /** The current record, undefined at the end of the stream, or null when a frame must be awaited first. */
+  peekSync(): SyncRecord | undefined | null {
+    if (this.i < this.recs.length) return this.recs[this.i];
+    return this.ended ? undefined : null;
+  }
+  async peek(): Promise<SyncRecord | undefined> {
+    while (this.i >= this.recs.length) {
+      if (this.ended) return undefined;
+      const r = await this.it.next();
+      if (r.done === true) {
+        this.ended = true;
+        return undefined;
+      }
+      this.recs = decodeFrameRecords(this.decoder.decode(r.value));
+      this.i = 0;
+    }
+    return this.recs[this.i];
+  }
+  advance(): void {
+    this.i++;
+  }
+}
+
+/** A large file to stream; `finish` records it once streamed. */
+interface PendingLarge {
+  abs: string;
+  rel: string;
+  meta: Meta;
+  baseList: Buffer | undefined;
+  baseHash: Uint8Array;
+  finish(hash: Uint8Array, size: number): void;
+}
+
+interface LinkGroup {
+  path: string;
+  hash: Uint8Array;
+  /** A record was sent for the group's first path this round, so every other path must be re-linked. */
+  touched: boolean;
+}
+
+class SourceRound {
+  private readonly w = FrameEncoder.writer();
+  private readonly encoder = new FrameEncoder();
+  private readonly readBuf = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+  private readonly blocks: BlockStore;
+  private readonly stats: RoundStatsWire = {
+    entriesScanned: 0,
+    entriesChanged: 0,
+    entriesDeleted: 0,
+    bytesRead: 0,
+    bytesChanged: 0,
+    wireBytes: 0,
+    rawBytes: 0,
+    ownersNotPreserved: 0,
+    specialFilesSkipped: 0,
+    firstSpecialFile: "",
+    previousRoundEndMs: 0,
+  };
+  private readonly startedMs = Date.now();
+  private lastTargetPath: string | undefined;
+  private lastTargetRecord: SyncRecord | undefined;
+  private indexEnded = false;
+  private targetBusy = 0;
+  private readonly partials = new Map<string, { blocks: number; prefixHash: Uint8Array }>();
+  private sinceYield = 0;
+
+  constructor(
+    private readonly root: string,
+    private readonly stateDir: string,
+    private readonly logger: Logger,
+    private readonly bucket: TokenBucket,
+    private readonly compression: CompressionSetting,
+    private readonly up: AsyncIterable<Uint8Array>,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    this.blocks = new BlockStore(stateDir);
+  }
+
+  async *run(): AsyncGenerator<Uint8Array> {
+    const cursor = new UpCursor(this.up[Symbol.asyncIterator]());
+    const start = await cursor.peek();
+    if (start?.t !== "start") throw new TheseusError("protocol", "the target did not open the round with a start record");
+    if (start.version !== PROTOCOL_VERSION) {
+      throw new TheseusError("failed_precondition", `the target speaks sync protocol ${start.version}, this agent ${PROTOCOL_VERSION}`, {
+        hint: "run the same Theseus version on both clusters",
+      });
+    }
+    cursor.advance();
+    // Large files the target holds in part from a round cut short: it keeps their verified first blocks.
+    for (let r = await cursor.peek(); r?.t === "partial"; r = await cursor.peek()) {
+      validatePeerPath(r.path);
+      if (this.partials.size < 16) this.partials.set(r.path, { blocks: r.blocks, prefixHash: r.prefixHash });
+      cursor.advance();
+    }
+    this.chooseLevel();
+    const memo = readMemo(this.stateDir);
+    this.stats.previousRoundEndMs = memo.lastRoundEndMs;
+    const cache = new EntryFileReader(path.join(this.stateDir, "index"));
+    const next = new EntryFileWriter(path.join(this.stateDir, `index.new.${process.pid}`));
+    const digest = new VolumeDigest(start.preserveOwner);
+    const groups = new Map<string, LinkGroup>();
+    const keepBlocks = new Set<string>();
+    let dropWithin: string | undefined;
+    let committed = false;
+    try {
+      for (const w of walk(this.root)) {
+        throwIfAborted(this.signal);
+        this.stats.entriesScanned++;
+        // Target entries before this path are gone from the source: delete them (a deleted directory takes its subtree).
+        let t: IndexEntry | undefined;
+        for (;;) {
+          let e = this.peekTargetSync(cursor);
+          if (e === null) e = this.classify(await cursor.peek(), cursor);
+          if (e === undefined) break;
+          if (dropWithin !== undefined && isWithin(e.path, dropWithin) && e.path !== dropWithin) {
+            cursor.advance();
+            continue;
+          }
+          const c = comparePaths(e.path, w.path);
+          if (c > 0) break;
+          cursor.advance();
+          if (c === 0) {
+            t = e;
+            break;
+          }
+          this.emit({ t: "delete", path: e.path });
+          this.stats.entriesDeleted++;
+          if (e.type === "dir") dropWithin = e.path;
+        }
+        // A directory on the target replaced by something else here: its subtree goes with it.
+        if (t !== undefined && t.type === "dir" && w.type !== "dir") dropWithin = t.path;
+        const pending = this.entry(w, t, start, cache, next, digest, groups, keepBlocks);
+        if (pending !== undefined) {
+          const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash);
+          pending.finish(res.hash, res.size);
+        }
+        if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
+        else if (++this.sinceYield >= 2048) {
+          // Let the event loop breathe (timers, the peer's frames) during long stretches of unchanged files.
+          this.sinceYield = 0;
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
+      }
+      for (;;) {
+        let e = this.peekTargetSync(cursor);
+        if (e === null) e = this.classify(await cursor.peek(), cursor);
+        if (e === undefined) break;
+        cursor.advance();
+        if (dropWithin !== undefined && isWithin(e.path, dropWithin) && e.path !== dropWithin) continue;
+        this.emit({ t: "delete", path: e.path });
+        this.stats.entriesDeleted++;
+        if (e.type === "dir") dropWithin = e.path;
+      }
+      if (!this.indexEnded) throw new TheseusError("protocol", "the target's index ended without its end record");
+      cache.close();
+      next.commit(path.join(this.stateDir, "index"));
+      committed = true;
+      this.blocks.retainOnly(keepBlocks);
+      const endMs = Date.now();
+      writeMemo(this.stateDir, { lastRoundEndMs: endMs });
+      yield* this.flush();
+      // Wire bytes of the end frame itself are not counted: the stats travel inside it.
+      this.emit({ t: "end", digest: digest.digest(), stats: { ...this.stats } });
+      yield* this.flush();
+      this.logger.info(
+        { root: this.root, ...this.stats, durationMs: endMs - this.startedMs },
+        "sync round sent",
+      );
+    } catch (e) {
+      const err = TheseusError.from(e);
+      if (err.code === "cancelled") throw err;
+      // Tell the target why, in-band: its error then names the file, whatever the transport does with exceptions.
+      this.w.take();
+      this.emit({ t: "error", code: err.code, message: err.message });
+      yield* this.flush();
+      this.logger.warn({ root: this.root, err: err.message }, "sync round failed on the source");
+    } finally {
+      // Also reached when the target hangs up (the transport returns this generator at a yield).
+      cache.close();
+      if (!committed) next.abort();
+    }
+  }
+
+  /** The target's current index entry; undefined after its index ended; null when a frame must be awaited first. */
+  private peekTargetSync(cursor: UpCursor): IndexEntry | undefined | null {
+    if (this.indexEnded) return undefined;
+    const r = cursor.peekSync();
+    return r === null ? null : this.classify(r, cursor);
+  }
+
+  private classify(r: SyncRecord | undefined, cursor: UpCursor): IndexEntry | undefined {
+    if (this.indexEnded) return undefined;
+    if (r === undefined) throw new TheseusError("protocol", "the target's stream ended before its index did");
+    if (r.t === "index_end") {
+      this.indexEnded = true;
+      cursor.advance();
+      this.drainLoad(cursor);
+      return undefined;
+    }
+    return this.targetEntry(r);
+  }
+
+  /**
+   * After its index, the target reports how busy it is applying. A busy target, not the link, is then what makes us
+   * wait, and compression would only add to its work: adapt() uses this to tell a slow link from a slow target.
+   */
+  private drainLoad(cursor: UpCursor): void {
+    void (async () => {
+      try {
+        for (let r = await cursor.peek(); r !== undefined; r = await cursor.peek()) {
+          if (r.t === "load") this.targetBusy = r.busyPermille / 1000;
+          cursor.advance();
+        }
+      } catch {
+        // The stream failing is reported by the round itself.
+      }
+    })();
+  }
+
+  private targetEntry(r: SyncRecord): IndexEntry | undefined {
+    if (r.t !== "entry") throw new TheseusError("protocol", `unexpected ${r.t} record in the target's index`);
+    const e = r.e;
+    // The same record is peeked again until the walk passes it: validate it once.
+    if (r === this.lastTargetRecord) return e;
+    this.lastTargetRecord = r;
+    validatePeerPath(e.path, true);
+    if (this.lastTargetPath !== undefined && comparePaths(this.lastTargetPath, e.path) >= 0) {
+      throw new TheseusError("protocol", `the target's index is out of order at ${JSON.stringify(e.path)}`);
+    }
+    this.lastTargetPath = e.path;
+    return e;
+  }
+
+  private emit(rec: SyncRecord): void {
+    encodeRecord(this.w, rec);
+  }
+
+  private chooseLevel(): void {
+    if (this.compression === "off") this.encoder.setLevel(0);
+    else if (typeof this.compression === "number") this.encoder.setLevel(this.compression);
+    else {
+      // "auto": with a limit, the link is the bottleneck below a few hundred MB/s and zstd pays; without one, start raw
+      // (loopback and fast links are CPU-bound) and let adapt() switch on compression when the consumer is slow.
+      const rate = this.bucket.bytesPerSecond;
+      this.encoder.setLevel(rate === 0 ? 0 : rate < 40e6 ? 3 : rate < 300e6 ? 1 : 0);
+    }
+  }
+
+  /**
+   * In auto mode without a limit: compress when the link is the bottleneck, which shows as this
+   * process idling (its event loop waits for the transport to drain) while the target is not busy either. Time spent
+   * inside `yield` is no signal: it includes the transport's own CPU work (serialising, TLS). Stop compressing when we
+   * become CPU-bound or the target does.
+   */
+  private frames = 0;
+  private windowWire = 0;
+  private windowStart = performance.now();
+  private elu = performance.eventLoopUtilization();
+  private adapt(): void {
+    if (this.compression !== "auto") return;
+    if (this.bucket.bytesPerSecond > 0) {
+      this.chooseLevel();
+      return;
+    }
+    // Decide every 32 frames or 8 MiB, whichever comes first: on a slow link, 32 large frames would take seconds.
+    if (++this.frames < 32 && this.windowWire < 8 * 1024 * 1024) return;
+    this.frames = 0;
+    const now = performance.now();
+    const elapsed = now - this.windowStart;
+    const rate = (this.windowWire / Math.max(1, elapsed)) * 1000;
+    const elu = performance.eventLoopUtilization();
+    const busy = performance.eventLoopUtilization(elu, this.elu).utilization;
+    this.elu = elu;
+    const targetBound = this.targetBusy > 0.7;
+    if (this.encoder.currentLevel === 0 && busy < 0.5 && !targetBound && rate < 80e6) this.encoder.setLevel(rate < 30e6 ? 3 : 1);
+    else if (this.encoder.currentLevel > 0 && (busy > 0.85 || targetBound)) this.encoder.setLevel(0);
+    this.windowStart = now;
+    this.windowWire = 0;
+  }
+
+  private async *flush(): AsyncGenerator<Uint8Array> {
+    if (this.w.length === 0) return;
+    const { frame, rawBytes } = this.encoder.encode(this.w);
+    this.stats.rawBytes += rawBytes;
+    this.stats.wireBytes += frame.length;
+    this.windowWire += frame.length;
+    await this.bucket.take(frame.length, this.signal);
+    yield frame;
+    this.sinceYield = 0;
+    this.adapt();
+  }
+
+  private meta(w: WalkEntry, start: Extract<SyncRecord, { t: "start" }>): Meta {
+    const m = metaOf(w.st, w.type === "special" ? "file" : w.type);
+    if (!start.preserveOwner && (m.uid !== start.targetUid || m.gid !== start.targetGid)) this.stats.ownersNotPreserved++;
+    return m;
+  }
+
+  private entry(
+    w: WalkEntry,
+    t: IndexEntry | undefined,
+    start: Extract<SyncRecord, { t: "start" }>,
+    cache: EntryFileReader,
+    next: EntryFileWriter,
+    digest: VolumeDigest,
+    groups: Map<string, LinkGroup>,
+    keepBlocks: Set<string>,
+  ): PendingLarge | undefined {
+    const abs = w.path === "" ? this.root : `${this.root}/${w.path}`;
+    const st = w.st;
+    if (w.type === "special") {
+      // Sockets, fifos and devices are not data; they are counted and named in the statistics, never silently dropped.
+      this.stats.specialFilesSkipped++;
+      if (this.stats.firstSpecialFile === "") this.stats.firstSpecialFile = w.path;
+      if (t !== undefined) {
+        this.emit({ t: "delete", path: w.path });
+        this.stats.entriesDeleted++;
+      }
+      return;
+    }
+    const meta = this.meta(w, start);
+    const record = (e: IndexEntry): void => {
+      digest.add(e);
+      next.addWithStat(e, st.ino, st.mtimeMs, st.ctimeMs);
+    };
+    const ownersDiffer = (m: Meta): boolean => start.preserveOwner && (m.uid !== meta.uid || m.gid !== meta.gid);
+    const metaDiffers = (m: Meta): boolean => m.mode !== meta.mode || m.mtimeUs !== meta.mtimeUs || ownersDiffer(m);
+
+    if (w.type === "dir") {
+      // Directory records are always sent (they are few): the target needs each one's mode and mtime to restore after
+      // changing its children, and uses them to check the parents of everything it writes.
+      this.emit({ t: "dir", path: w.path, meta });
+      if (t === undefined || t.type !== "dir" || metaDiffers(t.meta)) this.stats.entriesChanged++;
+      record({ path: w.path, type: "dir", meta, size: 0, hash: EMPTY, linkTarget: "", hardlinkTo: "" });
+      return;
+    }
+    if (w.type === "symlink") {
+      let target: string;
+      try {
+        target = fs.readlinkSync(abs);
+      } catch (e) {
+        throw walkError(e, w.path);
+      }
+      if (t === undefined || t.type !== "symlink" || t.linkTarget !== target || ownersDiffer(t.meta)) {
+        this.emit({ t: "symlink", path: w.path, meta, target });
+        this.stats.entriesChanged++;
+      }
+      record({ path: w.path, type: "symlink", meta, size: 0, hash: EMPTY, linkTarget: target, hardlinkTo: "" });
+      return;
+    }
+
+    // Regular file. A later path of a hard-link group is sent as a link to the group's first path.
+    const key = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
+    const group = key === undefined ? undefined : groups.get(key);
+    if (group !== undefined) {
+      const same =
+        t !== undefined && t.type === "file" && t.hardlinkTo === group.path && !group.touched && equalBytes(t.hash, group.hash);
+      if (!same) {
+        this.emit({ t: "hardlink", path: w.path, to: group.path, hash: group.hash });
+        this.stats.entriesChanged++;
+      }
+      record({ path: w.path, type: "file", meta, size: st.size, hash: group.hash, linkTarget: "", hardlinkTo: "" });
+      return;
+    }
+
+    const cached = cache.seek(w.path);
+    const tFile = t !== undefined && t.type === "file" && t.hardlinkTo === "" ? t : undefined;
+    // The source's own stat-validated cache says what this file holds without reading it.
+    let hash: Uint8Array | undefined =
+      cached !== undefined && cached.type === "file" && statMatches(cached, st) ? cached.hash : undefined;
+    if (hash !== undefined && isLarge(st.size) && this.blocks.get(hash) === undefined) hash = undefined; // list lost
+    let size = st.size;
+    let sent = false;
+    const targetHas = (h: Uint8Array, n: number): boolean =>
+      tFile !== undefined && tFile.size === n && equalBytes(tFile.hash, h);
+
+    if (hash !== undefined && targetHas(hash, size)) {
+      sent = this.metaOnly(w.path, meta, size, hash, tFile as IndexEntry, metaDiffers);
+    } else if (!isLarge(size)) {
+      const data = this.readSmallFile(abs, w.path, size);
+      hash = sha256(data);
+      size = data.length;
+      if (targetHas(hash, size)) {
+        sent = this.metaOnly(w.path, meta, size, hash, tFile as IndexEntry, metaDiffers);
+      } else {
+        this.emit({ t: "file_inline", path: w.path, meta, hash, data });
+        this.stats.bytesChanged += data.length;
+        this.stats.entriesChanged++;
+        sent = true;
+      }
+    } else {
+      // Large and changed (or unknown): diff its blocks against the list of the content the target holds, when this
+      // source has that list (it sent or saw that content before). Without a list but with an equal size (a lost
+      // cache), hash first: an unchanged file then costs a read, not a resend.
+      const baseList = tFile !== undefined && isLarge(tFile.size) ? this.blocks.get(tFile.hash) : undefined;
+      let known = false;
+      if (hash === undefined && baseList === undefined && tFile !== undefined && tFile.size === size) {
+        const h = this.hashWhole(abs, w.path, size);
+        if (h.blocks !== undefined) this.blocks.put(h.hash, h.blocks);
+        if (h.bytesRead === size && targetHas(h.hash, size)) {
+          hash = h.hash;
+          known = true;
+          sent = this.metaOnly(w.path, meta, size, hash, tFile, metaDiffers);
+        }
+      }
+      if (!known) {
+        // Streaming is the one asynchronous step (it yields frames): the caller runs it, then calls finish.
+        return {
+          abs,
+          rel: w.path,
+          meta,
+          baseList,
+          baseHash: tFile?.hash ?? EMPTY,
+          finish: (h, n) => finish(h, n, true),
+        };
+      }
+    }
+    if (hash === undefined) throw new TheseusError("internal", `no content hash for ${w.path}`);
+    finish(hash, size, sent);
+    return undefined;
+
+    function finish(h: Uint8Array, n: number, wasSent: boolean): void {
+      if (isLarge(n)) keepBlocks.add(Buffer.from(h).toString("hex"));
+      if (key !== undefined) groups.set(key, { path: w.path, hash: h, touched: wasSent || (t !== undefined && t.hardlinkTo !== "") });
+      const entry: IndexEntry = { path: w.path, type: "file", meta, size: n, hash: h, linkTarget: "", hardlinkTo: "" };
+      digest.add(entry);
+      // The cache remembers the stat taken before reading: if the file changed while being read, the next round re-reads.
+      next.addWithStat(entry, st.ino, st.size === n ? st.mtimeMs : -1, st.ctimeMs);
+    }
+  }
+
+  /** The target holds this content: send the metadata if it differs. Returns whether a record was sent. */
+  private metaOnly(p: string, meta: Meta, size: number, hash: Uint8Array, t: IndexEntry, metaDiffers: (m: Meta) => boolean): boolean {
+    if (!metaDiffers(t.meta)) return false;
+    this.emit({ t: "file_meta", path: p, meta, size, hash });
+    this.stats.entriesChanged++;
+    return true;
+  }
+
+  private openFile(abs: string, rel: string): number {
+    try {
+      // O_NOFOLLOW: a file swapped for a symlink after the walk's lstat is refused, never followed out of the volume.
+      return fs.openSync(abs, fs.constants.O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    } catch (e) {
+      throw walkError(e, rel);
+    }
+  }
+
+  private readSmallFile(abs: string, rel: string, size: number): Buffer {
+    const fd = this.openFile(abs, rel);
+    try {
+      const data = readSmall(fd, size, this.readBuf);
+      this.stats.bytesRead += data.length;
+      // The read buffer is reused: copy what will sit in the frame until it is flushed.
+      // May alias the reused read buffer: callers encode it into the frame before the next read.
+      return data;
+    } catch (e) {
+      throw walkError(e, rel);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  private hashWhole(abs: string, rel: string, size: number): ReturnType<typeof hashFile> {
+    const fd = this.openFile(abs, rel);
+    try {
+      const h = hashFile(fd, size, this.readBuf);
+      this.stats.bytesRead += h.bytesRead;
+      return h;
+    } catch (e) {
+      throw walkError(e, rel);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /**
+   * Streams a large file: every block when the target has no usable base ("whole"), else only blocks whose hash differs
+   * from the base list ("patch"). All-zero blocks travel as zero records, which keeps sparse files sparse.
+   */
+  private async *sendLarge(
+    abs: string,
+    rel: string,
+    meta: Meta,
+    baseList: Buffer | undefined,
+    baseHash: Uint8Array,
+  ): AsyncGenerator<Uint8Array, { hash: Buffer; size: number }> {
+    const mode = baseList === undefined ? "whole" : "patch";
+    const fd = this.openFile(abs, rel);
+    let list = Buffer.allocUnsafe(1024 * 32);
+    let pos = 0;
+    try {
+      // Resume: when the target kept the first blocks of this file from a cut round and they still match what the
+      // file holds now, read and hash them (for the file's hash) but send only the rest.
+      const partial = mode === "whole" ? this.partials.get(rel) : undefined;
+      if (partial !== undefined && partial.blocks > 0) {
+        const prefixBytes = partial.blocks * BLOCK_BYTES;
+        list = Buffer.allocUnsafe(Math.max(list.length, partial.blocks * 32));
+        while (pos < prefixBytes) {
+          const n = readAt(fd, this.readBuf, Math.min(this.readBuf.length, prefixBytes - pos), pos, rel);
+          if (n === 0 || n % BLOCK_BYTES !== 0) break;
+          this.stats.bytesRead += n;
+          hashBlocks(this.readBuf.subarray(0, n), list, pos / BLOCK_BYTES);
+          pos += n;
+        }
+        if (pos !== prefixBytes || !sha256(list.subarray(0, partial.blocks * 32)).equals(partial.prefixHash)) pos = 0;
+      }
+      this.emit({ t: "file_begin", path: rel, meta, mode, baseHash: mode === "patch" ? baseHash : EMPTY, resumeFrom: pos });
+      this.stats.entriesChanged++;
+      for (;;) {
+        throwIfAborted(this.signal);
+        let n: number;
+        try {
+          n = fs.readSync(fd, this.readBuf, 0, this.readBuf.length, pos);
+        } catch (e) {
+          throw walkError(e, rel);
+        }
+        if (n === 0) break;
+        this.stats.bytesRead += n;
+        const chunk = this.readBuf.subarray(0, n);
+        const first = pos / BLOCK_BYTES;
+        const need = (first + blockCount(n)) * 32;
+        if (need > list.length) {
+          const grown = Buffer.allocUnsafe(Math.max(need, list.length * 2));
+          list.copy(grown);
+          list = grown;
+        }
+        hashBlocks(chunk, list, first);
+        // Walk the blocks: runs of changed non-zero blocks become data records, runs of zero blocks zero records.
+        let runStart = -1;
+        let runZero = false;
+        const endRun = (endOff: number): void => {
+          if (runStart < 0) return;
+          if (runZero) this.emit({ t: "zero", offset: pos + runStart, length: endOff - runStart });
+          else {
+            this.emit({ t: "data", offset: pos + runStart, data: chunk.subarray(runStart, endOff) });
+          }
+          this.stats.bytesChanged += endOff - runStart;
+          runStart = -1;
+        };
+        for (let off = 0, b = first; off < n; off += BLOCK_BYTES, b++) {
+          const end = Math.min(off + BLOCK_BYTES, n);
+          const h = list.subarray(b * 32, b * 32 + 32);
+          const changed = baseList === undefined || (b + 1) * 32 > baseList.length || baseList.compare(h, 0, 32, b * 32, b * 32 + 32) !== 0;
+          if (!changed) {
+            endRun(off);
+            continue;
+          }
+          const zero = end - off === BLOCK_BYTES && h.equals(ZERO_BLOCK_HASH);
+          if (runStart >= 0 && (zero !== runZero || (!zero && off - runStart >= DATA_RECORD_BYTES))) endRun(off);
+          if (runStart < 0) {
+            runStart = off;
+            runZero = zero;
+          }
+        }
+        endRun(n);
+        pos += n;
+        if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
+        if (n < this.readBuf.length && n % BLOCK_BYTES !== 0) break;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    const finalList = list.subarray(0, blockCount(pos) * 32);
+    const hash = sha256(finalList);
+    this.blocks.put(hash, finalList);
+    this.emit({ t: "file_end", size: pos, hash });
+    return { hash, size: pos };
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function readAt(fd: number, buf: Buffer, length: number, position: number, rel: string): number {
+  try {
+    return fs.readSync(fd, buf, 0, length, position);
+  } catch (e) {
+    throw walkError(e, rel);
+  }
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
+}

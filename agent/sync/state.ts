@@ -1,0 +1,305 @@
+// Each side's persistent, stat-validated hash cache, kept in the agent's state directory (never in the volume, where
+// the app would see it). Like git's index: an entry is trusted only while the file's inode, size, mtime and ctime are
+// unchanged, so a restart loses nothing and a stale entry can only cost a re-read, never a wrong answer.
+//
+// The cache is one sorted file (walk order), streamed while the walk runs and rewritten each round, so memory stays
+// O(1) in the number of files. Block-hash lists of large files live beside it in blocks/<content hash>, loaded only
+// when a large file changes.
+import fs from "node:fs";
+import path from "node:path";
+import crypto from "node:crypto";
+import { TheseusError } from "../../common/index.js";
+import { BLOCK_BYTES, ByteReader, ByteWriter, decodeEntry, encodeEntry, LARGE_FILE_BYTES } from "./codec.js";
+import type { IndexEntry } from "./codec.js";
+import { comparePaths } from "./paths.js";
+
+export interface CacheEntry extends IndexEntry {
+  ino: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+export interface StatLike {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+export function statMatches(c: CacheEntry, st: StatLike): boolean {
+  return c.ino === st.ino && c.size === st.size && c.mtimeMs === st.mtimeMs && c.ctimeMs === st.ctimeMs;
+}
+
+const CHUNK_BYTES = 256 * 1024;
+
+/** Appends length-prefixed batches of entries to a file. */
+export class EntryFileWriter {
+  private readonly fd: number;
+  private readonly w = new ByteWriter(CHUNK_BYTES + 16 * 1024);
+  private last = "";
+  private count = 0;
+  constructor(readonly file: string) {
+    this.fd = fs.openSync(file, "w", 0o600);
+  }
+  get entries(): number {
+    return this.count;
+  }
+  /** Adds an entry with the stat fields that validate it (given apart, so callers need not build a new object). */
+  addWithStat(e: IndexEntry, ino: number, mtimeMs: number, ctimeMs: number): void {
+    if (this.count > 0 && comparePaths(this.last, e.path) >= 0) {
+      throw new TheseusError("internal", `cache entries out of order: ${this.last} then ${e.path}`);
+    }
+    this.last = e.path;
+    this.count++;
+    encodeEntry(this.w, e);
+    this.w.f64(ino);
+    this.w.f64(mtimeMs);
+    this.w.f64(ctimeMs);
+    if (this.w.length >= CHUNK_BYTES) this.flush();
+  }
+  add(e: CacheEntry): void {
+    if (this.count > 0 && comparePaths(this.last, e.path) >= 0) {
+      throw new TheseusError("internal", `cache entries out of order: ${this.last} then ${e.path}`);
+    }
+    this.last = e.path;
+    this.count++;
+    encodeEntry(this.w, e);
+    this.w.f64(e.ino);
+    this.w.f64(e.mtimeMs);
+    this.w.f64(e.ctimeMs);
+    if (this.w.length >= CHUNK_BYTES) this.flush();
+  }
+  private flush(): void {
+    if (this.w.length === 0) return;
+    const body = this.w.take();
+    const head = Buffer.allocUnsafe(4);
+    head.writeUInt32LE(body.length, 0);
+    fs.writeSync(this.fd, head);
+    fs.writeSync(this.fd, body);
+  }
+  private closed = false;
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.flush();
+    fs.closeSync(this.fd);
+  }
+  /** Closes and atomically replaces `dest` with this file. */
+  commit(dest: string): void {
+    this.close();
+    fs.renameSync(this.file, dest);
+  }
+  abort(): void {
+    if (!this.closed) fs.closeSync(this.fd);
+    this.closed = true;
+    fs.rmSync(this.file, { force: true });
+  }
+}
+
+/** Reads a cache file sequentially; `seek(path)` advances monotonically and returns the entry for `path`, if any. */
+export class EntryFileReader {
+  private fd: number | undefined;
+  private batch: CacheEntry[] = [];
+  private i = 0;
+  constructor(file: string) {
+    try {
+      this.fd = fs.openSync(file, "r");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+  }
+  private load(): boolean {
+    if (this.fd === undefined) return false;
+    const head = Buffer.alloc(4);
+    if (fs.readSync(this.fd, head) < 4) return this.finish();
+    const n = head.readUInt32LE(0);
+    if (n > 64 * 1024 * 1024) return this.finish();
+    const body = Buffer.allocUnsafe(n);
+    if (fs.readSync(this.fd, body) < n) return this.finish();
+    const r = new ByteReader(body);
+    this.batch = [];
+    this.i = 0;
+    try {
+      while (!r.done) {
+        // Extend the decoded object in place (no spread): this loop runs once per file per round.
+        const e = decodeEntry(r) as CacheEntry;
+        e.ino = r.f64();
+        e.mtimeMs = r.f64();
+        e.ctimeMs = r.f64();
+        this.batch.push(e);
+      }
+    } catch {
+      // A damaged cache is only a cache: stop using it, every later file is re-read.
+      return this.finish();
+    }
+    return true;
+  }
+  private finish(): false {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+    this.batch = [];
+    this.i = 0;
+    return false;
+  }
+  /** The next entry in order, or undefined at the end. */
+  next(): CacheEntry | undefined {
+    while (this.i >= this.batch.length) if (!this.load()) return undefined;
+    return this.batch[this.i++];
+  }
+  peek(): CacheEntry | undefined {
+    while (this.i >= this.batch.length) if (!this.load()) return undefined;
+    return this.batch[this.i];
+  }
+  seek(p: string): CacheEntry | undefined {
+    for (;;) {
+      const e = this.peek();
+      if (e === undefined) return undefined;
+      const c = comparePaths(e.path, p);
+      if (c > 0) return undefined;
+      this.i++;
+      if (c === 0) return e;
+    }
+  }
+  close(): void {
+    this.finish();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Content hashes. Small files: sha256 of the content. Large files (>= LARGE_FILE_BYTES): sha256 of the list of their
+// 4 KiB blocks' sha256, so that a target patching a few blocks in place can compute the new file hash from its stored
+// list without re-reading the file, and still verifies every block it received.
+
+export const ZERO_BLOCK = Buffer.alloc(BLOCK_BYTES);
+export const ZERO_BLOCK_HASH = crypto.hash("sha256", ZERO_BLOCK, "buffer");
+
+export function isLarge(size: number): boolean {
+  return size >= LARGE_FILE_BYTES;
+}
+
+export function sha256(data: Uint8Array): Buffer {
+  return crypto.hash("sha256", data, "buffer");
+}
+
+/** Hashes every block of `data` (which starts on a block boundary) into `out` at block index `first`. */
+export function hashBlocks(data: Uint8Array, out: Buffer, first: number): void {
+  for (let o = 0, b = first; o < data.length; o += BLOCK_BYTES, b++) {
+    const block = data.subarray(o, Math.min(o + BLOCK_BYTES, data.length));
+    const h = block.length === BLOCK_BYTES && isZero(block) ? ZERO_BLOCK_HASH : sha256(block);
+    h.copy(out, b * 32);
+  }
+}
+
+export function isZero(block: Uint8Array): boolean {
+  if (block.length === BLOCK_BYTES) return Buffer.from(block.buffer, block.byteOffset, block.length).equals(ZERO_BLOCK);
+  for (const b of block) if (b !== 0) return false;
+  return true;
+}
+
+export function blockCount(size: number): number {
+  return Math.ceil(size / BLOCK_BYTES);
+}
+
+export interface FileHash {
+  hash: Buffer;
+  /** The block list (32 bytes per block) for large files. */
+  blocks: Buffer | undefined;
+  bytesRead: number;
+}
+
+/** Reads and hashes a file the way the protocol defines its content hash. */
+export function hashFile(fd: number, size: number, readBuf: Buffer): FileHash {
+  if (!isLarge(size)) {
+    const data = readAll(fd, size, readBuf);
+    return { hash: sha256(data), blocks: undefined, bytesRead: data.length };
+  }
+  let blocks = Buffer.allocUnsafe(blockCount(size) * 32);
+  let pos = 0;
+  for (;;) {
+    const n = fs.readSync(fd, readBuf, 0, readBuf.length, pos);
+    if (n === 0) break;
+    const needed = blockCount(pos + n) * 32;
+    if (needed > blocks.length) {
+      const grown = Buffer.allocUnsafe(Math.max(needed, blocks.length * 2));
+      blocks.copy(grown);
+      blocks = grown;
+    }
+    hashBlocks(readBuf.subarray(0, n), blocks, pos / BLOCK_BYTES);
+    pos += n;
+    if (n % BLOCK_BYTES !== 0) break; // short read: end of file
+  }
+  blocks = blocks.subarray(0, blockCount(pos) * 32);
+  return { hash: sha256(blocks), blocks, bytesRead: pos };
+}
+
+/** Reads up to `size` bytes (the file may have shrunk or grown since it was stat'ed; what we read is what we hash). */
+function readAll(fd: number, size: number, readBuf: Buffer): Buffer {
+  const buf = size <= readBuf.length ? readBuf : Buffer.allocUnsafe(size);
+  let pos = 0;
+  while (pos < size) {
+    const n = fs.readSync(fd, buf, pos, size - pos, pos);
+    if (n === 0) break;
+    pos += n;
+  }
+  return buf.subarray(0, pos);
+}
+
+export function readSmall(fd: number, size: number, readBuf: Buffer): Buffer {
+  return readAll(fd, size, readBuf);
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+
+export class BlockStore {
+  readonly dir: string;
+  constructor(stateDir: string) {
+    this.dir = path.join(stateDir, "blocks");
+    fs.mkdirSync(this.dir, { recursive: true });
+  }
+  private file(hash: Uint8Array): string {
+    return path.join(this.dir, Buffer.from(hash).toString("hex"));
+  }
+  get(hash: Uint8Array): Buffer | undefined {
+    try {
+      const b = fs.readFileSync(this.file(hash));
+      // Self-verifying: a list is stored under the hash of its content.
+      return b.length % 32 === 0 && sha256(b).equals(hash) ? b : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  put(hash: Uint8Array, blocks: Uint8Array): void {
+    const f = this.file(hash);
+    if (fs.existsSync(f)) return;
+    fs.writeFileSync(f + ".tmp", blocks);
+    fs.renameSync(f + ".tmp", f);
+  }
+  /** Removes lists no longer referenced by the cache just committed. */
+  retainOnly(keep: ReadonlySet<string>): void {
+    for (const name of fs.readdirSync(this.dir)) if (!keep.has(name)) fs.rmSync(path.join(this.dir, name), { force: true });
+  }
+}
+
+export interface RoundMemo {
+  lastRoundEndMs: number;
+}
+
+export function readMemo(stateDir: string): RoundMemo {
+  try {
+    const v = JSON.parse(fs.readFileSync(path.join(stateDir, "round.json"), "utf8")) as Partial<RoundMemo>;
+    return { lastRoundEndMs: typeof v.lastRoundEndMs === "number" ? v.lastRoundEndMs : 0 };
+  } catch {
+    return { lastRoundEndMs: 0 };
+  }
+}
+
+export function writeMemo(stateDir: string, memo: RoundMemo): void {
+  const f = path.join(stateDir, "round.json");
+  fs.writeFileSync(f + ".tmp", JSON.stringify(memo));
+  fs.renameSync(f + ".tmp", f);
+}
+
+/** The metadata half of an entry as both sides compare it. */
+export function toMtimeUs(mtimeMs: number): number {
+  return Math.round(mtimeMs * 1000);
+}

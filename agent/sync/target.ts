@@ -1,0 +1,986 @@
+// The target half of a round. It streams its index of the volume to the source (from its own stat-validated hash
+// cache, so unchanged files are not re-read), applies the source's records as they arrive, verifies every file
+// against the source's hash before it becomes visible, and at the end computes the volume digest and compares it with
+// the source's.
+//
+// Safety against a hostile or broken source: every path is validated; records must arrive in strictly increasing walk
+// order, which lets the target keep the chain of verified (lstat'ed, real) parent directories of the current path as a
+// stack, so nothing is ever written through a symlink, into a device or fifo, or below something that is not a
+// directory; files are opened with O_NOFOLLOW; sizes are bounded by the decoder.
+//
+// Staging: new content is written into ".theseus-partial" at the volume root (same filesystem, so rename is atomic and
+// no copy is needed), then renamed into place once verified. The directory exists only while a round runs; the walk
+// hides it. Large files whose target copy matches the source's base are patched in place instead (copying a 2 GiB
+// file to change 1% of it would defeat the purpose): the target is not serving the app during pre-copy, and a patch cut
+// short changes the file's ctime, so the hash cache stops trusting it and the next round re-reads and repairs it.
+import fs from "node:fs";
+import path from "node:path";
+import { sleep, TheseusError, throwIfAborted } from "../../common/index.js";
+import type { Logger } from "../../common/index.js";
+import {
+  BLOCK_BYTES,
+  decodeFrameRecords,
+  encodeRecord,
+  FRAME_TARGET_BYTES,
+  FrameDecoder,
+  FrameEncoder,
+  LARGE_FILE_BYTES,
+  PROTOCOL_VERSION,
+} from "./codec.js";
+import type { IndexEntry, Meta, RoundStatsWire, SyncRecord } from "./codec.js";
+import { comparePaths, isWithin, MAX_PATH_LENGTH, parentOf, validatePeerPath } from "./paths.js";
+import {
+  BlockStore,
+  blockCount,
+  EntryFileReader,
+  EntryFileWriter,
+  hashBlocks,
+  hashFile,
+  isLarge,
+  isZero,
+  sha256,
+  statMatches,
+  writeMemo,
+  ZERO_BLOCK,
+  ZERO_BLOCK_HASH,
+} from "./state.js";
+import type { CacheEntry } from "./state.js";
+import { walk, walkError, metaOf, VolumeDigest } from "./walk.js";
+
+export const STAGING_DIR = ".theseus-partial";
+/** Largest file the target accepts (16 TiB): bounds what a hostile peer's offsets can make us allocate or write. */
+const MAX_FILE_BYTES = 2 ** 44;
+const O_NOFOLLOW = fs.constants.O_NOFOLLOW;
+
+export interface SyncTargetOptions {
+  root: string;
+  stateDir: string;
+  logger: Logger;
+  /** Apply numeric uid/gid (default: when running as root). */
+  preserveOwner?: boolean;
+  /** Called at most every 250 ms while the round runs, with cumulative counters. */
+  onProgress?: (progress: RoundProgress) => void;
+}
+
+export interface RoundProgress {
+  entries: number;
+  bytes: number;
+  wireBytes: number;
+}
+
+const PROGRESS_INTERVAL_MS = 250;
+const LOAD_INTERVAL_MS = 250;
+
+/** Opens the transport: given the target's outgoing frames, returns the source's frames. */
+export type SyncConnect = (up: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>;
+
+export interface RoundResult {
+  /** Statistics as the source counted them (wire bytes, bytes read on the source, entries changed...). */
+  source: RoundStatsWire;
+  entriesApplied: number;
+  bytesWritten: number;
+  /** Bytes the target read to hash files its cache did not vouch for. */
+  targetBytesRead: number;
+  targetEntries: number;
+  durationMs: number;
+  digest: string;
+  /** Bytes changed per second of time since the previous round ended (0 for the first round). */
+  dirtyBytesPerSecond: number;
+  compressionRatio: number;
+  ownersPreserved: boolean;
+}
+
+export async function runTargetRound(options: SyncTargetOptions, connect: SyncConnect, signal?: AbortSignal): Promise<RoundResult> {
+  const root = path.resolve(options.root);
+  const stateDir = path.resolve(options.stateDir);
+  if (isWithin(stateDir, root) || isWithin(root, stateDir)) {
+    throw new TheseusError("invalid_argument", `the state directory ${stateDir} must lie outside the volume ${root}`, {
+      hint: "the app would see Theseus's files; choose a state directory elsewhere",
+    });
+  }
+  // One round at a time per volume: two would share the staging directory and the index files.
+  if (ACTIVE.has(root) || ACTIVE.has(stateDir)) {
+    throw new TheseusError("failed_precondition", `a sync round into ${root} is already running`, {
+      hint: "wait for it to finish, or cancel it, then start the next round",
+    });
+  }
+  ACTIVE.add(root);
+  ACTIVE.add(stateDir);
+  try {
+    fs.mkdirSync(stateDir, { recursive: true });
+    fs.mkdirSync(root, { recursive: true });
+    const round = new TargetRound(root, stateDir, options.logger, options.preserveOwner ?? process.getuid?.() === 0, signal, options.onProgress);
+    return await round.run(connect);
+  } finally {
+    ACTIVE.delete(root);
+    ACTIVE.delete(stateDir);
+  }
+}
+
+const ACTIVE = new Set<string>();
+
+interface DirFrame {
+  path: string;
+  abs: string;
+  /** Metadata the source declared, applied when the walk leaves the directory (after its children changed). */
+  meta: Meta | undefined;
+  st: fs.Stats;
+  dirty: boolean;
+}
+
+interface OpenFile {
+  path: string;
+  abs: string;
+  meta: Meta;
+  mode: "whole" | "patch";
+  fd: number;
+  staging: string;
+  list: Buffer;
+  /** Next offset expected (whole) or the end of the last write (patch). */
+  offset: number;
+  oldSize: number;
+  /** Offset up to which a whole file's blocks are durable and recorded for resumption. */
+  checkpoint: number;
+}
+
+/** What the target keeps of a large file whose round was cut: its first `blocks` blocks, verified, and their hashes. */
+interface PartialFile {
+  path: string;
+  blocks: number;
+  list: Buffer;
+}
+
+const RESUME_NAME = "resume";
+/** A received large file is made durable and recorded every this many bytes, so a killed agent resumes from there. */
+const CHECKPOINT_BYTES = 256 * 1024 * 1024;
+
+interface LargeKnown {
+  hash: Uint8Array;
+  st: fs.Stats;
+}
+
+/** Marks a path removed in the applied log (NUL never occurs in a real symlink target). */
+const TOMBSTONE = "\0deleted";
+
+class TargetRound {
+  private readonly blocks: BlockStore;
+  private readonly staging: string;
+  private stagingSeq = 0;
+  private readonly spoolFile: string;
+  private readonly partialFile: string;
+  private resume: PartialFile | undefined;
+  private readonly appliedFile: string;
+  private readonly applied: EntryFileWriter;
+  private spool: EntryFileWriter | undefined;
+  private readonly large = new Map<string, LargeKnown>();
+  private readonly stack: DirFrame[] = [];
+  private lastPath: string | undefined;
+  private file: OpenFile | undefined;
+  private sourceEnd: Extract<SyncRecord, { t: "end" }> | undefined;
+  private readonly startedMs = Date.now();
+  private readonly readBuf = Buffer.allocUnsafe(1024 * 1024);
+  private entriesApplied = 0;
+  private bytesWritten = 0;
+  private targetBytesRead = 0;
+  private targetEntries = 0;
+  private walkDone = false;
+  /** The digest and block lists of the index as walked: the final ones when the round changes nothing. */
+  private readonly walkDigest: VolumeDigest;
+  private readonly walkKeep = new Set<string>();
+  private busyMs = 0;
+  private waitMs = 0;
+  /** Aborted when the round ends: stops the load reports. */
+  private readonly done = new AbortController();
+
+  constructor(
+    private readonly root: string,
+    private readonly stateDir: string,
+    private readonly logger: Logger,
+    private readonly preserveOwner: boolean,
+    private readonly signal: AbortSignal | undefined,
+    private readonly onProgress: ((progress: RoundProgress) => void) | undefined,
+  ) {
+    this.blocks = new BlockStore(stateDir);
+    this.staging = path.join(root, STAGING_DIR);
+    this.spoolFile = path.join(stateDir, `spool.${process.pid}`);
+    this.partialFile = path.join(stateDir, "partial");
+    this.appliedFile = path.join(stateDir, `applied.${process.pid}`);
+    this.applied = new EntryFileWriter(this.appliedFile);
+    this.walkDigest = new VolumeDigest(preserveOwner);
+  }
+
+  async run(connect: SyncConnect): Promise<RoundResult> {
+    // Leftovers of a round cut short are dropped (the files they would have become are resent, the rest is indexed),
+    // except the large file that was being received, whose verified first blocks are resumed.
+    this.resume = loadPartial(this.partialFile, path.join(this.staging, RESUME_NAME));
+    if (this.resume === undefined) {
+      fs.rmSync(this.partialFile, { force: true });
+      fs.rmSync(this.staging, { recursive: true, force: true });
+    } else {
+      for (const name of fs.readdirSync(this.staging)) if (name !== RESUME_NAME) fs.rmSync(path.join(this.staging, name), { recursive: true, force: true });
+      this.stagingReady = true;
+    }
+    const decoder = new FrameDecoder();
+    let ok = false;
+    let wireBytes = 0;
+    let lastProgress = performance.now();
+    let idleSince = performance.now();
+    try {
+      for await (const frame of connect(this.indexFrames())) {
+        const started = performance.now();
+        this.waitMs += started - idleSince;
+        throwIfAborted(this.signal);
+        wireBytes += frame.length;
+        if (this.onProgress !== undefined && performance.now() - lastProgress >= PROGRESS_INTERVAL_MS) {
+          lastProgress = performance.now();
+          this.onProgress({ entries: this.entriesApplied, bytes: this.bytesWritten, wireBytes });
+        }
+        for (const rec of decodeFrameRecords(decoder.decode(frame))) {
+          if (this.sourceEnd !== undefined) throw new TheseusError("protocol", "the source sent records after its end record");
+          this.apply(rec);
+        }
+        idleSince = performance.now();
+        this.busyMs += idleSince - started;
+        if (this.sourceEnd !== undefined) break;
+      }
+      if (this.sourceEnd === undefined) {
+        throw new TheseusError("unavailable", "the source's stream ended before the round was complete", {
+          hint: "run the round again: what was applied is kept and is not resent",
+        });
+      }
+      const result = this.finish(this.sourceEnd);
+      ok = true;
+      return result;
+    } finally {
+      this.done.abort();
+      const kept = ok ? false : this.salvage();
+      this.closeFile();
+      if (!kept) {
+        fs.rmSync(this.staging, { recursive: true, force: true });
+        fs.rmSync(this.partialFile, { force: true });
+      }
+      fs.rmSync(this.spoolFile, { force: true });
+      fs.rmSync(this.appliedFile, { force: true });
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------------------------
+  // The index stream: the target's walk joined with its cache.
+
+  private async *indexFrames(): AsyncGenerator<Uint8Array> {
+    const w = FrameEncoder.writer();
+    const enc = new FrameEncoder();
+    const uid = process.getuid?.() ?? 0;
+    const gid = process.getgid?.() ?? 0;
+    encodeRecord(w, { t: "start", version: PROTOCOL_VERSION, targetUid: uid, targetGid: gid, preserveOwner: this.preserveOwner });
+    if (this.resume !== undefined) {
+      const r = this.resume;
+      encodeRecord(w, { t: "partial", path: r.path, blocks: r.blocks, prefixHash: sha256(r.list.subarray(0, r.blocks * 32)) });
+    }
+    yield enc.encode(w).frame;
+    const cache = new EntryFileReader(path.join(this.stateDir, "index"));
+    this.spool = new EntryFileWriter(this.spoolFile);
+    const firstOfInode = new Map<number, string>();
+    let n = 0;
+    try {
+      for (const e of walk(this.root, new Set([STAGING_DIR]))) {
+        const st = e.st;
+        const abs = e.path === "" ? this.root : `${this.root}/${e.path}`;
+        let entry: IndexEntry;
+        if (e.type === "dir") {
+          entry = { path: e.path, type: "dir", meta: metaOf(st, "dir"), size: 0, hash: EMPTY, linkTarget: "", hardlinkTo: "" };
+        } else if (e.type === "symlink") {
+          let target = "";
+          try {
+            target = fs.readlinkSync(abs);
+          } catch {
+            continue; // vanished
+          }
+          entry = { path: e.path, type: "symlink", meta: metaOf(st, "symlink"), size: 0, hash: EMPTY, linkTarget: target, hardlinkTo: "" };
+        } else if (e.type === "special") {
+          // A fifo/socket/device in the target volume: reported as an empty-hash file, so the source replaces or deletes it.
+          entry = { path: e.path, type: "file", meta: metaOf(st, "file"), size: 0, hash: EMPTY, linkTarget: "", hardlinkTo: "" };
+        } else {
+          const c = cache.seek(e.path);
+          let hash: Uint8Array | undefined = c !== undefined && c.type === "file" && statMatches(c, st) ? c.hash : undefined;
+          if (hash !== undefined && isLarge(st.size) && this.blocks.get(hash) === undefined) hash = undefined;
+          if (hash === undefined) hash = this.hashLocal(abs, st.size);
+          if (hash === undefined) continue; // vanished or changed under us: absent from the index, so resent
+          let hardlinkTo = "";
+          if (st.nlink > 1) {
+            const first = firstOfInode.get(st.ino);
+            if (first === undefined) firstOfInode.set(st.ino, e.path);
+            else hardlinkTo = first;
+          }
+          entry = { path: e.path, type: "file", meta: metaOf(st, "file"), size: st.size, hash, linkTarget: "", hardlinkTo };
+          if (isLarge(st.size)) this.large.set(e.path, { hash, st });
+        }
+        this.spool.addWithStat(entry, st.ino, st.mtimeMs, st.ctimeMs);
+        this.walkDigest.add(entry);
+        if (entry.type === "file" && isLarge(entry.size)) this.walkKeep.add(Buffer.from(entry.hash).toString("hex"));
+        this.targetEntries++;
+        encodeRecord(w, { t: "entry", e: entry });
+        if (w.length >= FRAME_TARGET_BYTES) yield enc.encode(w).frame;
+        else if (++n % 2048 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      cache.close();
+      this.spool.close();
+    }
+    this.walkDone = true;
+    encodeRecord(w, { t: "index_end" });
+    yield enc.encode(w).frame;
+    // Then, until the round ends, how busy applying keeps us: the source compresses for a slow link, not for us.
+    let lastBusy = this.busyMs;
+    let lastWait = this.waitMs;
+    for (;;) {
+      try {
+        await sleep(LOAD_INTERVAL_MS, this.done.signal);
+      } catch {
+        return;
+      }
+      const busy = this.busyMs - lastBusy;
+      const wait = this.waitMs - lastWait;
+      lastBusy = this.busyMs;
+      lastWait = this.waitMs;
+      encodeRecord(w, { t: "load", busyPermille: Math.round((1000 * busy) / Math.max(1, busy + wait)) });
+      yield enc.encode(w).frame;
+    }
+  }
+
+  /** Hashes a file the cache does not vouch for; undefined if it is not a readable regular file any more. */
+  private hashLocal(abs: string, size: number): Uint8Array | undefined {
+    let fd: number;
+    try {
+      fd = fs.openSync(abs, fs.constants.O_RDONLY | O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch {
+      return undefined;
+    }
+    try {
+      if (!fs.fstatSync(fd).isFile()) return undefined;
+      const h = hashFile(fd, size, this.readBuf);
+      this.targetBytesRead += h.bytesRead;
+      if (h.bytesRead !== size) return undefined;
+      if (h.blocks !== undefined) this.blocks.put(h.hash, h.blocks);
+      return h.hash;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------------------------
+  // Applying records.
+
+  private apply(rec: SyncRecord): void {
+    if (this.file !== undefined) {
+      if (rec.t === "data") return this.fileData(this.file, rec.offset, rec.data);
+      if (rec.t === "zero") return this.fileZero(this.file, rec.offset, rec.length);
+      if (rec.t === "file_end") return this.fileEnd(this.file, rec.size, rec.hash);
+      throw new TheseusError("protocol", `the source sent ${rec.t} inside the contents of ${this.file.path}`);
+    }
+    switch (rec.t) {
+      case "error":
+        throw new TheseusError(asCode(rec.code), `the source failed: ${rec.message}`);
+      case "end":
+        // The staging directory goes before the root's mtime is restored, which removing it would change.
+        fs.rmSync(this.staging, { recursive: true, force: true });
+        this.leaveDirsUntil(undefined);
+        this.sourceEnd = rec;
+        return;
+      case "dir":
+        return this.dir(this.enter(rec.path, true), rec.meta);
+      case "file_inline":
+        return this.fileInline(this.enter(rec.path), rec.meta, rec.hash, rec.data);
+      case "file_begin":
+        return this.fileBegin(this.enter(rec.path), rec.meta, rec.mode, rec.baseHash, rec.resumeFrom);
+      case "file_meta":
+        return this.fileMeta(this.enter(rec.path), rec.meta, rec.size, rec.hash);
+      case "symlink":
+        return this.symlink(this.enter(rec.path), rec.meta, rec.target);
+      case "hardlink":
+        return this.hardlink(this.enter(rec.path), rec.to, rec.hash);
+      case "delete":
+        return this.remove(this.enter(rec.path));
+      default:
+        throw new TheseusError("protocol", `the source sent an unexpected ${rec.t} record`);
+    }
+  }
+
+  /**
+   * Validates a record's path and its order, finishes the directories the walk has left, and makes sure every parent
+   * of the path is a verified real directory. Returns the path.
+   */
+  private enter(p: string, allowRoot = false): string {
+    validatePeerPath(p, allowRoot);
+    if (this.lastPath === undefined ? p !== "" : comparePaths(this.lastPath, p) >= 0) {
+      throw new TheseusError("protocol", `the source's records are out of order at ${JSON.stringify(p)}`, {
+        hint: "the source agent is broken or hostile; nothing was written outside the volume",
+      });
+    }
+    this.lastPath = p;
+    if (p === "") return p;
+    if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/")) {
+      throw new TheseusError("failed_precondition", `the source volume contains ${STAGING_DIR}, a name Theseus reserves`, {
+        hint: `rename ${STAGING_DIR} at the root of the source volume`,
+      });
+    }
+    const parent = parentOf(p);
+    this.leaveDirsUntil(parent);
+    // Verify and push the parents below the deepest verified one (normally none: the source sends every directory).
+    const top = this.stack[this.stack.length - 1];
+    if (top === undefined) throw new TheseusError("protocol", "the source did not start with the volume root");
+    if (top.path !== parent) {
+      const missing = parent.slice(top.path === "" ? 0 : top.path.length + 1).split("/");
+      let cur = top.path;
+      for (const name of missing) {
+        cur = cur === "" ? name : `${cur}/${name}`;
+        const abs = `${this.root}/${cur}`;
+        const st = lstatOrUndefined(abs);
+        if (st === undefined || !st.isDirectory()) {
+          throw new TheseusError("protocol", `the source wrote below ${JSON.stringify(cur)}, which is not a directory on the target`, {
+            hint: "the source agent is broken or hostile; nothing was written outside the volume",
+          });
+        }
+        this.stack.push({ path: cur, abs, meta: undefined, st, dirty: false });
+      }
+    }
+    return p;
+  }
+
+  /** Pops (and finishes) every directory on the stack that is not `dir` or an ancestor of it; all when undefined. */
+  private leaveDirsUntil(dir: string | undefined): void {
+    for (;;) {
+      const top = this.stack[this.stack.length - 1];
+      if (top === undefined) return;
+      if (dir !== undefined && isWithin(dir, top.path)) return;
+      this.stack.pop();
+      this.finishDir(top);
+    }
+  }
+
+  private finishDir(d: DirFrame): void {
+    const m = d.meta;
+    if (m === undefined) return;
+    const st = d.st;
+    if (!d.dirty && metaOf(st, "dir").mtimeUs === m.mtimeUs && (st.mode & 0o7777) === m.mode && !this.ownerDiffers(st, m)) return;
+    const fd = fs.openSync(d.abs, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | O_NOFOLLOW);
+    try {
+      this.setMeta(fd, m);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  private markDirty(): void {
+    const top = this.stack[this.stack.length - 1];
+    if (top !== undefined) top.dirty = true;
+  }
+
+  private ownerDiffers(st: fs.Stats, m: Meta): boolean {
+    return this.preserveOwner && (st.uid !== m.uid || st.gid !== m.gid);
+  }
+
+  /** chown before chmod: chown clears set-id bits. */
+  private setMeta(fd: number, m: Meta, fresh = false): void {
+    // A file this round just created already has our owner and its mode (less the umask): skip what is already right.
+    if (this.preserveOwner && !(fresh && m.uid === OWN_UID && m.gid === OWN_GID)) fs.fchownSync(fd, m.uid, m.gid);
+    if (!(fresh && m.mode === createMode(m.mode) && (m.uid === OWN_UID || !this.preserveOwner))) fs.fchmodSync(fd, m.mode);
+    // libuv truncates to whole microseconds: aim at the middle of the microsecond so the value round-trips exactly.
+    const t = (m.mtimeUs + 0.5) / 1e6;
+    fs.futimesSync(fd, t, t);
+  }
+
+  private abs(p: string): string {
+    return p === "" ? this.root : `${this.root}/${p}`;
+  }
+
+  private log(e: IndexEntry, st: fs.Stats | undefined): void {
+    this.entriesApplied++;
+    this.applied.addWithStat(e, st?.ino ?? 0, st?.mtimeMs ?? -1, st?.ctimeMs ?? -1);
+  }
+
+  /** Removes whatever is at `abs` (never following a symlink: rm and unlink act on the link itself). */
+  private clear(abs: string, st: fs.Stats | undefined): void {
+    if (st === undefined) return;
+    if (st.isDirectory()) fs.rmSync(abs, { recursive: true, force: true });
+    else fs.unlinkSync(abs);
+  }
+
+  private dir(p: string, meta: Meta): void {
+    const abs = this.abs(p);
+    let st = lstatOrUndefined(abs);
+    if (st !== undefined && !st.isDirectory()) {
+      this.clear(abs, st);
+      st = undefined;
+    }
+    let created = false;
+    if (st === undefined) {
+      this.markDirty();
+      fs.mkdirSync(abs, { mode: 0o700 });
+      st = fs.lstatSync(abs);
+      created = true;
+    }
+    // A staging directory kept from a cut round changed the root's mtime; restore it when the round ends.
+    this.stack.push({ path: p, abs, meta, st, dirty: p === "" && this.stagingReady });
+    // Logged only when it changes: a directory as the index already has it needs no entry, and a round that changes
+    // nothing then logs nothing at all (and commits its index without a merge).
+    const m = metaOf(st, "dir");
+    if (created || m.mode !== meta.mode || m.mtimeUs !== meta.mtimeUs || this.ownerDiffers(st, meta)) {
+      this.log({ path: p, type: "dir", meta, size: 0, hash: EMPTY, linkTarget: "", hardlinkTo: "" }, undefined);
+    }
+  }
+
+  /** The staging directory is created on first use, so a round that changes nothing leaves the root untouched. */
+  private stagingReady = false;
+  private newStaging(): string {
+    if (!this.stagingReady) {
+      fs.mkdirSync(this.staging, { mode: 0o700 });
+      this.stagingReady = true;
+      const rootFrame = this.stack[0];
+      if (rootFrame !== undefined) rootFrame.dirty = true;
+    }
+    return `${this.staging}/${++this.stagingSeq}`;
+  }
+
+  /** Renames a finished staging entry over `abs`, replacing a directory there if need be. */
+  private place(staging: string, abs: string): fs.Stats {
+    try {
+      fs.renameSync(staging, abs);
+    } catch (e) {
+      // A directory is in the way (rename never replaces one with a file or symlink): remove it, then place.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== "EISDIR" && code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
+      this.clear(abs, lstatOrUndefined(abs));
+      fs.renameSync(staging, abs);
+    }
+    this.markDirty();
+    return fs.lstatSync(abs);
+  }
+
+  private fileInline(p: string, meta: Meta, hash: Uint8Array, data: Uint8Array): void {
+    if (data.length >= LARGE_FILE_BYTES) throw new TheseusError("protocol", `inline contents of ${p} are too large`);
+    if (!sha256(data).equals(hash)) {
+      throw new TheseusError("data_loss", `the contents received for ${p} do not match the source's hash`, {
+        hint: "the stream was corrupted in transit; run the round again",
+      });
+    }
+    const staging = this.newStaging();
+    const fd = fs.openSync(staging, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, meta.mode & 0o777);
+    try {
+      if (writeSparse(fd, data, 0) < data.length) fs.ftruncateSync(fd, data.length);
+      this.setMeta(fd, meta, true);
+    } finally {
+      fs.closeSync(fd);
+    }
+    this.bytesWritten += data.length;
+    const st = this.place(staging, this.abs(p));
+    this.log({ path: p, type: "file", meta, size: data.length, hash, linkTarget: "", hardlinkTo: "" }, st);
+  }
+
+  private fileBegin(p: string, meta: Meta, mode: "whole" | "patch", baseHash: Uint8Array, resumeFrom: number): void {
+    const abs = this.abs(p);
+    if (mode === "whole") {
+      // Large files are received under one fixed name, so that a cut round leaves at most one partial file to resume.
+      this.newStaging();
+      const staging = path.join(this.staging, RESUME_NAME);
+      const r = this.resume;
+      this.resume = undefined;
+      if (resumeFrom > 0) {
+        if (r === undefined || r.path !== p || r.blocks * BLOCK_BYTES !== resumeFrom) {
+          throw new TheseusError("protocol", `the source resumed ${p} at ${resumeFrom} bytes, which this target did not offer`);
+        }
+        const fd = fs.openSync(staging, fs.constants.O_WRONLY | O_NOFOLLOW);
+        fs.ftruncateSync(fd, resumeFrom);
+        const list = Buffer.allocUnsafe(Math.max(r.list.length, 1024 * 32));
+        r.list.copy(list);
+        this.file = { path: p, abs, meta, mode, fd, staging, list, offset: resumeFrom, oldSize: 0, checkpoint: resumeFrom };
+        return;
+      }
+      fs.rmSync(staging, { force: true });
+      fs.rmSync(this.partialFile, { force: true });
+      const fd = fs.openSync(staging, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, 0o600);
+      this.file = { path: p, abs, meta, mode, fd, staging, list: Buffer.allocUnsafe(1024 * 32), offset: 0, oldSize: 0, checkpoint: 0 };
+      return;
+    }
+    if (resumeFrom !== 0) throw new TheseusError("protocol", `the source resumed a patch of ${p}`);
+    // Patch in place: only against exactly the content this target reported, still unchanged since it hashed it.
+    const known = this.large.get(p);
+    const st = lstatOrUndefined(abs);
+    const base = known !== undefined && known.hash.length === 32 && Buffer.from(known.hash).equals(baseHash) ? this.blocks.get(baseHash) : undefined;
+    if (known === undefined || base === undefined || st === undefined || !st.isFile() || st.nlink !== 1 || !sameStat(st, known.st)) {
+      throw new TheseusError("failed_precondition", `the source patched ${p} against contents the target does not hold`, {
+        hint: "the target volume changed during the round; run the round again",
+      });
+    }
+    const fd = fs.openSync(abs, fs.constants.O_WRONLY | O_NOFOLLOW);
+    const list = Buffer.allocUnsafe(Math.max(base.length, 32 * 1024));
+    base.copy(list);
+    this.file = { path: p, abs, meta, mode, fd, staging: "", list, offset: 0, oldSize: st.size, checkpoint: 0 };
+  }
+
+  private growList(f: OpenFile, blocks: number): void {
+    if (blocks * 32 <= f.list.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(blocks * 32, f.list.length * 2));
+    f.list.copy(grown);
+    f.list = grown;
+  }
+
+  private checkRange(f: OpenFile, offset: number, length: number): void {
+    if (offset % BLOCK_BYTES !== 0 || offset + length > MAX_FILE_BYTES || (f.mode === "whole" ? offset !== f.offset : offset < f.offset)) {
+      throw new TheseusError("protocol", `the source sent a misplaced block for ${f.path} at offset ${offset}`);
+    }
+  }
+
+  private fileData(f: OpenFile, offset: number, data: Uint8Array): void {
+    this.checkRange(f, offset, data.length);
+    if (f.mode === "whole") writeSparse(f.fd, data, offset);
+    else writeAll(f.fd, data, offset);
+    this.bytesWritten += data.length;
+    this.growList(f, blockCount(offset + data.length));
+    hashBlocks(data, f.list, offset / BLOCK_BYTES);
+    f.offset = offset + data.length;
+    if (f.mode === "whole" && f.offset - f.checkpoint >= CHECKPOINT_BYTES) this.checkpoint(f);
+  }
+
+  /** Makes the blocks received so far durable, then records them: a later round resumes after them. */
+  private checkpoint(f: OpenFile): boolean {
+    const blocks = Math.floor(f.offset / BLOCK_BYTES);
+    if (f.mode !== "whole" || blocks === 0 || f.fd < 0) return false;
+    fs.fdatasyncSync(f.fd);
+    savePartial(this.partialFile, { path: f.path, blocks, list: f.list.subarray(0, blocks * 32) });
+    f.checkpoint = blocks * BLOCK_BYTES;
+    return true;
+  }
+
+  private fileZero(f: OpenFile, offset: number, length: number): void {
+    this.checkRange(f, offset, length);
+    if (length % BLOCK_BYTES !== 0 || length === 0) throw new TheseusError("protocol", `bad zero run for ${f.path}`);
+    const blocks = length / BLOCK_BYTES;
+    this.growList(f, offset / BLOCK_BYTES + blocks);
+    for (let b = offset / BLOCK_BYTES, i = 0; i < blocks; i++, b++) ZERO_BLOCK_HASH.copy(f.list, b * 32);
+    // A new file keeps the hole; a patched one needs the zeros written over the old data (Node cannot punch holes).
+    if (f.mode === "patch") for (let o = 0; o < length; o += BLOCK_BYTES) writeAll(f.fd, ZERO_BLOCK, offset + o);
+    f.offset = offset + length;
+  }
+
+  private fileEnd(f: OpenFile, size: number, hash: Uint8Array): void {
+    if (size > MAX_FILE_BYTES || (f.mode === "whole" && f.offset !== size) || (f.mode === "patch" && f.offset > size)) {
+      throw new TheseusError("protocol", `the source's end of ${f.path} does not match its contents`);
+    }
+    fs.ftruncateSync(f.fd, size);
+    const n = blockCount(size);
+    this.growList(f, n);
+    // A patched file that shrank inside a block: that block's hash changed without being sent; rehash it from disk.
+    if (f.mode === "patch" && size % BLOCK_BYTES !== 0 && size < f.oldSize && f.offset < size) {
+      const start = (n - 1) * BLOCK_BYTES;
+      const buf = Buffer.alloc(size - start);
+      const rfd = fs.openSync(f.abs, fs.constants.O_RDONLY | O_NOFOLLOW);
+      try {
+        fs.readSync(rfd, buf, 0, buf.length, start);
+      } finally {
+        fs.closeSync(rfd);
+      }
+      sha256(buf).copy(f.list, (n - 1) * 32);
+    }
+    const list = f.list.subarray(0, n * 32);
+    const got = sha256(list);
+    if (!got.equals(hash)) {
+      this.closeFile();
+      throw new TheseusError("data_loss", `the contents received for ${f.path} do not match the source's hash`, {
+        hint: "run the round again; the file is re-read and repaired",
+      });
+    }
+    this.blocks.put(got, list);
+    this.setMeta(f.fd, f.meta);
+    fs.closeSync(f.fd);
+    f.fd = -1;
+    const st = f.mode === "whole" ? this.place(f.staging, f.abs) : fs.lstatSync(f.abs);
+    this.file = undefined;
+    this.log({ path: f.path, type: "file", meta: f.meta, size, hash: got, linkTarget: "", hardlinkTo: "" }, st);
+  }
+
+  private closeFile(keep = false): void {
+    const f = this.file;
+    if (f === undefined) return;
+    this.file = undefined;
+    if (f.fd >= 0) fs.closeSync(f.fd);
+    if (f.staging !== "" && !keep) fs.rmSync(f.staging, { force: true });
+  }
+
+  private fileMeta(p: string, meta: Meta, size: number, hash: Uint8Array): void {
+    const abs = this.abs(p);
+    let fd: number;
+    try {
+      fd = fs.openSync(abs, fs.constants.O_RDONLY | O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch (cause) {
+      throw new TheseusError("failed_precondition", `${p} changed on the target during the round`, { cause, hint: "run the round again" });
+    }
+    let st: fs.Stats;
+    try {
+      st = fs.fstatSync(fd);
+      const known = this.large.get(p);
+      if (!st.isFile() || st.size !== size || (known !== undefined && !Buffer.from(known.hash).equals(hash))) {
+        throw new TheseusError("failed_precondition", `${p} on the target is not the file the source expects`, {
+          hint: "run the round again",
+        });
+      }
+      this.setMeta(fd, meta);
+      st = fs.fstatSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    this.log({ path: p, type: "file", meta, size, hash, linkTarget: "", hardlinkTo: "" }, st);
+  }
+
+  private symlink(p: string, meta: Meta, target: string): void {
+    if (target === "" || target.length > MAX_PATH_LENGTH || target.includes("\0")) {
+      throw new TheseusError("protocol", `the source sent an invalid symlink target for ${p}`);
+    }
+    // Created at a staging name and renamed over: a symlink's target is just data here, never followed.
+    const staging = this.newStaging();
+    fs.symlinkSync(target, staging);
+    if (this.preserveOwner) fs.lchownSync(staging, meta.uid, meta.gid);
+    const st = this.place(staging, this.abs(p));
+    this.log({ path: p, type: "symlink", meta, size: 0, hash: EMPTY, linkTarget: target, hardlinkTo: "" }, st);
+  }
+
+  private hardlink(p: string, to: string, hash: Uint8Array): void {
+    validatePeerPath(to);
+    if (comparePaths(to, p) >= 0) throw new TheseusError("protocol", `hard link ${p} points forward to ${to}`);
+    // The link's target was passed already: check its whole chain again, it is not on the current stack.
+    let cur = "";
+    for (const name of parentOf(to) === "" ? [] : parentOf(to).split("/")) {
+      cur = cur === "" ? name : `${cur}/${name}`;
+      const st = lstatOrUndefined(this.abs(cur));
+      if (st === undefined || !st.isDirectory()) throw new TheseusError("protocol", `hard link ${p} points through ${cur}`);
+    }
+    const toAbs = this.abs(to);
+    const toSt = lstatOrUndefined(toAbs);
+    if (toSt === undefined || !toSt.isFile()) throw new TheseusError("protocol", `hard link ${p} points to ${to}, not a regular file`);
+    const abs = this.abs(p);
+    const cur2 = lstatOrUndefined(abs);
+    let st: fs.Stats;
+    if (cur2 !== undefined && cur2.isFile() && cur2.ino === toSt.ino && cur2.dev === toSt.dev) st = cur2;
+    else {
+      const staging = this.newStaging();
+      fs.linkSync(toAbs, staging);
+      st = this.place(staging, abs);
+    }
+    this.log({ path: p, type: "file", meta: metaOf(st, "file"), size: st.size, hash, linkTarget: "", hardlinkTo: "" }, st);
+  }
+
+  private remove(p: string): void {
+    const abs = this.abs(p);
+    const st = lstatOrUndefined(abs);
+    if (st !== undefined) {
+      this.clear(abs, st);
+      this.markDirty();
+    }
+    this.log({ path: p, type: "file", meta: NO_META, size: 0, hash: EMPTY, linkTarget: TOMBSTONE, hardlinkTo: "" }, undefined);
+  }
+
+  // -------------------------------------------------------------------------------------------------------------------
+  // The end: merge the index spool with what was applied into the new cache, computing the digest on the way.
+
+  private finish(end: Extract<SyncRecord, { t: "end" }>): RoundResult {
+    if (!this.walkDone) throw new TheseusError("protocol", "the source ended the round before reading the target's index");
+    let keep = new Set<string>();
+    let got: Buffer;
+    if (this.applied.entries === 0) {
+      // Nothing changed: the index as walked is the new index.
+      this.applied.close();
+      fs.renameSync(this.spoolFile, path.join(this.stateDir, "index"));
+      got = this.walkDigest.digest();
+      keep = this.walkKeep;
+    } else {
+      const digest = new VolumeDigest(this.preserveOwner);
+      this.merge((e) => {
+        digest.add(e);
+        if (e.type === "file" && isLarge(e.size)) keep.add(Buffer.from(e.hash).toString("hex"));
+      });
+      got = digest.digest();
+    }
+    if (!got.equals(end.digest)) {
+      throw new TheseusError("data_loss", "the volume digest on the target differs from the source's", {
+        hint: "the target volume changed during the round, or data was corrupted; run the round again",
+      });
+    }
+    this.blocks.retainOnly(keep);
+    const endMs = Date.now();
+    writeMemo(this.stateDir, { lastRoundEndMs: endMs });
+    const s = end.stats;
+    const sincePrevious = s.previousRoundEndMs > 0 ? endMs - s.previousRoundEndMs : 0;
+    const result: RoundResult = {
+      source: s,
+      entriesApplied: this.entriesApplied,
+      bytesWritten: this.bytesWritten,
+      targetBytesRead: this.targetBytesRead,
+      targetEntries: this.targetEntries,
+      durationMs: endMs - this.startedMs,
+      digest: got.toString("hex"),
+      dirtyBytesPerSecond: sincePrevious > 0 ? Math.round((s.bytesChanged / sincePrevious) * 1000) : 0,
+      compressionRatio: s.wireBytes > 0 ? s.rawBytes / s.wireBytes : 1,
+      ownersPreserved: this.preserveOwner,
+    };
+    this.logger.info({ root: this.root, ...result, source: undefined, ...s }, "sync round applied");
+    return result;
+  }
+
+  /** After a failed round, keep what was learnt (applied files, hashed files) so the next round resends nothing complete. */
+  private salvage(): boolean {
+    let kept = false;
+    try {
+      const f = this.file;
+      if (f !== undefined && f.mode === "whole") kept = this.checkpoint(f);
+      else kept = this.resume !== undefined; // offered but not reached this round: still valid
+      this.closeFile(kept);
+    } catch (e) {
+      this.logger.warn({ err: (e as Error).message }, "could not keep the partly received file");
+    }
+    try {
+      this.merge(() => undefined);
+    } catch (e) {
+      this.logger.warn({ err: (e as Error).message }, "could not save the target's index after a failed round");
+    }
+    return kept;
+  }
+
+  private merge(onEntry: (e: IndexEntry) => void): void {
+    this.applied.close();
+    const spool = new EntryFileReader(this.spoolFile);
+    const applied = new EntryFileReader(this.appliedFile);
+    const out = new EntryFileWriter(path.join(this.stateDir, `index.new.${process.pid}`));
+    let kill: string | undefined;
+    const emit = (e: CacheEntry): void => {
+      out.add(e);
+      onEntry(e);
+    };
+    try {
+      for (;;) {
+        const s = spool.peek();
+        const a = applied.peek();
+        if (s === undefined && a === undefined) break;
+        const c = s === undefined ? 1 : a === undefined ? -1 : comparePaths(s.path, a.path);
+        if (c < 0) {
+          spool.next();
+          const sp = s as CacheEntry;
+          if (kill !== undefined && isWithin(sp.path, kill) && sp.path !== kill) continue;
+          emit(sp);
+          continue;
+        }
+        if (c === 0) spool.next();
+        applied.next();
+        const ap = a as CacheEntry;
+        if (ap.linkTarget === TOMBSTONE || ap.type !== "dir") kill = ap.path;
+        if (ap.linkTarget !== TOMBSTONE) emit(ap);
+      }
+      out.commit(path.join(this.stateDir, "index"));
+    } catch (e) {
+      out.abort();
+      throw e;
+    } finally {
+      spool.close();
+      applied.close();
+    }
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+const NO_META: Meta = { mode: 0, uid: 0, gid: 0, mtimeUs: 0 };
+
+function lstatOrUndefined(abs: string): fs.Stats | undefined {
+  try {
+    return fs.lstatSync(abs);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw walkError(e, abs);
+  }
+}
+
+function sameStat(a: fs.Stats, b: fs.Stats): boolean {
+  return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
+}
+
+function writeAll(fd: number, data: Uint8Array, offset: number): void {
+  let done = 0;
+  while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, offset + done);
+}
+
+/**
+ * Writes `data` at `offset`, skipping whole zero blocks so that a new file keeps its holes. Returns how far into
+ * `data` was written (less than its length when it ends in zero blocks: the caller extends the file).
+ */
+function writeSparse(fd: number, data: Uint8Array, offset: number): number {
+  let runStart = -1;
+  let written = 0;
+  for (let o = 0; o < data.length; o += BLOCK_BYTES) {
+    const end = Math.min(o + BLOCK_BYTES, data.length);
+    const zero = end - o === BLOCK_BYTES && isZero(data.subarray(o, end));
+    if (zero) {
+      if (runStart >= 0) {
+        writeAll(fd, data.subarray(runStart, o), offset + runStart);
+        written = o;
+      }
+      runStart = -1;
+    } else if (runStart < 0) runStart = o;
+  }
+  if (runStart >= 0) {
+    writeAll(fd, data.subarray(runStart), offset + runStart);
+    written = data.length;
+  }
+  return written;
+}
+
+const OWN_UID = process.getuid?.() ?? -1;
+const OWN_GID = process.getgid?.() ?? -1;
+const UMASK = process.umask();
+/** The mode a file created with `mode` actually gets. */
+function createMode(mode: number): number {
+  return mode & 0o777 & ~UMASK;
+}
+
+const CODES = new Set([
+  "invalid_argument",
+  "not_found",
+  "already_exists",
+  "permission_denied",
+  "unauthenticated",
+  "failed_precondition",
+  "unavailable",
+  "deadline_exceeded",
+  "cancelled",
+  "resource_exhausted",
+  "data_loss",
+  "protocol",
+  "internal",
+]);
+function asCode(code: string): TheseusError["code"] {
+  return (CODES.has(code) ? code : "internal") as TheseusError["code"];
+}
+
+/** partial file: [u32 path length][path][u32 blocks][32 bytes per block] */
+function savePartial(file: string, p: PartialFile): void {
+  const name = Buffer.from(p.path, "utf8");
+  const head = Buffer.alloc(8 + name.length);
+  head.writeUInt32LE(name.length, 0);
+  name.copy(head, 4);
+  head.writeUInt32LE(p.blocks, 4 + name.length);
+  fs.writeFileSync(file + ".tmp", Buffer.concat([head, p.list.subarray(0, p.blocks * 32)]));
+  fs.renameSync(file + ".tmp", file);
+}
+
+function loadPartial(file: string, staging: string): PartialFile | undefined {
+  try {
+    const b = fs.readFileSync(file);
+    const n = b.readUInt32LE(0);
+    const p = b.toString("utf8", 4, 4 + n);
+    const blocks = b.readUInt32LE(4 + n);
+    const list = b.subarray(8 + n);
+    const st = fs.lstatSync(staging);
+    if (list.length !== blocks * 32 || !st.isFile() || st.size < blocks * BLOCK_BYTES) return undefined;
+    validatePeerPath(p);
+    return { path: p, blocks, list };
+  } catch {
+    return undefined;
+  }
+}

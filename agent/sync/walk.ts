@@ -1,0 +1,150 @@
+// The deterministic walk both sides share: pre-order, the names of each directory sorted, symlinks never followed.
+// Memory is O(depth x width of the directories on the current path): no list of the whole volume is ever built.
+// Synchronous syscalls on purpose: lstat through libuv's thread pool costs ~10x more per file than a direct call, and
+// callers yield to the event loop between batches.
+import fs from "node:fs";
+import crypto from "node:crypto";
+import { TheseusError } from "../../common/index.js";
+import type { EntryType, IndexEntry } from "./codec.js";
+import { compareNames, joinPath } from "./paths.js";
+import { toMtimeUs } from "./state.js";
+
+export interface WalkEntry {
+  path: string;
+  type: EntryType | "special";
+  st: fs.Stats;
+}
+
+interface Frame {
+  dir: string;
+  names: string[];
+  i: number;
+}
+
+/** Walks `root` (which must be a real directory). `skipRootNames` hides names at the top level (the staging dir). */
+export function* walk(root: string, skipRootNames: ReadonlySet<string> = new Set()): Generator<WalkEntry> {
+  const rootSt = lstatOrThrow(root, "");
+  if (!rootSt.isDirectory()) {
+    throw new TheseusError("invalid_argument", `the volume root ${root} is not a directory`);
+  }
+  yield { path: "", type: "dir", st: rootSt };
+  const stack: Frame[] = [{ dir: "", names: listDir(root, "", skipRootNames, false) ?? [], i: 0 }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1] as Frame;
+    if (top.i >= top.names.length) {
+      stack.pop();
+      continue;
+    }
+    const name = top.names[top.i++] as string;
+    const rel = joinPath(top.dir, name);
+    const abs = `${root}/${rel}`;
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(abs);
+    } catch (e) {
+      // Vanished between readdir and lstat: the live app deleted it, which is what the target should see too.
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw walkError(e, rel);
+    }
+    const type: WalkEntry["type"] = st.isDirectory()
+      ? "dir"
+      : st.isFile()
+        ? "file"
+        : st.isSymbolicLink()
+          ? "symlink"
+          : "special";
+    yield { path: rel, type, st };
+    if (type === "dir") {
+      // Listed only when the consumer asks for the next entry: by then the directory may have been deleted or
+      // replaced (by the live app on a source, by the round itself on a target), which is not an error.
+      const names = listDir(abs, rel, undefined, true);
+      if (names !== undefined) stack.push({ dir: rel, names, i: 0 });
+    }
+  }
+}
+
+function listDir(abs: string, rel: string, skip: ReadonlySet<string> | undefined, mayVanish: boolean): string[] | undefined {
+  let names: string[];
+  try {
+    names = fs.readdirSync(abs);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (mayVanish && (code === "ENOENT" || code === "ENOTDIR")) return undefined;
+    throw walkError(e, rel);
+  }
+  for (const n of names) {
+    // Node decodes names as UTF-8 and replaces invalid bytes; such a name could not be recreated faithfully.
+    if (n.includes("\uFFFD")) {
+      throw new TheseusError("invalid_argument", `a file name in ${rel === "" ? "the volume root" : rel} is not valid UTF-8`, {
+        hint: "rename the file; Theseus never skips a file silently",
+      });
+    }
+  }
+  if (skip !== undefined && skip.size > 0) names = names.filter((n) => !skip.has(n));
+  return names.sort(compareNames);
+}
+
+function lstatOrThrow(abs: string, rel: string): fs.Stats {
+  try {
+    return fs.lstatSync(abs);
+  } catch (e) {
+    throw walkError(e, rel);
+  }
+}
+
+export function walkError(e: unknown, rel: string): TheseusError {
+  const err = TheseusError.from(e);
+  const what = rel === "" ? "the volume root" : rel;
+  return new TheseusError(err.code, `cannot read ${what}: ${err.message}`, { cause: e, hint: err.hint });
+}
+
+/** Metadata as the protocol carries it. */
+export function metaOf(st: fs.Stats, type: EntryType): IndexEntry["meta"] {
+  return {
+    mode: type === "symlink" ? 0 : st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    mtimeUs: toMtimeUs(st.mtimeMs),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The volume digest: sha256 over the sorted records of (path, type, mode, uid, gid, size, mtime, content hash, link
+// target). Both sides feed it the same entries in the same order, so equal digests mean equal volumes.
+
+export class VolumeDigest {
+  private readonly h = crypto.createHash("sha256");
+  // Records are batched and hashed 64 KiB at a time: one native call per entry would cost more than the hashing.
+  private readonly buf = Buffer.allocUnsafe(80 * 1024);
+  private pos = 0;
+  constructor(private readonly withOwners: boolean) {}
+
+  add(e: IndexEntry): void {
+    if (this.pos > 64 * 1024 - 3 * 4096 - 128) this.flush();
+    const b = this.buf;
+    let p = this.pos;
+    p += b.write(e.path, p, "utf8");
+    b[p] = 0;
+    b[p + 1] = e.type === "dir" ? 1 : e.type === "file" ? 2 : 3;
+    b.writeUInt32LE(e.meta.mode, p + 2);
+    b.writeUInt32LE(this.withOwners ? e.meta.uid : 0, p + 6);
+    b.writeUInt32LE(this.withOwners ? e.meta.gid : 0, p + 10);
+    b.writeDoubleLE(e.type === "file" ? e.size : 0, p + 14);
+    b.writeDoubleLE(e.type === "symlink" ? 0 : e.meta.mtimeUs, p + 22);
+    b[p + 30] = e.hash.length;
+    p += 31;
+    b.set(e.hash, p);
+    p += e.hash.length;
+    p += b.write(e.linkTarget, p, "utf8");
+    b[p++] = 0;
+    this.pos = p;
+  }
+  private flush(): void {
+    this.h.update(this.buf.subarray(0, this.pos));
+    this.pos = 0;
+  }
+  digest(): Buffer {
+    this.flush();
+    return this.h.digest();
+  }
+}
