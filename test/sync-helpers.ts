@@ -43,7 +43,7 @@ export function describeTree(root: string): string[] {
       if (rel !== "") out.push(`d ${rel} ${(st.mode & 0o7777).toString(8)} ${mt}`);
       for (const n of fs.readdirSync(abs).sort()) if (!(rel === "" && n === ".theseus-partial")) visit(rel === "" ? n : `${rel}/${n}`);
     } else if (st.isSymbolicLink()) {
-      out.push(`l ${rel} -> ${fs.readlinkSync(abs)}`);
+      out.push(`l ${rel} -> ${fs.readlinkSync(abs)} ${mt}`);
     } else {
       const h = crypto.createHash("sha256").update(fs.readFileSync(abs)).digest("hex").slice(0, 16);
       let link = "";

@@ -740,6 +740,9 @@ class TargetRound {
     const staging = this.newStaging();
     fs.symlinkSync(target, staging);
     if (this.preserveOwner) fs.lchownSync(staging, meta.uid, meta.gid);
+    // A symlink's own mtime is metadata like a file's (rsync -a keeps it); rename keeps what lutimes set.
+    const t = (meta.mtimeUs + 0.5) / 1e6;
+    fs.lutimesSync(staging, t, t);
     const st = this.place(staging, this.abs(p));
     this.log({ path: p, type: "symlink", meta, size: 0, hash: EMPTY, linkTarget: target, hardlinkTo: "" }, st);
   }
