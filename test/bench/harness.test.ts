@@ -2,7 +2,9 @@
 // mutation changes exactly what it reports, and the sync-dirs adapter reads the shapes the engine may print.
 import test from "ava";
 import { createHash } from "node:crypto";
-import { cp, mkdtemp, readdir, readFile, readlink, rm } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { cp, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
 import os from "node:os";
 import path from "node:path";
 import { ensureDataset } from "./datasets.js";
@@ -102,6 +104,25 @@ test("the sync-dirs adapter reads camelCase, snake_case and nested statistics", 
   const logged = readTheseusStats(`${JSON.stringify({ durationMs: 7, wireBytes: 8 })}\n{"level":30,"msg":"agents stopped"}\n`);
   t.is(logged.durationMs, 7);
   t.throws(() => readTheseusStats("no json here"), { message: /no JSON object/ });
+});
+
+test("the adapter reads what the real sync-dirs prints, per-agent peak RSS included", async (t) => {
+  const work = await mkdtemp(path.join(os.tmpdir(), "theseus-adapter-"));
+  try {
+    await mkdir(path.join(work, "src"));
+    await writeFile(path.join(work, "src", "f"), "hello");
+    const cli = fileURLToPath(new URL("../../coordinator/main.js", import.meta.url));
+    const stdout = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [cli, "sync-dirs", path.join(work, "src"), path.join(work, "dst"), "--json", "--state-dir", path.join(work, "state")], (error, out) => (error === null ? resolve(out) : reject(new Error(`sync-dirs failed: ${error.message}`)))),
+    );
+    const stats = readTheseusStats(stdout);
+    t.is(stats.bytesChanged, 5);
+    t.true((stats.wireBytes ?? 0) > 0);
+    t.true((stats.peakRssSource ?? 0) > 1024 * 1024, "the source agent's own peak RSS");
+    t.true((stats.peakRssTarget ?? 0) > 1024 * 1024, "the target agent's own peak RSS");
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 });
 
 test("medians", (t) => {

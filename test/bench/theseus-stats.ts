@@ -69,8 +69,9 @@ function adapt(raw: Record<string, unknown>): TheseusStats {
     bytesChanged: num("bytesChanged", "bytes_changed"),
     entriesScanned: num("entriesScanned", "entries_scanned"),
     entriesChanged: num("entriesChanged", "entries_changed"),
-    peakRssSource: rssOf("source"),
-    peakRssTarget: rssOf("target"),
+    // sync-dirs prints sourcePeakRssBytes / targetPeakRssBytes (each agent is its own process).
+    peakRssSource: num("sourcePeakRssBytes") ?? rssOf("source"),
+    peakRssTarget: num("targetPeakRssBytes") ?? rssOf("target"),
     raw,
   };
 }
