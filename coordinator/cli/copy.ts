@@ -1,6 +1,6 @@
 // `theseus copy`: the source agent streams one volume directly to the target agent.
 import type { Command } from "commander";
-import { formatBytes, formatDuration } from "../../common/index.js";
+import { formatBytes, formatDuration, parseRate } from "../../common/index.js";
 import { copyVolume } from "../copy/index.js";
 import { coordinatorTls, globalOptions, interruptSignal, progressLine } from "./context.js";
 
@@ -10,6 +10,7 @@ interface CopyFlags {
   volume: string;
   targetVolume?: string;
   sourceAddressForTarget?: string;
+  bandwidth?: string;
   json?: boolean;
 }
 
@@ -22,6 +23,7 @@ export function register(program: Command): void {
     .requiredOption("--volume <name>", "the volume to copy")
     .option("--target-volume <name>", "the volume to write on the target (default: the same name)")
     .option("--source-address-for-target <host:port>", "how the target reaches the source, if not as --from")
+    .option("--bandwidth <rate>", "limit the source's sending rate, e.g. 50MiB/s or 200Mbit/s (default: unlimited)")
     .option("--json", "print the result as one JSON object")
     .addHelpText(
       "after",
@@ -34,6 +36,8 @@ Example:
   theseus copy --from 10.0.0.5:7443 --to 10.1.0.7:7443 --volume data`,
     )
     .action(async (flags: CopyFlags, command: Command) => {
+      // Flags first: a typo should not wait for certificates to load.
+      const bandwidth = flags.bandwidth === undefined ? {} : { bandwidthBytesPerSecond: parseRate(flags.bandwidth) };
       const tls = await coordinatorTls(globalOptions(command));
       const progress = progressLine();
       const started = Date.now();
@@ -43,6 +47,7 @@ Example:
         volume: flags.volume,
         ...(flags.targetVolume === undefined ? {} : { targetVolume: flags.targetVolume }),
         ...(flags.sourceAddressForTarget === undefined ? {} : { sourceAddressForTarget: flags.sourceAddressForTarget }),
+        ...bandwidth,
         tls,
         signal: interruptSignal(),
         onProgress: (p) => progress.update(`copying: ${p.entries} entries, ${formatBytes(Number(p.bytes))} (${formatBytes(Number(p.wireBytes))} on the wire), ${formatDuration(Date.now() - started)}`),
