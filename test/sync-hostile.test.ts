@@ -8,7 +8,7 @@ import crypto from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { compress } from "zstd-napi";
 import { runTargetRound } from "../agent/sync/index.js";
-import { FrameDecoder, FrameEncoder, decodeFrameRecords, encodeRecord } from "../agent/sync/codec.js";
+import { FrameDecoder, FrameEncoder, decodeFrameRecords, emptyRoundStats, encodeRecord } from "../agent/sync/codec.js";
 import type { Meta, SyncRecord } from "../agent/sync/codec.js";
 import { silentLogger, TheseusError } from "../common/index.js";
 
@@ -85,7 +85,7 @@ for (const [name, records] of pathCases) {
 }
 
 test("a symlink in the volume is replaced by a directory, never followed", async (t) => {
-  const r = await play([frameOf([root, { t: "dir", path: "to-outside", meta: DIR_META }, inline("to-outside/inside"), { t: "end", digest: sha(""), stats: zeroStats() }])]);
+  const r = await play([frameOf([root, { t: "dir", path: "to-outside", meta: DIR_META }, inline("to-outside/inside"), { t: "end", digest: sha(""), stats: emptyRoundStats() }])]);
   // The digest is made up, so the round fails at the very end; what matters is where the file went.
   t.is(r.error?.code, "data_loss");
   t.deepEqual(r.outside, []);
@@ -190,18 +190,3 @@ async function* answerAfterIndex(up: AsyncIterable<Uint8Array>, frames: Uint8Arr
   yield* frames;
 }
 
-function zeroStats(): Extract<SyncRecord, { t: "end" }>["stats"] {
-  return {
-    entriesScanned: 0,
-    entriesChanged: 0,
-    entriesDeleted: 0,
-    bytesRead: 0,
-    bytesChanged: 0,
-    wireBytes: 0,
-    rawBytes: 0,
-    ownersNotPreserved: 0,
-    specialFilesSkipped: 0,
-    firstSpecialFile: "",
-    previousRoundEndMs: 0,
-  };
-}

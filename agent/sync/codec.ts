@@ -58,6 +58,23 @@ export interface RoundStatsWire {
   previousRoundEndMs: number;
 }
 
+/** A round's statistics before anything happened: where the source starts counting, and what tests send. */
+export function emptyRoundStats(): RoundStatsWire {
+  return {
+    entriesScanned: 0,
+    entriesChanged: 0,
+    entriesDeleted: 0,
+    bytesRead: 0,
+    bytesChanged: 0,
+    wireBytes: 0,
+    rawBytes: 0,
+    ownersNotPreserved: 0,
+    specialFilesSkipped: 0,
+    firstSpecialFile: "",
+    previousRoundEndMs: 0,
+  };
+}
+
 export type SyncRecord =
   // target -> source
   | { t: "start"; version: number; targetUid: number; targetGid: number; preserveOwner: boolean }

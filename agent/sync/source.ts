@@ -14,6 +14,7 @@ import {
   FrameDecoder,
   FrameEncoder,
   PROTOCOL_VERSION,
+  emptyRoundStats,
 } from "./codec.js";
 import type { IndexEntry, Meta, RoundStatsWire, SyncRecord } from "./codec.js";
 import { comparePaths, isWithin, validatePeerPath } from "./paths.js";
@@ -142,19 +143,7 @@ class SourceRound {
   private readonly encoder = new FrameEncoder();
   private readonly readBuf = Buffer.allocUnsafe(READ_CHUNK_BYTES);
   private readonly blocks: BlockStore;
-  private readonly stats: RoundStatsWire = {
-    entriesScanned: 0,
-    entriesChanged: 0,
-    entriesDeleted: 0,
-    bytesRead: 0,
-    bytesChanged: 0,
-    wireBytes: 0,
-    rawBytes: 0,
-    ownersNotPreserved: 0,
-    specialFilesSkipped: 0,
-    firstSpecialFile: "",
-    previousRoundEndMs: 0,
-  };
+  private readonly stats: RoundStatsWire = emptyRoundStats();
   private readonly startedMs = Date.now();
   private lastTargetPath: string | undefined;
   private lastTargetRecord: SyncRecord | undefined;
