@@ -5,7 +5,7 @@ import { lstat, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TheseusError } from "../common/index.js";
-import { compareTrees, copyVolume, generateTree, initCertificateAuthority, issueToDirectory, loadTlsMaterial, spawnAgent } from "../coordinator/index.js";
+import { compareTrees, copyVolume, createLocalInstallation, generateTree, spawnAgent } from "../coordinator/index.js";
 import type { AgentProcess } from "../coordinator/index.js";
 import type { TlsMaterial } from "../rpc/index.js";
 
@@ -21,9 +21,7 @@ const test = anyTest.serial as TestFn<Context>;
 test.before(async (t) => {
   const work = await mkdtemp(join(tmpdir(), "theseus-copy-"));
   const pki = join(work, "pki");
-  await initCertificateAuthority(pki);
-  for (const name of ["eu-1", "us-2"]) await issueToDirectory(pki, { role: "agent", name });
-  await issueToDirectory(pki, { role: "coordinator", name: "test" });
+  const tls = await createLocalInstallation(pki, { installation: "test", agentClusters: ["eu-1", "us-2"], coordinator: "test" });
   const src = join(work, "src");
   await generateTree(src, { totalBytes: 4 * 1024 * 1024, seed: 7 });
   for (const dir of ["dst", "dst2", "dst3"]) await mkdir(join(work, dir));
@@ -35,7 +33,7 @@ test.before(async (t) => {
     stateDir: join(work, "state-us-2"),
     logLevel: "warn",
   });
-  t.context = { work, source, target, tls: await loadTlsMaterial(pki, { role: "coordinator", name: "test" }) };
+  t.context = { work, source, target, tls };
 });
 
 test.after.always(async (t) => {

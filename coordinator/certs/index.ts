@@ -3,6 +3,7 @@ export { createCertificateAuthority, issueCertificate, parseCertificate } from "
 export type { CaOptions, CertificateAuthority, IssueOptions, IssuedCertificate } from "./x509.js";
 export {
   caPaths,
+  createLocalInstallation,
   defaultPkiDir,
   initCertificateAuthority,
   issueToDirectory,
@@ -11,5 +12,6 @@ export {
   loadCertificateAuthority,
   loadTlsMaterial,
 } from "./store.js";
+export type { LocalInstallationOptions } from "./store.js";
 export { createThrowawayPki } from "./throwaway.js";
 export type { ThrowawayPki } from "./throwaway.js";

@@ -91,3 +91,25 @@ async function writeNew(path: string, content: string, mode: number, force: bool
     throw TheseusError.from(error);
   }
 }
+
+export interface LocalInstallationOptions {
+  readonly installation: string;
+  readonly agentClusters: readonly string[];
+  readonly coordinator: string;
+  /** Validity of the CA; leaves get one day less (at least one). */
+  readonly validityDays?: number;
+}
+
+/**
+ * A whole installation in one directory, for local runs (the demo, sync-dirs, tests): a CA, one certificate per agent
+ * cluster and one coordinator certificate. Returns the coordinator's TLS material; the agents read theirs from `dir`.
+ */
+export async function createLocalInstallation(dir: string, options: LocalInstallationOptions): Promise<TlsMaterial> {
+  const caDays = options.validityDays ?? 3650;
+  const leafDays = Math.max(1, Math.min(365, caDays - 1));
+  await initCertificateAuthority(dir, { installation: options.installation, validityDays: caDays });
+  for (const name of options.agentClusters) await issueToDirectory(dir, { role: "agent", name }, { validityDays: leafDays });
+  const coordinator = { role: "coordinator", name: options.coordinator } as const;
+  await issueToDirectory(dir, coordinator, { validityDays: leafDays });
+  return loadTlsMaterial(dir, coordinator);
+}

@@ -13,7 +13,7 @@ import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { TheseusError, formatBytes, formatDuration, parseRate } from "../../common/index.js";
-import { initCertificateAuthority, issueToDirectory, loadTlsMaterial } from "../certs/index.js";
+import { createLocalInstallation } from "../certs/index.js";
 import { copyVolume } from "../copy/index.js";
 import { spawnAgent } from "../demo/index.js";
 import type { AgentProcess } from "../demo/index.js";
@@ -116,10 +116,7 @@ export async function syncDirs(request: SyncDirsRequest): Promise<SyncDirsResult
   const pki = await mkdtemp(join(tmpdir(), "theseus-sync-dirs-pki-"));
   const agents: AgentProcess[] = [];
   try {
-    await initCertificateAuthority(pki, { installation: "sync-dirs", validityDays: 2 });
-    for (const name of ["sync-src", "sync-dst"]) await issueToDirectory(pki, { role: "agent", name }, { validityDays: 1 });
-    await issueToDirectory(pki, { role: "coordinator", name: "sync-dirs" }, { validityDays: 1 });
-    const tls = await loadTlsMaterial(pki, { role: "coordinator", name: "sync-dirs" });
+    const tls = await createLocalInstallation(pki, { installation: "sync-dirs", agentClusters: ["sync-src", "sync-dst"], coordinator: "sync-dirs", validityDays: 2 });
     const [source, target] = await Promise.all([
       spawnAgent({ cluster: "sync-src", pkiDir: pki, volumes: { data: src }, stateDir: join(stateDir, "source-agent"), logLevel: "warn" }),
       spawnAgent({ cluster: "sync-dst", pkiDir: pki, volumes: { data: dst }, stateDir: join(stateDir, "target-agent"), logLevel: "warn" }),

@@ -5,7 +5,7 @@ import { createWriteStream } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TheseusError, formatBytes, formatDuration } from "../../common/index.js";
-import { initCertificateAuthority, issueToDirectory, loadTlsMaterial } from "../certs/index.js";
+import { createLocalInstallation } from "../certs/index.js";
 import { copyVolume } from "../copy/index.js";
 import { spawnAgent } from "./agent-process.js";
 import type { AgentProcess } from "./agent-process.js";
@@ -26,9 +26,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   try {
     say(`working in ${work}`);
     const pki = join(work, "pki");
-    await initCertificateAuthority(pki, { installation: "demo" });
-    for (const cluster of ["eu-1", "us-2"]) await issueToDirectory(pki, { role: "agent", name: cluster }, { dnsNames: ["localhost"] });
-    await issueToDirectory(pki, { role: "coordinator", name: "demo" });
+    const tls = await createLocalInstallation(pki, { installation: "demo", agentClusters: ["eu-1", "us-2"], coordinator: "demo" });
     say("1. created a CA and certificates for agents eu-1 and us-2 and coordinator demo");
 
     const source = join(work, "eu-1", "data");
@@ -43,7 +41,6 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     }
     say(`3. started agent eu-1 at ${agents[0]?.address ?? "?"} and agent us-2 at ${agents[1]?.address ?? "?"} (logs: ${join(work, "agents.log")})`);
 
-    const tls = await loadTlsMaterial(pki, { role: "coordinator", name: "demo" });
     const result = await copyVolume({
       from: agents[0]?.address ?? "",
       to: agents[1]?.address ?? "",
