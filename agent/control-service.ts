@@ -121,5 +121,31 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
       deps.logger.info({ migrationId: request.migrationId, volume: request.volume, bytesPerSecond: Number(request.bytesPerSecond) }, "bandwidth limit changed");
       return {};
     },
+
+    // TEMPORARY (replaced by the application model's handlers before this lands).
+    async *discover() {
+      yield* [];
+      throw notYet();
+    },
+    async describeCluster() {
+      throw notYet();
+    },
+    async stage() {
+      throw notYet();
+    },
+    async unstage() {
+      throw notYet();
+    },
+    async quiesce() {
+      throw notYet();
+    },
+    async unquiesce() {
+      throw notYet();
+    },
+    async activate() {
+      throw notYet();
+    },
   };
 }
+
+const notYet = (): TheseusError => new TheseusError("failed_precondition", "not implemented yet");

@@ -9,7 +9,7 @@ import { CoreV1Api, StorageV1Api } from "@kubernetes/client-node";
 import { stringify } from "yaml";
 import type { Logger } from "../common/index.js";
 import { TheseusError, silentLogger, sleep, throwIfAborted } from "../common/index.js";
-import { createIfAbsent, loadKubeConfig } from "./kube.js";
+import { createIfAbsent, loadKubeConfig } from "../kube/index.js";
 import { clusterDir, clustersRoot, controlPlaneBinaries, repoRoot, validateClusterName } from "./paths.js";
 import { generatePki, pkiFiles } from "./pki.js";
 import type { PkiFiles } from "./pki.js";

@@ -5,8 +5,6 @@ export { downCluster, getCluster, listClusters, upCluster } from "./cluster.js";
 export type { ClusterStatus, ClusterSummary, LocalCluster, UpOptions } from "./cluster.js";
 export { KNOWN_IMAGES, imageRepository, resolveImage } from "./images.js";
 export type { KnownImage } from "./images.js";
-export { loadKubeConfig } from "./kube.js";
-export { SERVICE_ACCOUNT_DIR, hostPathFor, inClusterKubeConfig } from "./in-cluster.js";
 export { installOpenShiftKinds } from "./openshift.js";
 export { BUILD_SCRIPT, KUBERNETES_VERSION, clusterDir, kubernetesBinDir, repoRoot, theseusHome } from "./paths.js";
 export { PROVISIONER_NAME, STORAGE_CLASS_IMMEDIATE, STORAGE_CLASS_WAIT } from "./provisioner.js";

@@ -8,7 +8,7 @@ import { CoordinationV1Api, CoreV1Api, PatchStrategy, setHeaderOptions } from "@
 import type { Logger } from "../common/index.js";
 import { describeError, sleep } from "../common/index.js";
 import { EventRecorder } from "./events.js";
-import { createIfAbsent, isNotFound, watchTrigger } from "./kube.js";
+import { createIfAbsent, isNotFound, watchTrigger } from "../kube/index.js";
 import { KUBERNETES_VERSION } from "./paths.js";
 import { PodWorker } from "./pod-worker.js";
 

@@ -5,7 +5,7 @@ import { setMaxListeners } from "node:events";
 import { join } from "node:path";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { createLogger, describeError } from "../common/index.js";
-import { loadKubeConfig } from "./kube.js";
+import { loadKubeConfig } from "../kube/index.js";
 import { runKubelet } from "./kubelet.js";
 import { runDeploymentConfigController } from "./openshift.js";
 import { runProvisioner } from "./provisioner.js";

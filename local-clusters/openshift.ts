@@ -7,7 +7,7 @@ import type { KubeConfig, V1CustomResourceDefinition, V1ReplicationController } 
 import { ApiextensionsV1Api, CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { Logger } from "../common/index.js";
 import { describeError, sleep, TheseusError } from "../common/index.js";
-import { createIfAbsent, isNotFound, loadKubeConfig, watchTrigger } from "./kube.js";
+import { createIfAbsent, isNotFound, loadKubeConfig, watchTrigger } from "../kube/index.js";
 
 const DC_GROUP = "apps.openshift.io";
 const ROUTE_GROUP = "route.openshift.io";

@@ -24,7 +24,7 @@ import { describeError } from "../common/index.js";
 import type { EventRecorder } from "./events.js";
 import { knownImagesText, resolveImage } from "./images.js";
 import type { ResolvedImage } from "./images.js";
-import { isNotFound } from "./kube.js";
+import { isNotFound } from "../kube/index.js";
 import type { ProcessRecord } from "./processes.js";
 import { stopProcess } from "./processes.js";
 

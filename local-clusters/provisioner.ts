@@ -8,7 +8,7 @@ import type { KubeConfig, V1PersistentVolume, V1PersistentVolumeClaim, V1Storage
 import { CoreV1Api, StorageV1Api } from "@kubernetes/client-node";
 import type { Logger } from "../common/index.js";
 import { describeError, sleep } from "../common/index.js";
-import { createIfAbsent, isNotFound, watchTrigger } from "./kube.js";
+import { createIfAbsent, isNotFound, watchTrigger } from "../kube/index.js";
 
 export const PROVISIONER_NAME = "theseus.local/local-path";
 export const STORAGE_CLASS_WAIT = "local-path";

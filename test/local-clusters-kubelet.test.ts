@@ -12,12 +12,11 @@ import type { LocalCluster } from "../local-clusters/index.js";
 import {
   STORAGE_CLASS_IMMEDIATE,
   downCluster,
-  inClusterKubeConfig,
   installOpenShiftKinds,
-  loadKubeConfig,
   repoRoot,
   upCluster,
 } from "../local-clusters/index.js";
+import { inClusterKubeConfig, loadKubeConfig } from "../kube/index.js";
 import { eventually, privateTheseusHome, withHint } from "./local-clusters-support.js";
 
 interface Context {

@@ -7,7 +7,8 @@ import anyTest from "ava";
 import type { TestFn } from "ava";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import type { LocalCluster } from "../local-clusters/index.js";
-import { downCluster, listClusters, loadKubeConfig, upCluster } from "../local-clusters/index.js";
+import { downCluster, listClusters, upCluster } from "../local-clusters/index.js";
+import { loadKubeConfig } from "../kube/index.js";
 import { eventually, privateTheseusHome, withHint } from "./local-clusters-support.js";
 
 interface Context {

@@ -18,7 +18,21 @@ async function serve(impl: Partial<Implementation<typeof AgentService>>): Promis
   const unimplemented = async (): Promise<never> => {
     throw new TheseusError("internal", "not part of this test");
   };
-  server.add(AgentService, { getInfo: unimplemented, openSession: unimplemented, closeSession: unimplemented, syncVolume: async function* () {}, setBandwidth: unimplemented, ...impl }, { allowedRoles: ["coordinator"] });
+  const base: Implementation<typeof AgentService> = {
+    getInfo: unimplemented,
+    openSession: unimplemented,
+    closeSession: unimplemented,
+    syncVolume: async function* () {},
+    setBandwidth: unimplemented,
+    discover: async function* () {},
+    describeCluster: unimplemented,
+    stage: unimplemented,
+    unstage: unimplemented,
+    quiesce: unimplemented,
+    unquiesce: unimplemented,
+    activate: unimplemented,
+  };
+  server.add(AgentService, { ...base, ...impl }, { allowedRoles: ["coordinator"] });
   const port = await server.listen("127.0.0.1", 0);
   return { server, address: `127.0.0.1:${port}`, coordinator: await pki.material({ role: "coordinator", name: "t" }) };
 }

@@ -5,15 +5,15 @@
 // @generated from file theseus/v1/agent.proto (package theseus.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file theseus/v1/agent.proto.
  */
 export const file_theseus_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZ0aGVzZXVzL3YxL2FnZW50LnByb3RvEgp0aGVzZXVzLnYxIhAKDkdldEluZm9SZXF1ZXN0ImEKD0dldEluZm9SZXNwb25zZRIUCgxjbHVzdGVyX25hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRInCgd2b2x1bWVzGAMgAygLMhYudGhlc2V1cy52MS5Wb2x1bWVJbmZvIhoKClZvbHVtZUluZm8SDAoEbmFtZRgBIAEoCSJlChJPcGVuU2Vzc2lvblJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEg4KBnZvbHVtZRgCIAEoCRIUCgxwZWVyX2NsdXN0ZXIYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0iVAoTT3BlblNlc3Npb25SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEg0KBXRva2VuGAIgASgJEhoKEmV4cGlyZXNfYXRfdW5peF9tcxgDIAEoAyIpChNDbG9zZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFgoUQ2xvc2VTZXNzaW9uUmVzcG9uc2UivwEKEVN5bmNWb2x1bWVSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSFgoOc291cmNlX2FkZHJlc3MYAyABKAkSFgoOc291cmNlX2NsdXN0ZXIYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRINCgV0b2tlbhgGIAEoCRINCgVyb3VuZBgHIAEoDRIiChpiYW5kd2lkdGhfYnl0ZXNfcGVyX3NlY29uZBgIIAEoBCJVChNTZXRCYW5kd2lkdGhSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSGAoQYnl0ZXNfcGVyX3NlY29uZBgDIAEoBCIWChRTZXRCYW5kd2lkdGhSZXNwb25zZSJzChJTeW5jVm9sdW1lUmVzcG9uc2USLAoIcHJvZ3Jlc3MYASABKAsyGC50aGVzZXVzLnYxLlN5bmNQcm9ncmVzc0gAEiYKBGRvbmUYAiABKAsyFi50aGVzZXVzLnYxLlJvdW5kU3RhdHNIAEIHCgVldmVudCJCCgxTeW5jUHJvZ3Jlc3MSDwoHZW50cmllcxgBIAEoBBINCgVieXRlcxgCIAEoBBISCgp3aXJlX2J5dGVzGAMgASgEIqYDCgpSb3VuZFN0YXRzEg0KBXJvdW5kGAEgASgNEhcKD2VudHJpZXNfc2Nhbm5lZBgCIAEoBBIXCg9lbnRyaWVzX2NoYW5nZWQYAyABKAQSFwoPZW50cmllc19kZWxldGVkGAQgASgEEhIKCmJ5dGVzX3JlYWQYBSABKAQSFQoNYnl0ZXNfY2hhbmdlZBgGIAEoBBISCgp3aXJlX2J5dGVzGAcgASgEEhMKC2R1cmF0aW9uX21zGAggASgEEh4KFmRpcnR5X2J5dGVzX3Blcl9zZWNvbmQYCSABKAESFQoNc291cmNlX2RpZ2VzdBgKIAEoDBIVCg10YXJnZXRfZGlnZXN0GAsgASgMEhEKCXJhd19ieXRlcxgMIAEoBBIZChF0YXJnZXRfYnl0ZXNfcmVhZBgNIAEoBBIVCg1ieXRlc193cml0dGVuGA4gASgEEhwKFG93bmVyc19ub3RfcHJlc2VydmVkGA8gASgEEh0KFXNwZWNpYWxfZmlsZXNfc2tpcHBlZBgQIAEoBBIaChJmaXJzdF9zcGVjaWFsX2ZpbGUYESABKAkylwMKDEFnZW50U2VydmljZRJCCgdHZXRJbmZvEhoudGhlc2V1cy52MS5HZXRJbmZvUmVxdWVzdBobLnRoZXNldXMudjEuR2V0SW5mb1Jlc3BvbnNlEk4KC09wZW5TZXNzaW9uEh4udGhlc2V1cy52MS5PcGVuU2Vzc2lvblJlcXVlc3QaHy50aGVzZXVzLnYxLk9wZW5TZXNzaW9uUmVzcG9uc2USUQoMQ2xvc2VTZXNzaW9uEh8udGhlc2V1cy52MS5DbG9zZVNlc3Npb25SZXF1ZXN0GiAudGhlc2V1cy52MS5DbG9zZVNlc3Npb25SZXNwb25zZRJNCgpTeW5jVm9sdW1lEh0udGhlc2V1cy52MS5TeW5jVm9sdW1lUmVxdWVzdBoeLnRoZXNldXMudjEuU3luY1ZvbHVtZVJlc3BvbnNlMAESUQoMU2V0QmFuZHdpZHRoEh8udGhlc2V1cy52MS5TZXRCYW5kd2lkdGhSZXF1ZXN0GiAudGhlc2V1cy52MS5TZXRCYW5kd2lkdGhSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("ChZ0aGVzZXVzL3YxL2FnZW50LnByb3RvEgp0aGVzZXVzLnYxIhAKDkdldEluZm9SZXF1ZXN0ImEKD0dldEluZm9SZXNwb25zZRIUCgxjbHVzdGVyX25hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRInCgd2b2x1bWVzGAMgAygLMhYudGhlc2V1cy52MS5Wb2x1bWVJbmZvIhoKClZvbHVtZUluZm8SDAoEbmFtZRgBIAEoCSJlChJPcGVuU2Vzc2lvblJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEg4KBnZvbHVtZRgCIAEoCRIUCgxwZWVyX2NsdXN0ZXIYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0iVAoTT3BlblNlc3Npb25SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEg0KBXRva2VuGAIgASgJEhoKEmV4cGlyZXNfYXRfdW5peF9tcxgDIAEoAyIpChNDbG9zZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFgoUQ2xvc2VTZXNzaW9uUmVzcG9uc2UivwEKEVN5bmNWb2x1bWVSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSFgoOc291cmNlX2FkZHJlc3MYAyABKAkSFgoOc291cmNlX2NsdXN0ZXIYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRINCgV0b2tlbhgGIAEoCRINCgVyb3VuZBgHIAEoDRIiChpiYW5kd2lkdGhfYnl0ZXNfcGVyX3NlY29uZBgIIAEoBCJVChNTZXRCYW5kd2lkdGhSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSGAoQYnl0ZXNfcGVyX3NlY29uZBgDIAEoBCIWChRTZXRCYW5kd2lkdGhSZXNwb25zZSJzChJTeW5jVm9sdW1lUmVzcG9uc2USLAoIcHJvZ3Jlc3MYASABKAsyGC50aGVzZXVzLnYxLlN5bmNQcm9ncmVzc0gAEiYKBGRvbmUYAiABKAsyFi50aGVzZXVzLnYxLlJvdW5kU3RhdHNIAEIHCgVldmVudCJCCgxTeW5jUHJvZ3Jlc3MSDwoHZW50cmllcxgBIAEoBBINCgVieXRlcxgCIAEoBBISCgp3aXJlX2J5dGVzGAMgASgEIqYDCgpSb3VuZFN0YXRzEg0KBXJvdW5kGAEgASgNEhcKD2VudHJpZXNfc2Nhbm5lZBgCIAEoBBIXCg9lbnRyaWVzX2NoYW5nZWQYAyABKAQSFwoPZW50cmllc19kZWxldGVkGAQgASgEEhIKCmJ5dGVzX3JlYWQYBSABKAQSFQoNYnl0ZXNfY2hhbmdlZBgGIAEoBBISCgp3aXJlX2J5dGVzGAcgASgEEhMKC2R1cmF0aW9uX21zGAggASgEEh4KFmRpcnR5X2J5dGVzX3Blcl9zZWNvbmQYCSABKAESFQoNc291cmNlX2RpZ2VzdBgKIAEoDBIVCg10YXJnZXRfZGlnZXN0GAsgASgMEhEKCXJhd19ieXRlcxgMIAEoBBIZChF0YXJnZXRfYnl0ZXNfcmVhZBgNIAEoBBIVCg1ieXRlc193cml0dGVuGA4gASgEEhwKFG93bmVyc19ub3RfcHJlc2VydmVkGA8gASgEEh0KFXNwZWNpYWxfZmlsZXNfc2tpcHBlZBgQIAEoBBIaChJmaXJzdF9zcGVjaWFsX2ZpbGUYESABKAkiTgoLQXBwU2VsZWN0b3ISEQoJbmFtZXNwYWNlGAEgASgJEhYKDmxhYmVsX3NlbGVjdG9yGAIgASgJEhQKDGhlbG1fcmVsZWFzZRgDIAEoCSJPCglPYmplY3RSZWYSEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIRCgluYW1lc3BhY2UYAyABKAkSDAoEbmFtZRgEIAEoCSI3Cg9EaXNjb3ZlclJlcXVlc3QSJAoDYXBwGAEgASgLMhcudGhlc2V1cy52MS5BcHBTZWxlY3RvciKEAQoNRGlzY292ZXJFdmVudBIVCgtvYmplY3RfanNvbhgBIAEoCUgAEiYKBWNsYWltGAIgASgLMhUudGhlc2V1cy52MS5DbGFpbUluZm9IABIrCgRkb25lGAMgASgLMhsudGhlc2V1cy52MS5EaXNjb3ZlclN1bW1hcnlIAEIHCgVldmVudCLjAQoJQ2xhaW1JbmZvEhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEhUKDXN0b3JhZ2VfY2xhc3MYAyABKAkSFwoPcmVxdWVzdGVkX2J5dGVzGAQgASgEEhYKDmNhcGFjaXR5X2J5dGVzGAUgASgEEhIKCnVzZWRfYnl0ZXMYBiABKAQSEwoLdm9sdW1lX25hbWUYByABKAkSFAoMYWNjZXNzX21vZGVzGAggAygJEg4KBmFjY2VzcxgJIAEoCRIOCgZyZWFzb24YCiABKAkSDgoGdm9sdW1lGAsgASgJIoABCg9EaXNjb3ZlclN1bW1hcnkSFAoMY2x1c3Rlcl9uYW1lGAEgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAIgASgJEi0KCXJlc291cmNlcxgDIAMoCzIaLnRoZXNldXMudjEuU2VydmVkUmVzb3VyY2USEAoId2FybmluZ3MYBCADKAkihgEKDlNlcnZlZFJlc291cmNlEg0KBWdyb3VwGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEa2luZBgDIAEoCRIQCghyZXNvdXJjZRgEIAEoCRISCgpuYW1lc3BhY2VkGAUgASgIEg0KBXZlcmJzGAYgAygJEhEKCXByZWZlcnJlZBgHIAEoCCJSChZEZXNjcmliZUNsdXN0ZXJSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIlCgZsb29rdXAYAiADKAsyFS50aGVzZXVzLnYxLk9iamVjdFJlZiKBAQoMQ2x1c3RlckZhY3RzEhQKDGNsdXN0ZXJfbmFtZRgBIAEoCRIWCg5zZXJ2ZXJfdmVyc2lvbhgCIAEoCRItCglyZXNvdXJjZXMYAyADKAsyGi50aGVzZXVzLnYxLlNlcnZlZFJlc291cmNlEhQKDG9iamVjdHNfanNvbhgEIAMoCSJYCgxTdGFnZVJlcXVlc3QSKQoGaGVhZGVyGAEgASgLMhcudGhlc2V1cy52MS5TdGFnZUhlYWRlckgAEhUKC29iamVjdF9qc29uGAIgASgJSABCBgoEaXRlbSKAAQoLU3RhZ2VIZWFkZXISFAoMbWlncmF0aW9uX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIvCgtvbl9jb25mbGljdBgDIAEoDjIaLnRoZXNldXMudjEuQ29uZmxpY3RQb2xpY3kSFwoPdGltZW91dF9zZWNvbmRzGAQgASgNImEKDVN0YWdlUmVzcG9uc2USKQoHb2JqZWN0cxgBIAMoCzIYLnRoZXNldXMudjEuU3RhZ2VkT2JqZWN0EiUKBmNsYWltcxgCIAMoCzIVLnRoZXNldXMudjEuQ2xhaW1JbmZvIkIKDFN0YWdlZE9iamVjdBIiCgNyZWYYASABKAsyFS50aGVzZXVzLnYxLk9iamVjdFJlZhIOCgZhY3Rpb24YAiABKAkiOQoOVW5zdGFnZVJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCSI8Cg9VbnN0YWdlUmVzcG9uc2USKQoHcmVtb3ZlZBgBIAMoCzIYLnRoZXNldXMudjEuU3RhZ2VkT2JqZWN0ImUKDlF1aWVzY2VSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIkCgNhcHAYAiABKAsyFy50aGVzZXVzLnYxLkFwcFNlbGVjdG9yEhcKD3RpbWVvdXRfc2Vjb25kcxgDIAEoDSJOCg9RdWllc2NlUmVzcG9uc2USJgoHY2hhbmdlZBgBIAMoCzIVLnRoZXNldXMudjEuT2JqZWN0UmVmEhMKC2R1cmF0aW9uX21zGAIgASgEIk4KEFVucXVpZXNjZVJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEiQKA2FwcBgCIAEoCzIXLnRoZXNldXMudjEuQXBwU2VsZWN0b3IiPAoRVW5xdWllc2NlUmVzcG9uc2USJwoIcmVzdG9yZWQYASADKAsyFS50aGVzZXVzLnYxLk9iamVjdFJlZiJnCg9BY3RpdmF0ZVJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRISCgp3YWl0X3JlYWR5GAMgASgIEhcKD3RpbWVvdXRfc2Vjb25kcxgEIAEoDSJRChBBY3RpdmF0ZVJlc3BvbnNlEigKCWFjdGl2YXRlZBgBIAMoCzIVLnRoZXNldXMudjEuT2JqZWN0UmVmEhMKC2R1cmF0aW9uX21zGAIgASgEKkUKDkNvbmZsaWN0UG9saWN5EhgKFENPTkZMSUNUX1BPTElDWV9GQUlMEAASGQoVQ09ORkxJQ1RfUE9MSUNZX0FET1BUEAEyhwcKDEFnZW50U2VydmljZRJCCgdHZXRJbmZvEhoudGhlc2V1cy52MS5HZXRJbmZvUmVxdWVzdBobLnRoZXNldXMudjEuR2V0SW5mb1Jlc3BvbnNlEk4KC09wZW5TZXNzaW9uEh4udGhlc2V1cy52MS5PcGVuU2Vzc2lvblJlcXVlc3QaHy50aGVzZXVzLnYxLk9wZW5TZXNzaW9uUmVzcG9uc2USUQoMQ2xvc2VTZXNzaW9uEh8udGhlc2V1cy52MS5DbG9zZVNlc3Npb25SZXF1ZXN0GiAudGhlc2V1cy52MS5DbG9zZVNlc3Npb25SZXNwb25zZRJNCgpTeW5jVm9sdW1lEh0udGhlc2V1cy52MS5TeW5jVm9sdW1lUmVxdWVzdBoeLnRoZXNldXMudjEuU3luY1ZvbHVtZVJlc3BvbnNlMAESUQoMU2V0QmFuZHdpZHRoEh8udGhlc2V1cy52MS5TZXRCYW5kd2lkdGhSZXF1ZXN0GiAudGhlc2V1cy52MS5TZXRCYW5kd2lkdGhSZXNwb25zZRJECghEaXNjb3ZlchIbLnRoZXNldXMudjEuRGlzY292ZXJSZXF1ZXN0GhkudGhlc2V1cy52MS5EaXNjb3ZlckV2ZW50MAESTwoPRGVzY3JpYmVDbHVzdGVyEiIudGhlc2V1cy52MS5EZXNjcmliZUNsdXN0ZXJSZXF1ZXN0GhgudGhlc2V1cy52MS5DbHVzdGVyRmFjdHMSPgoFU3RhZ2USGC50aGVzZXVzLnYxLlN0YWdlUmVxdWVzdBoZLnRoZXNldXMudjEuU3RhZ2VSZXNwb25zZSgBEkIKB1Vuc3RhZ2USGi50aGVzZXVzLnYxLlVuc3RhZ2VSZXF1ZXN0GhsudGhlc2V1cy52MS5VbnN0YWdlUmVzcG9uc2USQgoHUXVpZXNjZRIaLnRoZXNldXMudjEuUXVpZXNjZVJlcXVlc3QaGy50aGVzZXVzLnYxLlF1aWVzY2VSZXNwb25zZRJICglVbnF1aWVzY2USHC50aGVzZXVzLnYxLlVucXVpZXNjZVJlcXVlc3QaHS50aGVzZXVzLnYxLlVucXVpZXNjZVJlc3BvbnNlEkUKCEFjdGl2YXRlEhsudGhlc2V1cy52MS5BY3RpdmF0ZVJlcXVlc3QaHC50aGVzZXVzLnYxLkFjdGl2YXRlUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message theseus.v1.GetInfoRequest
@@ -439,6 +439,690 @@ export const RoundStatsSchema: GenMessage<RoundStats> = /*@__PURE__*/
   messageDesc(file_theseus_v1_agent, 12);
 
 /**
+ * Which application: a namespace, optionally narrowed to a label selector or to one Helm release.
+ *
+ * @generated from message theseus.v1.AppSelector
+ */
+export type AppSelector = Message<"theseus.v1.AppSelector"> & {
+  /**
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * A Kubernetes label selector (`app=shop,tier!=cache`); empty = every object of the namespace.
+   *
+   * @generated from field: string label_selector = 2;
+   */
+  labelSelector: string;
+
+  /**
+   * Objects of this Helm 3 release (annotation meta.helm.sh/release-name) and the release's own secrets.
+   *
+   * @generated from field: string helm_release = 3;
+   */
+  helmRelease: string;
+};
+
+/**
+ * Describes the message theseus.v1.AppSelector.
+ * Use `create(AppSelectorSchema)` to create a new message.
+ */
+export const AppSelectorSchema: GenMessage<AppSelector> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 13);
+
+/**
+ * One object, by the fields that name it.
+ *
+ * @generated from message theseus.v1.ObjectRef
+ */
+export type ObjectRef = Message<"theseus.v1.ObjectRef"> & {
+  /**
+   * @generated from field: string api_version = 1;
+   */
+  apiVersion: string;
+
+  /**
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * Empty for cluster-scoped objects.
+   *
+   * @generated from field: string namespace = 3;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string name = 4;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message theseus.v1.ObjectRef.
+ * Use `create(ObjectRefSchema)` to create a new message.
+ */
+export const ObjectRefSchema: GenMessage<ObjectRef> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 14);
+
+/**
+ * @generated from message theseus.v1.DiscoverRequest
+ */
+export type DiscoverRequest = Message<"theseus.v1.DiscoverRequest"> & {
+  /**
+   * @generated from field: theseus.v1.AppSelector app = 1;
+   */
+  app?: AppSelector | undefined;
+};
+
+/**
+ * Describes the message theseus.v1.DiscoverRequest.
+ * Use `create(DiscoverRequestSchema)` to create a new message.
+ */
+export const DiscoverRequestSchema: GenMessage<DiscoverRequest> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 15);
+
+/**
+ * @generated from message theseus.v1.DiscoverEvent
+ */
+export type DiscoverEvent = Message<"theseus.v1.DiscoverEvent"> & {
+  /**
+   * @generated from oneof theseus.v1.DiscoverEvent.event
+   */
+  event: {
+    /**
+     * One object as the source API server returned it, JSON-encoded (apiVersion, kind, metadata, spec, status...).
+     *
+     * @generated from field: string object_json = 1;
+     */
+    value: string;
+    case: "objectJson";
+  } | {
+    /**
+     * One PersistentVolumeClaim of the application, with what the agent measured of its volume.
+     *
+     * @generated from field: theseus.v1.ClaimInfo claim = 2;
+     */
+    value: ClaimInfo;
+    case: "claim";
+  } | {
+    /**
+     * Sent last.
+     *
+     * @generated from field: theseus.v1.DiscoverSummary done = 3;
+     */
+    value: DiscoverSummary;
+    case: "done";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message theseus.v1.DiscoverEvent.
+ * Use `create(DiscoverEventSchema)` to create a new message.
+ */
+export const DiscoverEventSchema: GenMessage<DiscoverEvent> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 16);
+
+/**
+ * @generated from message theseus.v1.ClaimInfo
+ */
+export type ClaimInfo = Message<"theseus.v1.ClaimInfo"> & {
+  /**
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string storage_class = 3;
+   */
+  storageClass: string;
+
+  /**
+   * Requested (spec) and provisioned (status) capacity.
+   *
+   * @generated from field: uint64 requested_bytes = 4;
+   */
+  requestedBytes: bigint;
+
+  /**
+   * @generated from field: uint64 capacity_bytes = 5;
+   */
+  capacityBytes: bigint;
+
+  /**
+   * Bytes the volume's files occupy, measured by the agent through its volume access; 0 when not measurable.
+   *
+   * @generated from field: uint64 used_bytes = 6;
+   */
+  usedBytes: bigint;
+
+  /**
+   * @generated from field: string volume_name = 7;
+   */
+  volumeName: string;
+
+  /**
+   * @generated from field: repeated string access_modes = 8;
+   */
+  accessModes: string[];
+
+  /**
+   * How this agent reaches the volume's files: "direct" (local or hostPath PV), or empty when it cannot; then `reason`.
+   *
+   * @generated from field: string access = 9;
+   */
+  access: string;
+
+  /**
+   * @generated from field: string reason = 10;
+   */
+  reason: string;
+
+  /**
+   * The volume reference the sync engine and transfer sessions take for this claim ("NAMESPACE/CLAIM").
+   *
+   * @generated from field: string volume = 11;
+   */
+  volume: string;
+};
+
+/**
+ * Describes the message theseus.v1.ClaimInfo.
+ * Use `create(ClaimInfoSchema)` to create a new message.
+ */
+export const ClaimInfoSchema: GenMessage<ClaimInfo> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 17);
+
+/**
+ * @generated from message theseus.v1.DiscoverSummary
+ */
+export type DiscoverSummary = Message<"theseus.v1.DiscoverSummary"> & {
+  /**
+   * @generated from field: string cluster_name = 1;
+   */
+  clusterName: string;
+
+  /**
+   * @generated from field: string server_version = 2;
+   */
+  serverVersion: string;
+
+  /**
+   * The kinds discovery listed (group/version/kind), for the plan's report.
+   *
+   * @generated from field: repeated theseus.v1.ServedResource resources = 3;
+   */
+  resources: ServedResource[];
+
+  /**
+   * Kinds that could not be listed (forbidden, erroring aggregated APIs), with the reason: reported, never dropped.
+   *
+   * @generated from field: repeated string warnings = 4;
+   */
+  warnings: string[];
+};
+
+/**
+ * Describes the message theseus.v1.DiscoverSummary.
+ * Use `create(DiscoverSummarySchema)` to create a new message.
+ */
+export const DiscoverSummarySchema: GenMessage<DiscoverSummary> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 18);
+
+/**
+ * @generated from message theseus.v1.ServedResource
+ */
+export type ServedResource = Message<"theseus.v1.ServedResource"> & {
+  /**
+   * "" for the core group.
+   *
+   * @generated from field: string group = 1;
+   */
+  group: string;
+
+  /**
+   * @generated from field: string version = 2;
+   */
+  version: string;
+
+  /**
+   * @generated from field: string kind = 3;
+   */
+  kind: string;
+
+  /**
+   * The plural resource name (`deployments`).
+   *
+   * @generated from field: string resource = 4;
+   */
+  resource: string;
+
+  /**
+   * @generated from field: bool namespaced = 5;
+   */
+  namespaced: boolean;
+
+  /**
+   * @generated from field: repeated string verbs = 6;
+   */
+  verbs: string[];
+
+  /**
+   * The group's preferred version.
+   *
+   * @generated from field: bool preferred = 7;
+   */
+  preferred: boolean;
+};
+
+/**
+ * Describes the message theseus.v1.ServedResource.
+ * Use `create(ServedResourceSchema)` to create a new message.
+ */
+export const ServedResourceSchema: GenMessage<ServedResource> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 19);
+
+/**
+ * @generated from message theseus.v1.DescribeClusterRequest
+ */
+export type DescribeClusterRequest = Message<"theseus.v1.DescribeClusterRequest"> & {
+  /**
+   * The namespace the application will live in on this cluster.
+   *
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * Objects whose presence the plan must know (name conflicts, cluster-scoped dependencies); api_version may be empty
+   * to match the kind in any served version.
+   *
+   * @generated from field: repeated theseus.v1.ObjectRef lookup = 2;
+   */
+  lookup: ObjectRef[];
+};
+
+/**
+ * Describes the message theseus.v1.DescribeClusterRequest.
+ * Use `create(DescribeClusterRequestSchema)` to create a new message.
+ */
+export const DescribeClusterRequestSchema: GenMessage<DescribeClusterRequest> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 20);
+
+/**
+ * @generated from message theseus.v1.ClusterFacts
+ */
+export type ClusterFacts = Message<"theseus.v1.ClusterFacts"> & {
+  /**
+   * @generated from field: string cluster_name = 1;
+   */
+  clusterName: string;
+
+  /**
+   * @generated from field: string server_version = 2;
+   */
+  serverVersion: string;
+
+  /**
+   * Every served resource in every served version (the plan converts or refuses kinds the cluster serves otherwise).
+   *
+   * @generated from field: repeated theseus.v1.ServedResource resources = 3;
+   */
+  resources: ServedResource[];
+
+  /**
+   * JSON objects the checks read: every StorageClass, the namespace (if it exists), its ResourceQuotas and
+   * LimitRanges, every CustomResourceDefinition, and each looked-up object that exists.
+   *
+   * @generated from field: repeated string objects_json = 4;
+   */
+  objectsJson: string[];
+};
+
+/**
+ * Describes the message theseus.v1.ClusterFacts.
+ * Use `create(ClusterFactsSchema)` to create a new message.
+ */
+export const ClusterFactsSchema: GenMessage<ClusterFacts> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 21);
+
+/**
+ * @generated from message theseus.v1.StageRequest
+ */
+export type StageRequest = Message<"theseus.v1.StageRequest"> & {
+  /**
+   * @generated from oneof theseus.v1.StageRequest.item
+   */
+  item: {
+    /**
+     * @generated from field: theseus.v1.StageHeader header = 1;
+     */
+    value: StageHeader;
+    case: "header";
+  } | {
+    /**
+     * One planned object (rewritten for this cluster), JSON-encoded.
+     *
+     * @generated from field: string object_json = 2;
+     */
+    value: string;
+    case: "objectJson";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message theseus.v1.StageRequest.
+ * Use `create(StageRequestSchema)` to create a new message.
+ */
+export const StageRequestSchema: GenMessage<StageRequest> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 22);
+
+/**
+ * @generated from message theseus.v1.StageHeader
+ */
+export type StageHeader = Message<"theseus.v1.StageHeader"> & {
+  /**
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+
+  /**
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: theseus.v1.ConflictPolicy on_conflict = 3;
+   */
+  onConflict: ConflictPolicy;
+
+  /**
+   * How long binding claims and waiting for CRDs may take; 0 = the agent's default.
+   *
+   * @generated from field: uint32 timeout_seconds = 4;
+   */
+  timeoutSeconds: number;
+};
+
+/**
+ * Describes the message theseus.v1.StageHeader.
+ * Use `create(StageHeaderSchema)` to create a new message.
+ */
+export const StageHeaderSchema: GenMessage<StageHeader> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 23);
+
+/**
+ * @generated from message theseus.v1.StageResponse
+ */
+export type StageResponse = Message<"theseus.v1.StageResponse"> & {
+  /**
+   * @generated from field: repeated theseus.v1.StagedObject objects = 1;
+   */
+  objects: StagedObject[];
+
+  /**
+   * The staged claims, bound, with the volume reference the sync engine takes for each.
+   *
+   * @generated from field: repeated theseus.v1.ClaimInfo claims = 2;
+   */
+  claims: ClaimInfo[];
+};
+
+/**
+ * Describes the message theseus.v1.StageResponse.
+ * Use `create(StageResponseSchema)` to create a new message.
+ */
+export const StageResponseSchema: GenMessage<StageResponse> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 24);
+
+/**
+ * @generated from message theseus.v1.StagedObject
+ */
+export type StagedObject = Message<"theseus.v1.StagedObject"> & {
+  /**
+   * @generated from field: theseus.v1.ObjectRef ref = 1;
+   */
+  ref?: ObjectRef | undefined;
+
+  /**
+   * "created", "adopted" or "unchanged" (staged by this migration before).
+   *
+   * @generated from field: string action = 2;
+   */
+  action: string;
+};
+
+/**
+ * Describes the message theseus.v1.StagedObject.
+ * Use `create(StagedObjectSchema)` to create a new message.
+ */
+export const StagedObjectSchema: GenMessage<StagedObject> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 25);
+
+/**
+ * @generated from message theseus.v1.UnstageRequest
+ */
+export type UnstageRequest = Message<"theseus.v1.UnstageRequest"> & {
+  /**
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+
+  /**
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+};
+
+/**
+ * Describes the message theseus.v1.UnstageRequest.
+ * Use `create(UnstageRequestSchema)` to create a new message.
+ */
+export const UnstageRequestSchema: GenMessage<UnstageRequest> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 26);
+
+/**
+ * @generated from message theseus.v1.UnstageResponse
+ */
+export type UnstageResponse = Message<"theseus.v1.UnstageResponse"> & {
+  /**
+   * @generated from field: repeated theseus.v1.StagedObject removed = 1;
+   */
+  removed: StagedObject[];
+};
+
+/**
+ * Describes the message theseus.v1.UnstageResponse.
+ * Use `create(UnstageResponseSchema)` to create a new message.
+ */
+export const UnstageResponseSchema: GenMessage<UnstageResponse> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 27);
+
+/**
+ * @generated from message theseus.v1.QuiesceRequest
+ */
+export type QuiesceRequest = Message<"theseus.v1.QuiesceRequest"> & {
+  /**
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+
+  /**
+   * @generated from field: theseus.v1.AppSelector app = 2;
+   */
+  app?: AppSelector | undefined;
+
+  /**
+   * How long to wait for the writers to be gone; 0 = the agent's default.
+   *
+   * @generated from field: uint32 timeout_seconds = 3;
+   */
+  timeoutSeconds: number;
+};
+
+/**
+ * Describes the message theseus.v1.QuiesceRequest.
+ * Use `create(QuiesceRequestSchema)` to create a new message.
+ */
+export const QuiesceRequestSchema: GenMessage<QuiesceRequest> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 28);
+
+/**
+ * @generated from message theseus.v1.QuiesceResponse
+ */
+export type QuiesceResponse = Message<"theseus.v1.QuiesceResponse"> & {
+  /**
+   * The objects Quiesce changed (and will restore); an object already at rest is not listed.
+   *
+   * @generated from field: repeated theseus.v1.ObjectRef changed = 1;
+   */
+  changed: ObjectRef[];
+
+  /**
+   * From the first patch until the last pod that mounted a claim was gone.
+   *
+   * @generated from field: uint64 duration_ms = 2;
+   */
+  durationMs: bigint;
+};
+
+/**
+ * Describes the message theseus.v1.QuiesceResponse.
+ * Use `create(QuiesceResponseSchema)` to create a new message.
+ */
+export const QuiesceResponseSchema: GenMessage<QuiesceResponse> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 29);
+
+/**
+ * @generated from message theseus.v1.UnquiesceRequest
+ */
+export type UnquiesceRequest = Message<"theseus.v1.UnquiesceRequest"> & {
+  /**
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+
+  /**
+   * @generated from field: theseus.v1.AppSelector app = 2;
+   */
+  app?: AppSelector | undefined;
+};
+
+/**
+ * Describes the message theseus.v1.UnquiesceRequest.
+ * Use `create(UnquiesceRequestSchema)` to create a new message.
+ */
+export const UnquiesceRequestSchema: GenMessage<UnquiesceRequest> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 30);
+
+/**
+ * @generated from message theseus.v1.UnquiesceResponse
+ */
+export type UnquiesceResponse = Message<"theseus.v1.UnquiesceResponse"> & {
+  /**
+   * @generated from field: repeated theseus.v1.ObjectRef restored = 1;
+   */
+  restored: ObjectRef[];
+};
+
+/**
+ * Describes the message theseus.v1.UnquiesceResponse.
+ * Use `create(UnquiesceResponseSchema)` to create a new message.
+ */
+export const UnquiesceResponseSchema: GenMessage<UnquiesceResponse> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 31);
+
+/**
+ * @generated from message theseus.v1.ActivateRequest
+ */
+export type ActivateRequest = Message<"theseus.v1.ActivateRequest"> & {
+  /**
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+
+  /**
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: bool wait_ready = 3;
+   */
+  waitReady: boolean;
+
+  /**
+   * 0 = the agent's default.
+   *
+   * @generated from field: uint32 timeout_seconds = 4;
+   */
+  timeoutSeconds: number;
+};
+
+/**
+ * Describes the message theseus.v1.ActivateRequest.
+ * Use `create(ActivateRequestSchema)` to create a new message.
+ */
+export const ActivateRequestSchema: GenMessage<ActivateRequest> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 32);
+
+/**
+ * @generated from message theseus.v1.ActivateResponse
+ */
+export type ActivateResponse = Message<"theseus.v1.ActivateResponse"> & {
+  /**
+   * @generated from field: repeated theseus.v1.ObjectRef activated = 1;
+   */
+  activated: ObjectRef[];
+
+  /**
+   * Until every activated workload reported its replicas ready (0 when not waited for).
+   *
+   * @generated from field: uint64 duration_ms = 2;
+   */
+  durationMs: bigint;
+};
+
+/**
+ * Describes the message theseus.v1.ActivateResponse.
+ * Use `create(ActivateResponseSchema)` to create a new message.
+ */
+export const ActivateResponseSchema: GenMessage<ActivateResponse> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 33);
+
+/**
+ * @generated from enum theseus.v1.ConflictPolicy
+ */
+export enum ConflictPolicy {
+  /**
+   * An object that exists already and was not staged by this migration fails the staging.
+   *
+   * @generated from enum value: CONFLICT_POLICY_FAIL = 0;
+   */
+  FAIL = 0,
+
+  /**
+   * Such an object is adopted: left as it is, labelled, never deleted by Unstage.
+   *
+   * @generated from enum value: CONFLICT_POLICY_ADOPT = 1;
+   */
+  ADOPT = 1,
+}
+
+/**
+ * Describes the enum theseus.v1.ConflictPolicy.
+ */
+export const ConflictPolicySchema: GenEnum<ConflictPolicy> = /*@__PURE__*/
+  enumDesc(file_theseus_v1_agent, 0);
+
+/**
  * @generated from service theseus.v1.AgentService
  */
 export const AgentService: GenService<{
@@ -493,6 +1177,89 @@ export const AgentService: GenService<{
     methodKind: "unary";
     input: typeof SetBandwidthRequestSchema;
     output: typeof SetBandwidthResponseSchema;
+  },
+  /**
+   * The application model (the agent's Kubernetes side). Each agent owns every Kubernetes read and write of its own
+   * cluster; the coordinator holds no kube credentials. Objects travel as JSON exactly as the API server returned
+   * them (or as the plan rewrote them): the kinds' details live in app-model/, shared by agent and coordinator.
+   *
+   * On the source agent: every object of the application (all namespaced kinds the API server serves, found by API
+   * discovery, narrowed by the selector) and the cluster-scoped objects it depends on, then its claims with their
+   * sizes. Nothing is filtered or changed here: the plan (app-model) decides what moves and what stays, and why.
+   *
+   * @generated from rpc theseus.v1.AgentService.Discover
+   */
+  discover: {
+    methodKind: "server_streaming";
+    input: typeof DiscoverRequestSchema;
+    output: typeof DiscoverEventSchema;
+  },
+  /**
+   * On the target agent: what the plan's checks need to know about this cluster (served kinds and versions, storage
+   * classes, the target namespace with its quotas and limit ranges, which of the named objects exist already).
+   *
+   * @generated from rpc theseus.v1.AgentService.DescribeCluster
+   */
+  describeCluster: {
+    methodKind: "unary";
+    input: typeof DescribeClusterRequestSchema;
+    output: typeof ClusterFactsSchema;
+  },
+  /**
+   * On the target agent: creates the planned objects in dependency order, labelled with the migration id, workloads
+   * at zero replicas (the original count remembered in an annotation), CronJobs suspended; binds the claims and makes
+   * each one readable and writable by this agent. The first message carries the header, each later one an object.
+   * Idempotent: re-running with the same objects changes nothing.
+   *
+   * @generated from rpc theseus.v1.AgentService.Stage
+   */
+  stage: {
+    methodKind: "client_streaming";
+    input: typeof StageRequestSchema;
+    output: typeof StageResponseSchema;
+  },
+  /**
+   * On the target agent: removes exactly what Stage created for the migration (adopted objects only lose its labels).
+   *
+   * @generated from rpc theseus.v1.AgentService.Unstage
+   */
+  unstage: {
+    methodKind: "unary";
+    input: typeof UnstageRequestSchema;
+    output: typeof UnstageResponseSchema;
+  },
+  /**
+   * On the source agent: stops the application's writers per kind (scale to zero, park DaemonSets, suspend CronJobs,
+   * pause Jobs), remembering each original value in an annotation, then waits until every pod that mounts one of the
+   * application's claims is gone (not merely terminating). Idempotent.
+   *
+   * @generated from rpc theseus.v1.AgentService.Quiesce
+   */
+  quiesce: {
+    methodKind: "unary";
+    input: typeof QuiesceRequestSchema;
+    output: typeof QuiesceResponseSchema;
+  },
+  /**
+   * On the source agent: restores exactly what Quiesce of this migration changed, to the remembered values.
+   *
+   * @generated from rpc theseus.v1.AgentService.Unquiesce
+   */
+  unquiesce: {
+    methodKind: "unary";
+    input: typeof UnquiesceRequestSchema;
+    output: typeof UnquiesceResponseSchema;
+  },
+  /**
+   * On the target agent: brings the staged application up with the remembered replicas and suspensions, and (when
+   * asked) waits until its workloads are ready.
+   *
+   * @generated from rpc theseus.v1.AgentService.Activate
+   */
+  activate: {
+    methodKind: "unary";
+    input: typeof ActivateRequestSchema;
+    output: typeof ActivateResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_theseus_v1_agent, 0);

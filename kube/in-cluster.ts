@@ -1,6 +1,6 @@
-// In-cluster credentials for programs that run as pods of a local cluster (the agent, for movers). A real pod reads
-// its service-account token at /var/run/secrets/kubernetes.io/serviceaccount; a local process cannot mount, so the
-// emulated kubelet passes the directory in THESEUS_MOUNTS. This works in both worlds: on a real cluster the mapping is
+// In-cluster credentials for programs that run as pods (the agent, its movers), on a real cluster or a local one. A
+// real pod reads its service-account token at /var/run/secrets/kubernetes.io/serviceaccount; a local process cannot
+// mount, so the local clusters' emulated kubelet passes the directory in THESEUS_MOUNTS. This works in both worlds: on a real cluster the mapping is
 // absent and the standard path is used.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
