@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { VERSION } from "../../common/index.js";
 import { registerLocalCommands } from "../../local-clusters/index.js";
+import { register as registerAgents } from "./agents.js";
 import { register as registerCerts } from "./certs.js";
 import { register as registerCopy } from "./copy.js";
 import { register as registerDemo } from "./demo.js";
@@ -28,6 +29,7 @@ Exit codes: 0 done, 1 failed, 2 bad usage or input, 3 an agent unreachable or re
 error, 130 cancelled.`,
     );
   registerCerts(program);
+  registerAgents(program);
   registerCopy(program);
   registerDemo(program);
   registerSyncDirs(program);
