@@ -120,6 +120,12 @@ export interface PlanOptions {
   /** Keep Services' nodePorts (a fixed nodePort often collides in the target, so they are dropped by default). */
   readonly keepNodePorts: boolean;
   readonly onConflict: ConflictPolicy;
+  /**
+   * The migration the plan is for, when there is one (stage, the transaction): an object on the target labelled
+   * with it was staged by this migration before and is planned as a create again (staging is idempotent), not as a
+   * conflict. Without it (`theseus plan`), every existing object is a conflict.
+   */
+  readonly migrationId?: string;
 }
 
 /** A user rule, modelled on Velero's resource modifiers; validated against RULES_SCHEMA by parseRules. */
