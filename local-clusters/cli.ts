@@ -1,14 +1,27 @@
-// `theseus local up|down|list|openshift`: developer commands for local clusters. The lead wires this into the
-// theseus CLI with registerLocalCommands(program); local-clusters/main.ts is a stand-alone entry until then.
+// `theseus local up|down|list|openshift`: developer commands for local clusters, registered into the theseus CLI by
+// the coordinator with hooks that give each cluster its agent (certificates, registration); local-clusters/main.ts is
+// a stand-alone entry without an agent. The local clusters never issue certificates or know the coordinator's config.
 import type { Command } from "commander";
 import { createLogger } from "../common/index.js";
+import type { LocalAgentOptions } from "./agent.js";
 import { downCluster, getCluster, listClusters, upCluster } from "./cluster.js";
+import type { LocalCluster } from "./cluster.js";
 import { KNOWN_IMAGES } from "./images.js";
 import { installOpenShiftKinds } from "./openshift.js";
 import { BUILD_SCRIPT, clustersRoot } from "./paths.js";
 import { STORAGE_CLASS_IMMEDIATE, STORAGE_CLASS_WAIT } from "./provisioner.js";
 
-export function registerLocalCommands(program: Command): Command {
+/** What the coordinator adds to `local up` and `local down`: the cluster's agent. */
+export interface LocalCommandHooks {
+  /** Before `up` starts the agent: makes its certificates exist and says where they are. */
+  prepareAgent(name: string, command: Command): Promise<LocalAgentOptions>;
+  /** After `up`: e.g. registers the agent under the cluster's name; returns a line to show the user. */
+  afterUp(cluster: LocalCluster, command: Command): Promise<string>;
+  /** After `down` removed a cluster. */
+  afterDown(name: string, command: Command): Promise<void>;
+}
+
+export function registerLocalCommands(program: Command, hooks?: LocalCommandHooks): Command {
   const local = program
     .command("local")
     .description("run local Kubernetes clusters (real control plane, emulated kubelet) for demos and tests")
@@ -17,12 +30,19 @@ export function registerLocalCommands(program: Command): Command {
       `
 Each cluster runs etcd, kube-apiserver, kube-controller-manager and kube-scheduler (v1.20.2) on 127.0.0.1 with
 its own ports, CA and service CIDR, plus a node daemon that emulates the kubelet: pods of known images run as local
-processes, each with its own loopback pod IP (127.N.X.Y). State lives in ${clustersRoot()}/NAME.
+processes, each with its own loopback pod IP (127.N.X.Y). State lives in ${clustersRoot()}/NAME.${
+        hooks === undefined
+          ? ""
+          : `
+Each cluster also runs its Theseus agent (a local process with the cluster's kubeconfig) on 127.0.0.1, registered
+as an agent of the same name, so that \`theseus plan --from source --to target -n NS\` works right after two ups.`
+      }
 The control-plane binaries come from ${BUILD_SCRIPT} (first run: about 5-7 minutes of compiling).
 
 Examples:
   $ theseus local up source                  # start (or reuse) cluster "source"
   $ theseus local up target --nodes 2        # a second, independent cluster with two nodes
+  $ theseus plan --from source --to target -n shop
   $ export KUBECONFIG=$(theseus local up source --print-kubeconfig)
   $ theseus local list
   $ theseus local down source`,
@@ -47,10 +67,12 @@ Examples:
   $ theseus local up ocp --openshift
   $ kubectl --kubeconfig ~/.theseus/clusters/source/kubeconfig get nodes`,
     )
-    .action(async (name: string, opts: { nodes: string; openshift?: boolean; printKubeconfig?: boolean }) => {
+    .action(async (name: string, opts: { nodes: string; openshift?: boolean; printKubeconfig?: boolean }, command: Command) => {
       const logger = createLogger({ name: "theseus", level: opts.printKubeconfig === true ? "warn" : "info" });
-      const cluster = await upCluster(name, { nodes: Number(opts.nodes), logger });
+      const agent = hooks === undefined ? {} : { agent: await hooks.prepareAgent(name, command) };
+      const cluster = await upCluster(name, { nodes: Number(opts.nodes), logger, ...agent });
       if (opts.openshift === true) await installOpenShiftKinds(cluster.kubeconfigPath);
+      const registered = hooks === undefined ? undefined : await hooks.afterUp(cluster, command);
       if (opts.printKubeconfig === true) {
         console.log(cluster.kubeconfigPath);
         return;
@@ -60,17 +82,18 @@ Examples:
   kubeconfig:  ${cluster.kubeconfigPath}
   nodes:       ${cluster.nodes.join(", ")}
   services:    ${cluster.serviceCidr}   pod IPs: ${cluster.podIpPrefix}.x.y
-  state:       ${cluster.dataDir}
+  state:       ${cluster.dataDir}${cluster.agentAddress === undefined ? "" : `\n  agent:       ${cluster.agentAddress}${registered === undefined ? "" : ` (${registered})`}`}
 Try: kubectl --kubeconfig ${cluster.kubeconfigPath} get nodes`);
     });
 
   local
     .command("down")
     .argument("<name>", "cluster name")
-    .description("stop every process of a local cluster (pods get their grace period) and delete its state")
+    .description("stop every process of a local cluster (its agent, pods with their grace period) and delete its state")
     .addHelpText("after", "\nExample:\n  $ theseus local down source")
-    .action(async (name: string) => {
+    .action(async (name: string, _opts: unknown, command: Command) => {
       const existed = await downCluster(name);
+      await hooks?.afterDown(name, command);
       console.log(existed ? `cluster ${name} is down and its state is removed` : `no local cluster named ${name}`);
     });
 
@@ -89,12 +112,12 @@ Try: kubectl --kubeconfig ${cluster.kubeconfigPath} get nodes`);
         console.log("no local clusters; start one with: theseus local up NAME");
         return;
       }
-      const rows = clusters.map((c) => [c.name, c.status, c.apiServerUrl, String(c.nodes.length), c.serviceCidr, c.kubeconfigPath]);
-      const header = ["NAME", "STATUS", "API SERVER", "NODES", "SERVICE CIDR", "KUBECONFIG"];
+      const rows = clusters.map((c) => [c.name, c.status, c.apiServerUrl, c.agent?.address ?? "-", String(c.nodes.length), c.serviceCidr, c.kubeconfigPath]);
+      const header = ["NAME", "STATUS", "API SERVER", "AGENT", "NODES", "SERVICE CIDR", "KUBECONFIG"];
       const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
       for (const r of [header, ...rows]) console.log(r.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join("  ").trimEnd());
       for (const c of clusters.filter((x) => x.status !== "running")) {
-        const dead = Object.entries(c.components).filter(([, alive]) => !alive).map(([n]) => n);
+        const dead = [...Object.entries(c.components), ...(c.agent === undefined ? [] : [["agent", c.agent.running] as const])].filter(([, alive]) => !alive).map(([n]) => n);
         console.log(`\n${c.name}: not running: ${dead.join(", ")}; restart with: theseus local up ${c.name}`);
       }
     });

@@ -18,6 +18,8 @@ import type { ProcessRecord } from "./processes.js";
 import { COMPONENT_ORDER, readState, writeState } from "./state.js";
 import type { ClusterState, ComponentName, ComponentState } from "./state.js";
 import { storageClassManifests } from "./provisioner.js";
+import { agentAddress, ensureAgent } from "./agent.js";
+import type { LocalAgentOptions } from "./agent.js";
 
 export interface LocalCluster {
   readonly name: string;
@@ -30,6 +32,8 @@ export interface LocalCluster {
   readonly nodes: readonly string[];
   /** Directory under which the provisioner creates one directory per PV. */
   readonly pvDir: string;
+  /** HOST:PORT of the cluster's Theseus agent, once a `local up` started one. */
+  readonly agentAddress?: string;
 }
 
 export interface UpOptions {
@@ -39,6 +43,8 @@ export interface UpOptions {
   readonly logger?: Logger;
   /** How long to wait for the control plane and the nodes (default 180 s: first starts on 2 busy cores are slow). */
   readonly timeoutMs?: number;
+  /** Also run (or restart) the cluster's Theseus agent, with these certificates. */
+  readonly agent?: LocalAgentOptions;
 }
 
 export type ClusterStatus = "running" | "degraded" | "stopped";
@@ -46,6 +52,7 @@ export type ClusterStatus = "running" | "degraded" | "stopped";
 export interface ClusterSummary extends LocalCluster {
   readonly status: ClusterStatus;
   readonly components: Readonly<Record<ComponentName, boolean>>;
+  readonly agent?: { readonly address: string; readonly running: boolean };
   readonly createdAt: string;
 }
 
@@ -61,6 +68,7 @@ function toLocalCluster(state: ClusterState, dir: string): LocalCluster {
     podIpPrefix: state.podIpPrefix,
     nodes: state.nodes,
     pvDir: join(dir, "pv"),
+    ...(state.agent === undefined ? {} : { agentAddress: agentAddress(state.agent) }),
   };
 }
 
@@ -87,6 +95,7 @@ export async function upCluster(name: string, options: UpOptions = {}): Promise<
       await waitComponentReady(state, dir, component, timeoutMs, options.signal);
     }
     await waitClusterReady(state, dir, timeoutMs, options.signal);
+    if (options.agent !== undefined) state = await ensureAgent(state, dir, options.agent, timeoutMs, options.signal);
     return toLocalCluster(state, dir);
   }
 
@@ -113,6 +122,8 @@ export async function upCluster(name: string, options: UpOptions = {}): Promise<
     });
   }
   logger.info({ apiServerUrl: state.apiServerUrl, kubeconfig: state.kubeconfigPath }, "cluster is up");
+  // Outside the clean-up above: a cluster whose agent failed is still a good cluster, and the next up retries the agent.
+  if (options.agent !== undefined) state = await ensureAgent(state, dir, options.agent, timeoutMs, options.signal);
   return toLocalCluster(state, dir);
 }
 
@@ -391,7 +402,9 @@ async function failureDetail(state: ClusterState, dir: string): Promise<string> 
 }
 
 async function stopAll(state: ClusterState, dir: string): Promise<void> {
-  // The node daemon first: it stops its pods with their grace period while the API server still answers.
+  // The agent first (it may be writing to the API server), then the node daemon: it stops its pods with their grace
+  // period while the API server still answers.
+  if (state.agent?.process != null) await stopProcess(state.agent.process, 15_000);
   for (const c of [...COMPONENT_ORDER].reverse()) {
     const proc = state.components[c].process;
     if (proc !== null) await stopProcess(proc, c === "node-daemon" ? 40_000 : 10_000);
@@ -457,9 +470,11 @@ export async function listClusters(): Promise<ClusterSummary[]> {
         return [c, p !== null && isAlive(p)];
       }),
     ) as Record<ComponentName, boolean>;
+    const agent = state.agent === undefined ? undefined : { address: agentAddress(state.agent), running: state.agent.process !== null && isAlive(state.agent.process) };
     const alive = Object.values(components).filter(Boolean).length;
-    const status: ClusterStatus = alive === COMPONENT_ORDER.length ? "running" : alive === 0 ? "stopped" : "degraded";
-    out.push({ ...toLocalCluster(state, dir), status, components, createdAt: state.createdAt });
+    const status: ClusterStatus =
+      alive === COMPONENT_ORDER.length && agent?.running !== false ? "running" : alive === 0 && agent?.running !== true ? "stopped" : "degraded";
+    out.push({ ...toLocalCluster(state, dir), status, components, ...(agent === undefined ? {} : { agent }), createdAt: state.createdAt });
   }
   return out;
 }

@@ -19,6 +19,12 @@ export interface ComponentState {
   readonly process: ProcessRecord | null;
 }
 
+/** The cluster's Theseus agent (present once a `local up` asked for it; clusters made before it have none). */
+export interface LocalAgentState extends ComponentState {
+  /** Chosen once: the address registered with the coordinator stays true across restarts. */
+  readonly port: number;
+}
+
 export interface ClusterState {
   readonly version: 1;
   readonly name: string;
@@ -33,6 +39,7 @@ export interface ClusterState {
   readonly kubeconfigPath: string;
   readonly apiServerUrl: string;
   readonly components: Readonly<Record<ComponentName, ComponentState>>;
+  readonly agent?: LocalAgentState;
 }
 
 export function statePath(dir: string): string {
