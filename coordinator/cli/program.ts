@@ -6,6 +6,8 @@ import { register as registerAgents } from "./agents.js";
 import { register as registerCerts } from "./certs.js";
 import { register as registerCopy } from "./copy.js";
 import { register as registerDemo } from "./demo.js";
+import { localCommandHooks } from "./local.js";
+import { register as registerPlan } from "./plan.js";
 import { register as registerSyncDirs } from "./sync-dirs.js";
 
 export function createProgram(): Command {
@@ -24,15 +26,17 @@ Getting started:
   theseus demo                                   the whole story on this machine
   theseus certs init && theseus certs issue coordinator --name me
   theseus copy --from HOST:PORT --to HOST:PORT --volume data
+  theseus local up eu && theseus local up us && theseus plan --from eu --to us -n shop
 
 Exit codes: 0 done, 1 failed, 2 bad usage or input, 3 an agent unreachable or refusing us, 4 integrity or protocol
 error, 130 cancelled.`,
     );
   registerCerts(program);
   registerAgents(program);
+  registerPlan(program);
   registerCopy(program);
   registerDemo(program);
   registerSyncDirs(program);
-  registerLocalCommands(program);
+  registerLocalCommands(program, localCommandHooks());
   return program;
 }
