@@ -8,6 +8,8 @@ import type { TlsMaterial } from "../rpc/index.js";
 import { AgentService } from "../proto/gen/theseus/v1/agent_pb.js";
 import { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
 import type { AgentOptions } from "./config.js";
+import { createAppService } from "./app-service.js";
+import { connectCluster } from "./cluster/index.js";
 import { createControlService } from "./control-service.js";
 import { SessionRegistry } from "./sessions.js";
 import { SyncSources } from "./sync/index.js";
@@ -32,20 +34,32 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
   const logger = (deps.logger ?? silentLogger()).child({ component: "agent", cluster: options.clusterName });
   const tls = deps.tls ?? (await readTls(options));
   await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
-  const volumes = new VolumeRegistry(options.volumes);
+  const cluster = connectCluster(options.cluster, options.nodeName);
+  const volumes = new VolumeRegistry(options.volumes, cluster?.volumes);
   const sessions = new SessionRegistry();
   const syncSources = new SyncSources(options.stateDir, logger.child({ component: "sync-source" }));
 
   const server = createRpcServer({ tls, logger });
   server.add(
     AgentService,
-    createControlService({ clusterName: options.clusterName, version: VERSION, volumes, sessions, tls, sessionTtlMs: options.sessionTtlMs, logger, stateDir: options.stateDir, syncSources }),
+    createControlService({
+      clusterName: options.clusterName,
+      version: VERSION,
+      volumes,
+      sessions,
+      tls,
+      sessionTtlMs: options.sessionTtlMs,
+      logger,
+      stateDir: options.stateDir,
+      syncSources,
+      app: createAppService({ clusterName: options.clusterName, cluster, logger, defaultTimeoutMs: options.kubeTimeoutMs }),
+    }),
     { allowedRoles: ["coordinator"] },
   );
   server.add(TransferService, createTransferService({ volumes, sessions, logger, syncSources }), { allowedRoles: ["agent"] });
   const port = await server.listen(options.listenHost, options.listenPort);
   const address = `${options.listenHost.includes(":") ? `[${options.listenHost}]` : options.listenHost}:${port}`;
-  logger.info({ address, volumes: volumes.names(), version: VERSION }, "agent listening");
+  logger.info({ address, volumes: volumes.names(), cluster: options.cluster.kind, version: VERSION }, "agent listening");
 
   return {
     address,
@@ -53,6 +67,7 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
     async close(graceMs = options.shutdownGraceMs) {
       logger.info({ graceMs }, "agent shutting down");
       await server.shutdown(graceMs);
+      await volumes.close();
     },
   };
 }

@@ -6,6 +6,7 @@ import { parse as parseYaml } from "yaml";
 import { TheseusError, systemErrorCode } from "../common/index.js";
 import type { LogLevel } from "../common/index.js";
 import { validateIdentityName } from "../rpc/index.js";
+import type { ClusterSource } from "./cluster/index.js";
 
 export interface AgentOptions {
   readonly clusterName: string;
@@ -19,6 +20,12 @@ export interface AgentOptions {
   readonly logLevel: LogLevel;
   readonly sessionTtlMs: number;
   readonly shutdownGraceMs: number;
+  /** Where the agent's own Kubernetes cluster comes from: a kubeconfig, its pod's service account, or none. */
+  readonly cluster: ClusterSource;
+  /** The node this agent runs on (holder pods are pinned there); undefined: any node reaches the volumes. */
+  readonly nodeName: string | undefined;
+  /** How long binding claims, deletions, pods going away and readiness may take when a call does not say. */
+  readonly kubeTimeoutMs: number;
 }
 
 /** The raw, optional settings each source may supply; strings as a user typed them. */
@@ -33,6 +40,10 @@ export interface AgentSettings {
   stateDir?: string | undefined;
   logLevel?: string | undefined;
   sessionTtlSeconds?: number | undefined;
+  kubeconfig?: string | undefined;
+  /** Set from KUBERNETES_SERVICE_HOST: the agent runs in a pod. */
+  inCluster?: boolean | undefined;
+  nodeName?: string | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -55,7 +66,7 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
   }
   if (data === null || data === undefined) return {};
   if (typeof data !== "object" || Array.isArray(data)) throw new TheseusError("invalid_argument", `${path} must hold a YAML mapping`);
-  const known = new Set(["clusterName", "listen", "volumes", "pkiDir", "tlsCa", "tlsCert", "tlsKey", "stateDir", "logLevel", "sessionTtlSeconds"]);
+  const known = new Set(["clusterName", "listen", "volumes", "pkiDir", "tlsCa", "tlsCert", "tlsKey", "stateDir", "logLevel", "sessionTtlSeconds", "kubeconfig", "nodeName"]);
   for (const key of Object.keys(data)) {
     if (!known.has(key)) throw new TheseusError("invalid_argument", `${path}: unknown setting "${key}"`, { hint: `known settings: ${[...known].join(", ")}` });
   }
@@ -83,6 +94,8 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
     stateDir: str("stateDir"),
     logLevel: str("logLevel"),
     sessionTtlSeconds: ttl,
+    kubeconfig: str("kubeconfig"),
+    nodeName: str("nodeName"),
   };
 }
 
@@ -100,6 +113,9 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): AgentSettings {
     stateDir: env["THESEUS_STATE_DIR"],
     logLevel: env["THESEUS_LOG_LEVEL"],
     sessionTtlSeconds: ttl === undefined ? undefined : Number(ttl),
+    kubeconfig: env["THESEUS_KUBECONFIG"],
+    inCluster: env["KUBERNETES_SERVICE_HOST"] === undefined ? undefined : true,
+    nodeName: env["THESEUS_NODE_NAME"],
   };
 }
 
@@ -158,6 +174,9 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
   const ttl = merged.sessionTtlSeconds ?? 3600;
   if (!Number.isFinite(ttl) || ttl <= 0) throw new TheseusError("invalid_argument", `session TTL must be a positive number of seconds, not ${ttl}`);
 
+  const kubeconfig = merged.kubeconfig === undefined || merged.kubeconfig === "" ? undefined : resolve(merged.kubeconfig);
+  const cluster: ClusterSource = kubeconfig !== undefined ? { kind: "kubeconfig", path: kubeconfig } : merged.inCluster === true ? { kind: "in-cluster" } : { kind: "none" };
+
   return {
     clusterName,
     listenHost: host,
@@ -168,6 +187,9 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
     logLevel,
     sessionTtlMs: ttl * 1000,
     shutdownGraceMs: 10_000,
+    cluster,
+    nodeName: merged.nodeName === undefined || merged.nodeName === "" ? undefined : merged.nodeName,
+    kubeTimeoutMs: 300_000,
   };
 }
 

@@ -12,6 +12,7 @@ import type { SyncConnect, SyncSources } from "./sync/index.js";
 import { SESSION_TOKEN_METADATA } from "./sessions.js";
 import type { SessionRegistry } from "./sessions.js";
 import type { VolumeRegistry } from "./volumes.js";
+import type { AppHandlers } from "./app-service.js";
 
 export interface ControlServiceDeps {
   readonly clusterName: string;
@@ -24,6 +25,8 @@ export interface ControlServiceDeps {
   /** The agent's state directory: sync indexes live below it, never in a volume. */
   readonly stateDir: string;
   readonly syncSources: SyncSources;
+  /** The application-model handlers (agent/app-service.ts). */
+  readonly app: AppHandlers;
 }
 
 type SyncEvent = MessageInitShape<typeof SyncVolumeResponseSchema>;
@@ -122,30 +125,7 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
       return {};
     },
 
-    // TEMPORARY (replaced by the application model's handlers before this lands).
-    async *discover() {
-      yield* [];
-      throw notYet();
-    },
-    async describeCluster() {
-      throw notYet();
-    },
-    async stage() {
-      throw notYet();
-    },
-    async unstage() {
-      throw notYet();
-    },
-    async quiesce() {
-      throw notYet();
-    },
-    async unquiesce() {
-      throw notYet();
-    },
-    async activate() {
-      throw notYet();
-    },
+    ...deps.app,
   };
 }
 
-const notYet = (): TheseusError => new TheseusError("failed_precondition", "not implemented yet");

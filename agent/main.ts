@@ -16,12 +16,14 @@ interface Flags {
   tlsKey?: string;
   stateDir?: string;
   logLevel?: string;
+  kubeconfig?: string;
+  nodeName?: string;
 }
 
 const program = new Command("theseus-agent")
   .description("The Theseus agent: serves this cluster's volumes to coordinators and to its peer agent over mTLS gRPC.")
   .version(VERSION)
-  .option("-c, --config <file>", "YAML config file (keys: clusterName, listen, volumes, pkiDir, tlsCa, tlsCert, tlsKey, stateDir, logLevel)")
+  .option("-c, --config <file>", "YAML config file (keys: clusterName, listen, volumes, pkiDir, tlsCa, tlsCert, tlsKey, stateDir, logLevel, kubeconfig, nodeName)")
   .option("--cluster <name>", "this cluster's name; must match the agent certificate (env THESEUS_CLUSTER)")
   .option("--listen <host:port>", "address to listen on (env THESEUS_LISTEN; default 0.0.0.0:7443)")
   .option("--volume <name=path>", "serve a directory as a named volume; repeatable (env THESEUS_VOLUMES=a=/x,b=/y)", (v: string, all: string[]) => [...all, v], [])
@@ -30,12 +32,15 @@ const program = new Command("theseus-agent")
   .option("--tls-cert <file>", "agent certificate (overrides --pki-dir)")
   .option("--tls-key <file>", "agent key (overrides --pki-dir)")
   .option("--state-dir <dir>", "where the agent keeps its own state, never inside a volume (env THESEUS_STATE_DIR)")
+  .option("--kubeconfig <file>", "this cluster's kubeconfig, for an agent outside the cluster (env THESEUS_KUBECONFIG); in a pod its service account is used")
+  .option("--node-name <name>", "the node whose volumes this agent reaches; holder pods are pinned there (env THESEUS_NODE_NAME)")
   .addOption(new Option("--log-level <level>", "log level (env THESEUS_LOG_LEVEL)").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addHelpText(
     "after",
     `
 Examples:
   theseus-agent --cluster eu-1 --pki-dir ~/.theseus/pki --volume data=/srv/data --listen 0.0.0.0:7443
+  theseus-agent --cluster eu-1 --pki-dir ~/.theseus/pki --kubeconfig ~/.kube/eu-1.yaml   # claims as NAMESPACE/CLAIM
   THESEUS_CLUSTER=eu-1 THESEUS_VOLUMES=data=/srv/data theseus-agent --config /etc/theseus/agent.yaml
 
 It logs JSON lines to stderr and stops gracefully on SIGTERM or SIGINT.`,
@@ -55,6 +60,8 @@ async function main(): Promise<void> {
     tlsKey: flags.tlsKey,
     stateDir: flags.stateDir,
     logLevel: flags.logLevel,
+    kubeconfig: flags.kubeconfig,
+    nodeName: flags.nodeName,
   };
   const options = resolveAgentOptions(fromFile, settingsFromEnv(process.env), fromFlags);
   const logger = createLogger({ level: options.logLevel, name: "theseus-agent" });
@@ -81,7 +88,16 @@ async function main(): Promise<void> {
   process.stdout.write(`${JSON.stringify({ listening: agent.address, cluster: options.clusterName })}\n`);
 }
 
-main().catch((error: unknown) => {
+// `theseus-agent hold`: the holder pod Stage starts so that a WaitForFirstConsumer claim binds. It only mounts the
+// claims; it waits for SIGTERM and exits.
+function hold(): void {
+  const exit = (): never => process.exit(0);
+  process.on("SIGTERM", exit);
+  process.on("SIGINT", exit);
+  setInterval(() => undefined, 1 << 30);
+}
+
+(process.argv[2] === "hold" ? Promise.resolve(hold()) : main()).catch((error: unknown) => {
   process.stderr.write(`${describeError(error)}\n`);
   process.exit(TheseusError.from(error).code === "invalid_argument" ? 2 : 1);
 });

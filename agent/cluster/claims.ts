@@ -1,0 +1,40 @@
+// A claim as the plan needs it: sizes from the API server, used bytes measured through volume access.
+import type { ClaimInfo, KubeObject } from "../../app-model/index.js";
+import { TheseusError } from "../../common/index.js";
+import { quantityBytes } from "../../kube/index.js";
+import type { ClusterAccess } from "./cluster.js";
+import { measureUsedBytes } from "./volume-access.js";
+import type { VolumeHandle } from "./volume-access.js";
+
+/** The volume reference the sync engine and transfer sessions take for a claim. */
+export const claimVolumeRef = (namespace: string, name: string): string => `${namespace}/${name}`;
+
+export async function claimInfo(cluster: ClusterAccess, pvc: KubeObject, signal?: AbortSignal): Promise<{ info: ClaimInfo; measureWarning?: string }> {
+  const namespace = pvc.metadata.namespace ?? "";
+  const name = pvc.metadata.name ?? "";
+  const spec = (pvc["spec"] ?? {}) as { storageClassName?: string; volumeName?: string; accessModes?: string[]; resources?: { requests?: Record<string, string> } };
+  const status = (pvc["status"] ?? {}) as { capacity?: Record<string, string> };
+  const base = {
+    namespace,
+    name,
+    storageClass: spec.storageClassName ?? "",
+    requestedBytes: quantityBytes(spec.resources?.requests?.["storage"]),
+    capacityBytes: quantityBytes(status.capacity?.["storage"]),
+    volumeName: spec.volumeName ?? "",
+    accessModes: spec.accessModes ?? [],
+    volume: claimVolumeRef(namespace, name),
+  };
+  let handle: VolumeHandle;
+  try {
+    handle = await cluster.volumes.resolve({ namespace, name }, signal);
+  } catch (error) {
+    return { info: { ...base, usedBytes: 0, access: "", reason: TheseusError.from(error).message } };
+  }
+  try {
+    const used = await measureUsedBytes(handle.root, signal);
+    const info = { ...base, usedBytes: used.complete ? used.bytes : 0, access: cluster.volumes.kind, reason: "" };
+    return used.complete ? { info } : { info, measureWarning: `claim ${base.volume}: too many files to measure its used bytes (reported as 0, at least ${used.bytes} bytes)` };
+  } finally {
+    await handle.release();
+  }
+}

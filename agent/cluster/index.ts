@@ -1,0 +1,19 @@
+// The agent's Kubernetes side: its own cluster (kubeconfig, in-cluster or none), volume access to claims, and the
+// application-model operations the AgentService RPCs expose (discover, describe, stage, unstage, quiesce, unquiesce,
+// activate). The kinds' details are app-model's; this component does the reads, writes and waits.
+export { connectCluster, requireCluster } from "./cluster.js";
+export type { ClusterAccess, ClusterSource } from "./cluster.js";
+export { claimVolumeRef } from "./claims.js";
+export { createDirectVolumeAccess, measureUsedBytes } from "./volume-access.js";
+export type { ClaimRef, UsedBytes, VolumeAccess, VolumeHandle } from "./volume-access.js";
+export { discoverApp } from "./discover.js";
+export type { DiscoverItem } from "./discover.js";
+export { describeCluster } from "./describe.js";
+export type { ClusterDescription } from "./describe.js";
+export { HOLDER_IMAGE, stageApp } from "./stage.js";
+export type { StageAction, StageInput, StageResult } from "./stage.js";
+export { unstageApp } from "./unstage.js";
+export { quiesceApp, unquiesceApp } from "./quiesce.js";
+export { activateApp } from "./activate.js";
+export { validateMigrationId, validateNamespace } from "./staged.js";
+export type { AppSelection } from "./selection.js";

@@ -1,0 +1,92 @@
+// Which objects make up an application on this cluster: every namespaced kind the API server serves (API discovery,
+// preferred versions, custom resources included) listed in the namespace, narrowed server-side by a label selector or
+// to one Helm release. Kinds that cannot be listed (forbidden, a failing aggregated API) become warnings, so that the
+// plan reports them instead of silently moving a partial application.
+import type { KubeObject, ServedResource } from "../../app-model/index.js";
+import { TheseusError, describeError } from "../../common/index.js";
+import { groupResourceOf } from "../../kube/index.js";
+import type { Discovery, KubeObjects } from "../../kube/index.js";
+
+export interface AppSelection {
+  readonly namespace: string;
+  readonly labelSelector: string;
+  readonly helmRelease: string;
+}
+
+export interface Listing {
+  readonly discovery: Discovery;
+  /** The resources listed. */
+  readonly listed: readonly ServedResource[];
+  readonly objects: readonly KubeObject[];
+  readonly warnings: readonly string[];
+}
+
+const HELM_RELEASE_ANNOTATION = "meta.helm.sh/release-name";
+const LIST_CONCURRENCY = 4;
+
+/** Resources worth listing for objects: served with `list`, in the group's preferred version. */
+export function listableResources(discovery: Discovery, namespaced: boolean): ServedResource[] {
+  // A legacy group serving the same objects as their new home (extensions/v1beta1 Ingress next to networking.k8s.io)
+  // goes last, so that deduplication by uid keeps the current group's form.
+  const legacy = (r: ServedResource): number => (r.group === "extensions" ? 1 : 0);
+  return discovery.resources.filter((r) => r.preferred && r.namespaced === namespaced && r.verbs.includes("list")).sort((a, b) => legacy(a) - legacy(b));
+}
+
+export async function listApp(objects: KubeObjects, selection: AppSelection, signal?: AbortSignal): Promise<Listing> {
+  if (selection.labelSelector !== "" && selection.helmRelease !== "") {
+    throw new TheseusError("invalid_argument", "choose a label selector or a Helm release, not both");
+  }
+  const discovery = await objects.discovery(signal, true);
+  const found = await listEach(objects, listableResources(discovery, true), { namespace: selection.namespace, labelSelector: selection.labelSelector }, signal);
+  const release = selection.helmRelease;
+  const secretName = new RegExp(`^sh\\.helm\\.release\\.v1\\.${release.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.v\\d+$`);
+  const selected =
+    release === ""
+      ? found.objects
+      : found.objects.filter(
+          (o) => o.metadata.annotations?.[HELM_RELEASE_ANNOTATION] === release || (o.apiVersion === "v1" && o.kind === "Secret" && secretName.test(o.metadata.name ?? "")),
+        );
+  return { discovery, listed: found.listed, objects: selected, warnings: [...discovery.warnings, ...found.warnings] };
+}
+
+/**
+ * Lists each resource with the same options, a few at a time; deduplicates objects served by two groups (by uid).
+ * A malformed selector fails the whole listing; a kind that cannot be listed is a warning.
+ */
+export async function listEach(
+  objects: KubeObjects,
+  resources: readonly ServedResource[],
+  options: { readonly namespace?: string; readonly labelSelector?: string },
+  signal?: AbortSignal,
+): Promise<{ listed: ServedResource[]; objects: KubeObject[]; warnings: string[] }> {
+  const results: Array<KubeObject[] | undefined> = new Array<KubeObject[] | undefined>(resources.length);
+  const warnings: string[] = [];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < resources.length; i = next++) {
+      const resource = resources[i] as ServedResource;
+      try {
+        results[i] = await objects.list(resource, options, signal);
+      } catch (error) {
+        if (signal?.aborted === true || (error instanceof TheseusError && error.code === "invalid_argument")) throw error;
+        warnings.push(`${groupResourceOf(resource)}: cannot be listed: ${describeError(error).split("\n")[0] ?? ""}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, resources.length) }, worker));
+  const seen = new Set<string>();
+  const out: KubeObject[] = [];
+  const listed: ServedResource[] = [];
+  resources.forEach((resource, i) => {
+    const items = results[i];
+    if (items === undefined) return;
+    listed.push(resource);
+    for (const item of items) {
+      const key = item.metadata.uid ?? `${item.apiVersion}/${item.kind}/${item.metadata.namespace ?? ""}/${item.metadata.name ?? ""}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.push(item);
+    }
+  });
+  return { listed, objects: out, warnings: warnings.sort() };
+}

@@ -1,0 +1,109 @@
+// Volume access: how this agent reaches the files of a PersistentVolumeClaim. One interface, so that the sync engine
+// and the transfer sessions work on claims whatever the storage: here the direct implementation, for local and
+// hostPath PVs whose directories are on this machine (the local clusters' provisioner makes exactly those); mover
+// pods for network storage come later behind the same interface.
+import { lstat, opendir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { KubeObject } from "../../app-model/index.js";
+import { TheseusError, throwIfAborted } from "../../common/index.js";
+import type { KubeObjects } from "../../kube/index.js";
+
+/** A claim by namespace and name. */
+export interface ClaimRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+export interface VolumeHandle {
+  readonly claim: ClaimRef;
+  /** The directory the sync engine reads or writes. */
+  readonly root: string;
+  /** Gives the access back (a mover pod stops); the root must not be used afterwards. */
+  release(): Promise<void>;
+}
+
+export interface VolumeAccess {
+  /** What `ClaimInfo.access` reports for claims this implementation reaches ("direct"). */
+  readonly kind: string;
+  /** A handle on the claim's files; failed_precondition (with why) when this access cannot reach them. */
+  resolve(claim: ClaimRef, signal?: AbortSignal): Promise<VolumeHandle>;
+}
+
+export function createDirectVolumeAccess(objects: KubeObjects): VolumeAccess {
+  return {
+    kind: "direct",
+    async resolve(claim, signal) {
+      const named = `claim ${claim.namespace}/${claim.name}`;
+      const pvc = await objects.get({ apiVersion: "v1", kind: "PersistentVolumeClaim", namespace: claim.namespace, name: claim.name }, signal);
+      if (pvc === undefined) throw new TheseusError("not_found", `${named} does not exist`);
+      const spec = field(pvc, "spec");
+      const volumeName = typeof spec["volumeName"] === "string" ? spec["volumeName"] : "";
+      if (field(pvc, "status")["phase"] !== "Bound" || volumeName === "") {
+        throw new TheseusError("failed_precondition", `${named} is not bound to a volume yet`, { hint: "stage binds claims; or start a pod that mounts it" });
+      }
+      const pv = await objects.get({ apiVersion: "v1", kind: "PersistentVolume", namespace: "", name: volumeName }, signal);
+      if (pv === undefined) throw new TheseusError("not_found", `${named}: its PersistentVolume ${volumeName} does not exist`);
+      const root = directPath(pv);
+      if (root === undefined) {
+        throw new TheseusError("failed_precondition", `${named}: PersistentVolume ${volumeName} is neither a local nor a hostPath volume, which direct access cannot reach`, {
+          hint: "network storage needs a mover pod, which a later version brings",
+        });
+      }
+      const info = await stat(root).catch(() => undefined);
+      if (info?.isDirectory() !== true) {
+        throw new TheseusError("failed_precondition", `${named}: the directory ${root} of PersistentVolume ${volumeName} is not on this agent's machine`, {
+          hint: "run the agent on the node that holds the volume",
+        });
+      }
+      return { claim, root, release: async () => undefined };
+    },
+  };
+}
+
+function directPath(pv: KubeObject): string | undefined {
+  const spec = field(pv, "spec");
+  for (const source of ["local", "hostPath"]) {
+    const path = (spec[source] as { path?: unknown } | undefined)?.path;
+    if (typeof path === "string" && path !== "") return path;
+  }
+  return undefined;
+}
+
+function field(object: KubeObject, name: string): Record<string, unknown> {
+  const value = object[name];
+  return typeof value === "object" && value !== null ? (value as Record<string, unknown>) : {};
+}
+
+export interface UsedBytes {
+  readonly bytes: number;
+  /** false when the walk stopped at the entry bound: `bytes` is then only a lower bound. */
+  readonly complete: boolean;
+}
+
+/**
+ * Bytes the files under `root` occupy on disk (allocated blocks, as du counts them; hard links once), without following
+ * symbolic links. Bounded by `maxEntries` so that a huge volume cannot stall discovery.
+ */
+export async function measureUsedBytes(root: string, signal?: AbortSignal, maxEntries = 1_000_000): Promise<UsedBytes> {
+  const seen = new Set<string>();
+  let bytes = 0;
+  let entries = 0;
+  const pending = [root];
+  for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
+    for await (const entry of await opendir(dir)) {
+      if (++entries > maxEntries) return { bytes, complete: false };
+      if (entries % 1024 === 0) throwIfAborted(signal);
+      const path = join(dir, entry.name);
+      const info = await lstat(path, { bigint: false }).catch(() => undefined);
+      if (info === undefined) continue; // removed while we walked
+      if (!info.isDirectory() && info.nlink > 1) {
+        const key = `${info.dev}:${info.ino}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+      }
+      bytes += info.blocks * 512;
+      if (info.isDirectory()) pending.push(path);
+    }
+  }
+  return { bytes, complete: true };
+}
