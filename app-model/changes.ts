@@ -14,11 +14,14 @@ function walk(a: unknown, b: unknown, path: (string | number)[], out: Change[], 
   if (isDeepEqual(a, b)) return;
   if (isMap(a) && isMap(b)) {
     for (const key of Object.keys(a)) {
-      if (!(key in b)) out.push({ path: pointer([...path, key]), op: "remove", before: a[key], why });
-      else walk(a[key], b[key], [...path, key], out, why);
+      if (key in b) walk(a[key], b[key], [...path, key], out, why);
+      else if (isKeyed(path, key)) walk(a[key], {}, [...path, key], out, why);
+      else out.push({ path: pointer([...path, key]), op: "remove", before: a[key], why });
     }
     for (const key of Object.keys(b)) {
-      if (!(key in a)) out.push({ path: pointer([...path, key]), op: "add", after: b[key], why });
+      if (key in a) continue;
+      if (isKeyed(path, key)) walk({}, b[key], [...path, key], out, why);
+      else out.push({ path: pointer([...path, key]), op: "add", after: b[key], why });
     }
     return;
   }
@@ -27,6 +30,11 @@ function walk(a: unknown, b: unknown, path: (string | number)[], out: Change[], 
     return;
   }
   out.push({ path: pointer(path), op: "replace", before: a, after: b, why });
+}
+
+/** Labels and annotations are told key by key, even when the last one goes and the map with it. */
+function isKeyed(path: readonly (string | number)[], key: string): boolean {
+  return path.length === 1 && path[0] === "metadata" && (key === "labels" || key === "annotations");
 }
 
 // A plan is printed and saved: a Secret's values (and its last-applied copy of them) never appear in it.
