@@ -32,9 +32,13 @@ export function numberAt(parent: unknown, key: string): number | undefined {
   return typeof value === "number" ? value : undefined;
 }
 
-/** structuredClone keeps the KubeObject type and copies nothing but JSON (objects come from JSON.parse). */
+/**
+ * A deep copy through JSON: objects are JSON anyway, and unlike structuredClone this never carries shared references
+ * over (one labels map under both metadata and a selector, as code that builds objects can make), which a patch
+ * of one would otherwise change in both.
+ */
 export function clone<T>(value: T): T {
-  return structuredClone(value);
+  return JSON.parse(JSON.stringify(value)) as T;
 }
 
 export function escapePointer(segment: string): string {
