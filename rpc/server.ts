@@ -147,7 +147,8 @@ function handlerFor(method: DescMethod, fn: AnyImpl, options: ServiceOptions, lo
       return (call: ServerReadableStream<unknown, unknown>, callback: sendUnaryData<unknown>) => {
         void (async () => {
           try {
-            const ctx = contextOf(call, options, name);
+            // The request stream closes when the client has sent its last message, which is no cancellation.
+            const ctx = contextOf(call, options, name, { closeCancels: false });
             callback(null, await fn(call, ctx));
           } catch (error) {
             fail(error);
@@ -177,11 +178,11 @@ function handlerFor(method: DescMethod, fn: AnyImpl, options: ServiceOptions, lo
   }
 }
 
-function contextOf(call: AnyCall, options: ServiceOptions, name: string): CallContext {
+function contextOf(call: AnyCall, options: ServiceOptions, name: string, { closeCancels = true } = {}): CallContext {
   const controller = new AbortController();
   call.on("cancelled", () => controller.abort(new TheseusError("cancelled", `${name} was cancelled by the client`)));
-  // For streams, a client that vanishes shows up as the stream closing before we ended it.
-  call.on("close", () => controller.abort(new TheseusError("cancelled", `${name}: the call closed`)));
+  // For streams we write, a client that vanishes shows up as the stream closing before we ended it.
+  if (closeCancels) call.on("close", () => controller.abort(new TheseusError("cancelled", `${name}: the call closed`)));
   const peer = identityOfCertificate(call.getAuthContext().sslPeerCertificate);
   if (peer === undefined) {
     throw new TheseusError("unauthenticated", "the client certificate carries no Theseus identity", {

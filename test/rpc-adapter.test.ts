@@ -92,3 +92,43 @@ test("a handler's TheseusError reaches the client with its code and hint", async
     await server.shutdown(100);
   }
 });
+
+test("a client stream's handler keeps a live signal after the client's last message, and cancelling aborts it", async (t) => {
+  let resolveAborted: (reason: unknown) => void = () => undefined;
+  const aborted = new Promise((resolve) => (resolveAborted = resolve));
+  const { server, address, coordinator } = await serve({
+    async stage(requests, ctx) {
+      ctx.signal.addEventListener("abort", () => resolveAborted(ctx.signal.reason));
+      const names: string[] = [];
+      for await (const request of requests) if (request.item.case === "objectJson") names.push(request.item.value);
+      // Long work after the request stream ended (Stage waits for claims to bind) must not see a cancelled signal.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      if (ctx.signal.aborted) throw new TheseusError("cancelled", "the signal fired after the last message");
+      return { objects: names.map((name) => ({ ref: { name }, action: "created" })) };
+    },
+  });
+  const client = createRpcClient(AgentService, address, { tls: coordinator, expectedPeer: { role: "agent" } });
+  try {
+    async function* messages(): AsyncGenerator<{ item: { case: "header"; value: { migrationId: string } } | { case: "objectJson"; value: string } }> {
+      yield { item: { case: "header", value: { migrationId: "m" } } };
+      for (const name of ["a", "b", "c"]) yield { item: { case: "objectJson", value: name } };
+    }
+    const response = await client.stage(messages());
+    t.deepEqual(response.objects.map((o) => o.ref?.name), ["a", "b", "c"]);
+
+    const controller = new AbortController();
+    async function* endless(): AsyncGenerator<{ item: { case: "header"; value: { migrationId: string } } }> {
+      yield { item: { case: "header", value: { migrationId: "m" } } };
+      await new Promise(() => undefined);
+    }
+    const pending = client.stage(endless(), { signal: controller.signal });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    controller.abort();
+    await t.throwsAsync(pending);
+    const reason = await aborted;
+    t.true(reason instanceof TheseusError && reason.code === "cancelled");
+  } finally {
+    client.close();
+    await server.shutdown(100);
+  }
+});
