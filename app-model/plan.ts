@@ -100,7 +100,7 @@ export function buildPlan(inventory: Inventory, target: ClusterFacts, options: P
     serviceNames: new Set(drafts.filter((d) => d.original.kind === "Service").map((d) => d.original.metadata.name ?? "")),
     sourceDefaultClass: inventory.objects.find((o) => o.kind === "StorageClass" && DEFAULT_CLASS_ANNOTATIONS.some((a) => o.metadata.annotations?.[a] === "true"))?.metadata.name,
   };
-  const served = servedOnTarget(target.resources, drafts.map((d) => d.object));
+  const served = servedOnTarget(target.resources, [...drafts.map((d) => d.object), ...targetCrds.values()]);
   for (const draft of drafts) {
     for (const step of REWRITE_STEPS) record(draft, step.why, (o) => step.apply(o, rewriteContext));
     problems.push(...convertIfNeeded(draft, served, targetCrds, target.cluster));
@@ -182,13 +182,13 @@ function record(draft: Draft, why: string, step: (object: KubeObject) => void): 
 
 type Serves = (apiVersion: string, kind: string) => boolean;
 
-/** What the target will serve once staged: its own resources, plus the kinds of the CRDs that move with the app. */
-function servedOnTarget(resources: readonly ServedResource[], moving: readonly KubeObject[]): Serves {
+/** What the target will serve once staged: its resources, plus the kinds of its CRDs and of those moving with the app. */
+function servedOnTarget(resources: readonly ServedResource[], definitions: readonly KubeObject[]): Serves {
   const served = new Set<string>();
   for (const r of resources) {
     if (!r.resource.includes("/") && (r.verbs.length === 0 || r.verbs.includes("create"))) served.add(`${apiVersionOf(r.group, r.version)}/${r.kind}`);
   }
-  for (const crd of moving.filter((o) => o.kind === "CustomResourceDefinition")) {
+  for (const crd of definitions.filter((o) => o.kind === "CustomResourceDefinition")) {
     for (const [apiVersion, kind] of crdKinds(crd)) served.add(`${apiVersion}/${kind}`);
   }
   return (apiVersion, kind) => served.has(`${apiVersion}/${kind}`);
