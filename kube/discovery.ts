@@ -3,7 +3,10 @@
 // fails (typically an aggregated API whose backend is down) is a warning, not a failure: the rest is still served.
 import type { ServedResource } from "../app-model/index.js";
 import { describeError } from "../common/index.js";
+import { mapConcurrent } from "./pool.js";
 import type { KubeRest } from "./rest.js";
+
+const DISCOVERY_CONCURRENCY = 6;
 
 export interface Discovery {
   readonly serverVersion: string;
@@ -36,17 +39,15 @@ export async function discoverResources(rest: KubeRest, signal?: AbortSignal): P
     ),
   ];
   const warnings: string[] = [];
-  const lists = await Promise.all(
-    wanted.map(async (gv) => {
-      try {
-        return { gv, list: await rest.json<ApiResourceList>({ path: gv.path, what: `discover ${gv.group === "" ? "" : `${gv.group}/`}${gv.version}`, signal }) };
-      } catch (error) {
-        if (signal?.aborted === true) throw error;
-        warnings.push(`${gv.group === "" ? "" : `${gv.group}/`}${gv.version}: discovery failed: ${describeError(error).split("\n")[0] ?? ""}`);
-        return undefined;
-      }
-    }),
-  );
+  const lists = await mapConcurrent(wanted, DISCOVERY_CONCURRENCY, async (gv) => {
+    try {
+      return { gv, list: await rest.json<ApiResourceList>({ path: gv.path, what: `discover ${gv.group === "" ? "" : `${gv.group}/`}${gv.version}`, signal }) };
+    } catch (error) {
+      if (signal?.aborted === true) throw error;
+      warnings.push(`${gv.group === "" ? "" : `${gv.group}/`}${gv.version}: discovery failed: ${describeError(error).split("\n")[0] ?? ""}`);
+      return undefined;
+    }
+  });
   const resources: ServedResource[] = [];
   for (const entry of lists) {
     if (entry === undefined) continue;

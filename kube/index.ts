@@ -14,3 +14,4 @@ export type { KubeObjects, ListOptions } from "./objects.js";
 export { waitUntil } from "./wait.js";
 export type { WaitOptions, WaitResult } from "./wait.js";
 export { quantityBytes } from "./quantity.js";
+export { mapConcurrent } from "./pool.js";

@@ -51,3 +51,22 @@ test("a config file with an unknown key is refused by name", async (t) => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("the agent's cluster: a kubeconfig from the file, THESEUS_KUBECONFIG or the flag (later wins), else in-cluster in a pod, else none", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "theseus-config-"));
+  try {
+    const file = join(dir, "agent.yaml");
+    await writeFile(file, "clusterName: eu-1\npkiDir: /pki\nkubeconfig: /etc/theseus/file.kubeconfig\nnodeName: node-1\n");
+    const fromFile = await readConfigFile(file);
+    t.deepEqual(resolveAgentOptions(fromFile).cluster, { kind: "kubeconfig", path: "/etc/theseus/file.kubeconfig" });
+    t.is(resolveAgentOptions(fromFile).nodeName, "node-1");
+    const fromEnv = settingsFromEnv({ THESEUS_KUBECONFIG: "/env.kubeconfig", KUBERNETES_SERVICE_HOST: "10.0.0.1" });
+    t.deepEqual(resolveAgentOptions(fromFile, fromEnv).cluster, { kind: "kubeconfig", path: "/env.kubeconfig" });
+    t.deepEqual(resolveAgentOptions(fromFile, fromEnv, { kubeconfig: "/flag.kubeconfig" }).cluster, { kind: "kubeconfig", path: "/flag.kubeconfig" });
+    const base = { clusterName: "eu-1", pkiDir: "/pki" };
+    t.deepEqual(resolveAgentOptions(base, settingsFromEnv({ KUBERNETES_SERVICE_HOST: "10.0.0.1", KUBERNETES_SERVICE_PORT: "443" })).cluster, { kind: "in-cluster" });
+    t.deepEqual(resolveAgentOptions(base, settingsFromEnv({})).cluster, { kind: "none" });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

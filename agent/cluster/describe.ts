@@ -2,6 +2,7 @@
 import type { KubeObject, ObjectRef, ServedResource } from "../../app-model/index.js";
 import { apiVersionOf } from "../../kube/index.js";
 import type { ClusterAccess } from "./cluster.js";
+import { listableResources } from "./selection.js";
 
 export interface ClusterDescription {
   readonly serverVersion: string;
@@ -13,8 +14,9 @@ export interface ClusterDescription {
 export async function describeCluster(cluster: ClusterAccess, namespace: string, lookups: readonly ObjectRef[], signal?: AbortSignal): Promise<ClusterDescription> {
   const { objects } = cluster;
   const discovery = await objects.discovery(signal, true);
+  const listable = [...listableResources(discovery, true), ...listableResources(discovery, false)];
   const served = (apiVersion: string, kind: string): ServedResource[] =>
-    discovery.resources.filter((r) => r.kind === kind && r.verbs.includes("get") && (apiVersion === "" ? r.preferred : apiVersionOf(r) === apiVersion));
+    apiVersion === "" ? listable.filter((r) => r.kind === kind) : discovery.resources.filter((r) => r.kind === kind && apiVersionOf(r) === apiVersion);
   const out: KubeObject[] = [];
   const seen = new Set<string>();
   const add = (object: KubeObject): void => {

@@ -4,7 +4,7 @@
 // plan reports them instead of silently moving a partial application.
 import type { KubeObject, ServedResource } from "../../app-model/index.js";
 import { TheseusError, describeError } from "../../common/index.js";
-import { groupResourceOf } from "../../kube/index.js";
+import { groupResourceOf, mapConcurrent } from "../../kube/index.js";
 import type { Discovery, KubeObjects } from "../../kube/index.js";
 
 export interface AppSelection {
@@ -24,12 +24,23 @@ export interface Listing {
 const HELM_RELEASE_ANNOTATION = "meta.helm.sh/release-name";
 const LIST_CONCURRENCY = 4;
 
-/** Resources worth listing for objects: served with `list`, in the group's preferred version. */
+/**
+ * Resources worth listing for objects: one version per kind of each group, with `list`: the group's preferred version,
+ * or, for a kind the preferred version does not serve (batch/v1beta1 CronJob beside batch/v1 Job on 1.20), the first
+ * version discovery lists for it (the API server orders a group's versions by priority).
+ */
 export function listableResources(discovery: Discovery, namespaced: boolean): ServedResource[] {
+  const chosen = new Map<string, ServedResource>();
+  for (const r of discovery.resources) {
+    if (r.namespaced !== namespaced || !r.verbs.includes("list")) continue;
+    const key = `${r.group}/${r.kind}`;
+    const current = chosen.get(key);
+    if (current === undefined || (r.preferred && !current.preferred)) chosen.set(key, r);
+  }
   // A legacy group serving the same objects as their new home (extensions/v1beta1 Ingress next to networking.k8s.io)
   // goes last, so that deduplication by uid keeps the current group's form.
   const legacy = (r: ServedResource): number => (r.group === "extensions" ? 1 : 0);
-  return discovery.resources.filter((r) => r.preferred && r.namespaced === namespaced && r.verbs.includes("list")).sort((a, b) => legacy(a) - legacy(b));
+  return [...chosen.values()].sort((a, b) => legacy(a) - legacy(b));
 }
 
 export async function listApp(objects: KubeObjects, selection: AppSelection, signal?: AbortSignal): Promise<Listing> {
@@ -59,21 +70,16 @@ export async function listEach(
   options: { readonly namespace?: string; readonly labelSelector?: string },
   signal?: AbortSignal,
 ): Promise<{ listed: ServedResource[]; objects: KubeObject[]; warnings: string[] }> {
-  const results: Array<KubeObject[] | undefined> = new Array<KubeObject[] | undefined>(resources.length);
   const warnings: string[] = [];
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < resources.length; i = next++) {
-      const resource = resources[i] as ServedResource;
-      try {
-        results[i] = await objects.list(resource, options, signal);
-      } catch (error) {
-        if (signal?.aborted === true || (error instanceof TheseusError && error.code === "invalid_argument")) throw error;
-        warnings.push(`${groupResourceOf(resource)}: cannot be listed: ${describeError(error).split("\n")[0] ?? ""}`);
-      }
+  const results = await mapConcurrent(resources, LIST_CONCURRENCY, async (resource): Promise<KubeObject[] | undefined> => {
+    try {
+      return await objects.list(resource, options, signal);
+    } catch (error) {
+      if (signal?.aborted === true || (error instanceof TheseusError && error.code === "invalid_argument")) throw error;
+      warnings.push(`${groupResourceOf(resource)}: cannot be listed: ${describeError(error).split("\n")[0] ?? ""}`);
+      return undefined;
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, resources.length) }, worker));
+  });
   const seen = new Set<string>();
   const out: KubeObject[] = [];
   const listed: ServedResource[] = [];
