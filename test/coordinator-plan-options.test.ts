@@ -18,6 +18,8 @@ test("defaults: same namespace, no mappings, fail on conflict, the whole namespa
   t.false(options.rewriteServiceDns);
   t.false(options.keepNodePorts);
   t.deepEqual(options.rules, []);
+  t.false("migrationId" in options);
+  t.is((await resolvePlanInput({ namespace: "shop", migrationId: "shop-1" })).options.migrationId, "shop-1");
 });
 
 test("mappings and overrides land in their maps", async (t) => {
@@ -58,6 +60,7 @@ const refused: { input: PlanInput; message: RegExp }[] = [
   { input: { namespace: "shop", selector: "app=x", helmRelease: "shop" }, message: /give one of them/ },
   { input: { namespace: "shop", selector: "a in (" }, message: /a in \(/ },
   { input: { namespace: "shop", onConflict: "replace" }, message: /--on-conflict must be fail or adopt/ },
+  { input: { namespace: "shop", migrationId: "not an id" }, message: /--migration-id "not an id" is not a valid id/ },
   { input: { namespace: "shop", rules: "/nonexistent/rules.yaml" }, message: /cannot read the rules file \/nonexistent\/rules\.yaml/ },
 ];
 

@@ -92,8 +92,9 @@ Examples:
   theseus stage --from eu --to us -n shop --migration-id shop-1 -o json`,
     )
     .action(async (flags: AppFlags & { migrationId?: string }, command: Command) => {
-      const migrationId = flags.migrationId === undefined ? newMigrationId() : validateMigrationId(flags.migrationId);
-      const { plan, to, tls, signal, options } = await planFromFlags(flags, command);
+      // The plan must know the id: what an earlier run of this migration staged is ours to keep, not a conflict.
+      const migrationId = flags.migrationId ?? newMigrationId();
+      const { plan, to, tls, signal, options } = await planFromFlags({ ...flags, migrationId }, command);
       const errors = planErrors(plan);
       if (errors.length > 0 && flags.output === "text") process.stderr.write(`${errors.flatMap(formatProblem).join("\n")}\n`);
       const result = await stagePlan({ to, plan, migrationId, onConflict: options.onConflict, tls, signal });

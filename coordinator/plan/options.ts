@@ -4,6 +4,7 @@ import { readFile } from "node:fs/promises";
 import { parseLabelSelector, parseRules } from "../../app-model/index.js";
 import type { ConflictPolicy, PlanOptions, Rule } from "../../app-model/index.js";
 import { TheseusError } from "../../common/index.js";
+import { validateMigrationId } from "./report.js";
 
 /** Raw inputs, as strings the user typed; repeatable flags as arrays. */
 export interface PlanInput {
@@ -20,6 +21,8 @@ export interface PlanInput {
   readonly rewriteServiceDns?: boolean | undefined;
   readonly keepNodePorts?: boolean | undefined;
   readonly onConflict?: string | undefined;
+  /** Staging's migration: objects on the target already labelled with it are ours, not conflicts. */
+  readonly migrationId?: string | undefined;
 }
 
 /** Which objects of the source namespace make up the application (AgentService's AppSelector). */
@@ -86,6 +89,7 @@ export async function resolvePlanInput(input: PlanInput): Promise<ResolvedPlanIn
     rewriteServiceDns: input.rewriteServiceDns === true,
     keepNodePorts: input.keepNodePorts === true,
     onConflict: onConflict satisfies ConflictPolicy,
+    ...(input.migrationId === undefined ? {} : { migrationId: validateMigrationId(input.migrationId) }),
   };
   return { app: { namespace, labelSelector: input.selector ?? "", helmRelease: input.helmRelease ?? "" }, options };
 }
