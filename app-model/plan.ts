@@ -228,20 +228,21 @@ function convertIfNeeded(draft: Draft, serves: Serves, targetCrds: ReadonlyMap<s
     draft.object = result.converted;
     return [];
   }
-  const crdMoves = draft.groupResource.includes(".") && group !== "" && !group.endsWith(".k8s.io") && !KNOWN_GROUPS.has(group);
   const why = "refused" in result ? `it cannot be converted (${result.refused})` : `${cluster} does not serve ${object.apiVersion} ${object.kind}`;
-  return [{
-    severity: "error",
-    check: crdMoves ? "crd" : "kind-served",
-    object: ref,
-    message: `${describeRef(ref)} cannot move: ${why}`,
-    hint: crdMoves
-      ? `install the definition of ${draft.groupResource} (its CRD or operator) on ${cluster}, or include its CRD in the selection`
-      : `use a target that serves ${object.kind}, or leave the object out (--selector)`,
-  }];
+  const problem = { severity: "error" as const, object: ref, message: `${describeRef(ref)} cannot move: ${why}` };
+  if (group.endsWith(".openshift.io")) {
+    return [{ ...problem, check: "kind-served", hint: `${cluster} is not OpenShift (or lacks this API): use an OpenShift target, or leave the object out (--selector)` }];
+  }
+  if (!isBuiltInGroup(group)) {
+    return [{ ...problem, check: "crd", hint: `install the definition of ${draft.groupResource} (its CRD or operator) on ${cluster}, or include its CRD in the selection` }];
+  }
+  return [{ ...problem, check: "kind-served", hint: `use a target that serves ${object.kind}, or leave the object out (--selector)` }];
 }
 
-const KNOWN_GROUPS = new Set(["apps", "batch", "autoscaling", "policy", "extensions"]);
+/** Groups Kubernetes itself serves; any other group is a custom resource's (or an aggregated API's). */
+function isBuiltInGroup(group: string): boolean {
+  return group === "" || group.endsWith(".k8s.io") || ["apps", "batch", "autoscaling", "policy", "extensions"].includes(group);
+}
 
 function checkReplicaOverrides(objects: readonly KubeObject[], options: PlanOptions): Problem[] {
   const names = new Set(objects.map((o) => `${o.kind}/${o.metadata.name ?? ""}`));

@@ -3,7 +3,7 @@
 import test from "ava";
 import { applyOrder, buildPlan, deleteOrder, planLookups, planObjectsToStage, refKey, refOf, LABEL_MIGRATION } from "../app-model/index.js";
 import type { KubeObject, Plan, PlanObject } from "../app-model/index.js";
-import { find, freshTarget, meta, planOptions, shopInventory, shopObjects, storageClass } from "./fixtures/app-model-shop.js";
+import { V120, find, freshTarget, meta, planOptions, shopInventory, shopObjects, storageClass } from "./fixtures/app-model-shop.js";
 
 const shop = shopObjects();
 const inventory = shopInventory(shop);
@@ -211,4 +211,12 @@ test("lookups: the target refs of everything that may move, any version for kind
 
 test("the plan is plain JSON (the coordinator prints it with -o json)", (t) => {
   t.deepEqual(JSON.parse(JSON.stringify(plan)), plan);
+});
+
+test("OpenShift kinds on a target that is not OpenShift: an error that says so", (t) => {
+  const plain = freshTarget([], V120.filter(([group]) => !group.endsWith(".openshift.io")));
+  const p = buildPlan(inventory, plain, planOptions());
+  const routes = p.problems.filter((x) => x.object?.kind === "Route" || x.object?.kind === "DeploymentConfig");
+  t.is(routes.length, 3);
+  t.true(routes.every((x) => x.severity === "error" && x.check === "kind-served" && /is not OpenShift/.test(x.hint ?? "")));
 });
