@@ -133,34 +133,11 @@ export function buildPlan(inventory: Inventory, target: ClusterFacts, options: P
   const volumes = planVolumes(inventory, drafts, options);
   problems.push(...checkStorage(volumes, inventory.claims, drafts, target));
 
-  const planned: PlanObject[] = [];
-  for (const draft of drafts) {
-    const ref = refOf(draft.object);
-    const found = existing.get(identityKey(ref));
-    const base = { source: draft.source, target: ref, object: draft.object, changes: draft.changes };
-    if (found === undefined || (options.migrationId !== undefined && found.metadata.labels?.[LABEL_MIGRATION] === options.migrationId)) {
-      planned.push({ ...base, action: "create" });
-    } else if (found.metadata.uid !== undefined && found.metadata.uid === draft.original.metadata.uid) {
-      planned.push({ source: draft.source, target: ref, action: "skip", reason: "the same object: source and target are one cluster", changes: [] });
-    } else if (draft.object.kind === "Namespace") {
-      planned.push({ ...base, action: "adopt", reason: "the namespace exists on the target: the app is staged into it and unstaging leaves it" });
-    } else {
-      const by = found.metadata.labels?.[LABEL_MIGRATION];
-      const reason = `${describeRef(ref)} exists on ${target.cluster}${by === undefined ? "" : ` (staged by migration ${by})`}`;
-      if (options.onConflict === "adopt") {
-        planned.push({ ...base, action: "adopt", reason: `${reason}: adopted as it is (labelled, never removed by unstage)` });
-      } else {
-        planned.push({ ...base, action: "conflict", reason });
-        problems.push({
-          severity: "error",
-          check: "conflict",
-          object: ref,
-          message: `${reason} and was not made by this migration`,
-          hint: `adopt it as it is (--on-conflict adopt), or delete or rename it on ${target.cluster}`,
-        });
-      }
-    }
-  }
+  const planned = drafts.map((draft) => {
+    const resolved = resolveExisting(draft, existing.get(identityKey(refOf(draft.object))), options, target.cluster);
+    if (resolved.problem !== undefined) problems.push(resolved.problem);
+    return resolved.object;
+  });
 
   const order = new Map(applyOrder(inventory.objects).map((o, i) => [refKey(refOf(o)), i]));
   const objects = [...planned, ...skipped].sort((a, b) => (order.get(refKey(a.source)) ?? 0) - (order.get(refKey(b.source)) ?? 0));
@@ -170,6 +147,36 @@ export function buildPlan(inventory: Inventory, target: ClusterFacts, options: P
     objects,
     volumes,
     problems,
+  };
+}
+
+/** What to do with a planned object given what the target has under its name: create, adopt, or a conflict. */
+function resolveExisting(draft: Draft, found: KubeObject | undefined, options: PlanOptions, cluster: string): { object: PlanObject; problem?: Problem } {
+  const ref = refOf(draft.object);
+  const base = { source: draft.source, target: ref, object: draft.object, changes: draft.changes };
+  if (found === undefined || (options.migrationId !== undefined && found.metadata.labels?.[LABEL_MIGRATION] === options.migrationId)) {
+    return { object: { ...base, action: "create" } };
+  }
+  if (found.metadata.uid !== undefined && found.metadata.uid === draft.original.metadata.uid) {
+    return { object: { source: draft.source, target: ref, action: "skip", reason: "the same object: source and target are one cluster", changes: [] } };
+  }
+  if (draft.object.kind === "Namespace") {
+    return { object: { ...base, action: "adopt", reason: "the namespace exists on the target: the app is staged into it and unstaging leaves it" } };
+  }
+  const by = found.metadata.labels?.[LABEL_MIGRATION];
+  const reason = `${describeRef(ref)} exists on ${cluster}${by === undefined ? "" : ` (staged by migration ${by})`}`;
+  if (options.onConflict === "adopt") {
+    return { object: { ...base, action: "adopt", reason: `${reason}: adopted as it is (labelled, never removed by unstage)` } };
+  }
+  return {
+    object: { ...base, action: "conflict", reason },
+    problem: {
+      severity: "error",
+      check: "conflict",
+      object: ref,
+      message: `${reason} and was not made by this migration`,
+      hint: `adopt it as it is (--on-conflict adopt), or delete or rename it on ${cluster}`,
+    },
   };
 }
 
