@@ -127,19 +127,26 @@ export const RULES_SCHEMA = {
   },
 } as const;
 
+interface FileSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: { key: string; operator: string; values?: string[] }[];
+}
+
+interface FileRule {
+  conditions: {
+    groupResource: string;
+    resourceNameRegex?: string;
+    namespaces?: string[];
+    labelSelector?: string | FileSelector;
+    matches?: { path: string; value: string }[];
+  };
+  patches?: { operation: JsonOp; path: string; from?: string; value?: unknown }[];
+  mergePatches?: { patchData: string | JsonMap }[];
+}
+
 interface RulesFile {
   version: "v1";
-  resourceModifierRules: {
-    conditions: {
-      groupResource: string;
-      resourceNameRegex?: string;
-      namespaces?: string[];
-      labelSelector?: string | { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values?: string[] }[] };
-      matches?: { path: string; value: string }[];
-    };
-    patches?: { operation: JsonOp; path: string; from?: string; value?: unknown }[];
-    mergePatches?: { patchData: string | JsonMap }[];
-  }[];
+  resourceModifierRules: FileRule[];
 }
 
 type JsonOp = "add" | "remove" | "replace" | "move" | "copy" | "test";
@@ -165,55 +172,60 @@ export function parseRules(text: string, source: string): Rule[] {
     throw invalidRules(source, (validateFile.errors ?? []).map((e) => schemaMessage(e, source, lineAt)));
   }
   const errors: string[] = [];
-  const rules = data.resourceModifierRules.map((rule, index): Rule => {
-    const at = (...path: (string | number)[]): string => `${source}:${lineAt(["resourceModifierRules", index, ...path])}`;
-    const fail = (where: string, message: string): void => void errors.push(`${where}: ${message}`);
-    const c = rule.conditions;
-    if (c.resourceNameRegex !== undefined) {
-      try {
-        new RegExp(c.resourceNameRegex);
-      } catch (error) {
-        fail(at("conditions", "resourceNameRegex"), `resourceNameRegex is not a regular expression: ${(error as Error).message}`);
-      }
-    }
-    let labelSelector: string | undefined;
-    if (c.labelSelector !== undefined) {
-      try {
-        labelSelector = typeof c.labelSelector === "string" ? c.labelSelector : selectorText(c.labelSelector);
-        parseLabelSelector(labelSelector);
-      } catch (error) {
-        fail(at("conditions", "labelSelector"), TheseusError.from(error).message);
-      }
-    }
-    const patches: RulePatch[] = [];
-    if (rule.patches !== undefined && rule.patches.length > 0) {
-      rule.patches.forEach((p, i) => {
-        if ((p.operation === "add" || p.operation === "replace" || p.operation === "test") && p.value === undefined) {
-          fail(at("patches", i), `a "${p.operation}" operation needs a value`);
-        }
-        if ((p.operation === "move" || p.operation === "copy") && p.from === undefined) {
-          fail(at("patches", i), `a "${p.operation}" operation needs from`);
-        }
-      });
-      patches.push({ type: "json", operations: rule.patches.map(({ operation, ...rest }) => ({ op: operation, ...rest })) });
-    }
-    (rule.mergePatches ?? []).forEach((m, i) => {
-      const patch = typeof m.patchData === "string" ? parseQuietly(m.patchData) : m.patchData;
-      if (isMap(patch)) patches.push({ type: "merge", patch });
-      else fail(at("mergePatches", i, "patchData"), "patchData must be a mapping (or a JSON/YAML string holding one)");
-    });
-    if (patches.length === 0) fail(at(), "the rule has no patches and no mergePatches: it would change nothing");
-    const conditions: RuleConditions = {
-      groupResource: c.groupResource,
-      ...(c.resourceNameRegex !== undefined && { resourceNameRegex: c.resourceNameRegex }),
-      ...(c.namespaces !== undefined && { namespaces: c.namespaces }),
-      ...(labelSelector !== undefined && { labelSelector }),
-      ...(c.matches !== undefined && { matches: c.matches }),
-    };
-    return { source: at(), conditions, patches };
-  });
+  const rules = data.resourceModifierRules.map((rule, index) =>
+    toRule(
+      rule,
+      (...path) => `${source}:${lineAt(["resourceModifierRules", index, ...path])}`,
+      (where, message) => void errors.push(`${where}: ${message}`),
+    ),
+  );
   if (errors.length > 0) throw invalidRules(source, errors);
   return rules;
+}
+
+/** One validated entry as a Rule; what the schema cannot say (regexes, selectors, needed values) goes to `fail`. */
+function toRule(rule: FileRule, at: (...path: (string | number)[]) => string, fail: (where: string, message: string) => void): Rule {
+  const c = rule.conditions;
+  if (c.resourceNameRegex !== undefined) {
+    try {
+      new RegExp(c.resourceNameRegex);
+    } catch (error) {
+      fail(at("conditions", "resourceNameRegex"), `resourceNameRegex is not a regular expression: ${TheseusError.from(error).message}`);
+    }
+  }
+  let labelSelector: string | undefined;
+  if (c.labelSelector !== undefined) {
+    try {
+      labelSelector = typeof c.labelSelector === "string" ? c.labelSelector : selectorText(c.labelSelector);
+      parseLabelSelector(labelSelector);
+    } catch (error) {
+      fail(at("conditions", "labelSelector"), TheseusError.from(error).message);
+    }
+  }
+  const patches: RulePatch[] = [];
+  if (rule.patches !== undefined && rule.patches.length > 0) {
+    rule.patches.forEach((p, i) => {
+      if ((p.operation === "add" || p.operation === "replace" || p.operation === "test") && p.value === undefined) {
+        fail(at("patches", i), `a "${p.operation}" operation needs a value`);
+      }
+      if ((p.operation === "move" || p.operation === "copy") && p.from === undefined) fail(at("patches", i), `a "${p.operation}" operation needs from`);
+    });
+    patches.push({ type: "json", operations: rule.patches.map(({ operation, ...rest }) => ({ op: operation, ...rest })) });
+  }
+  (rule.mergePatches ?? []).forEach((m, i) => {
+    const patch = typeof m.patchData === "string" ? parseQuietly(m.patchData) : m.patchData;
+    if (isMap(patch)) patches.push({ type: "merge", patch });
+    else fail(at("mergePatches", i, "patchData"), "patchData must be a mapping (or a JSON/YAML string holding one)");
+  });
+  if (patches.length === 0) fail(at(), "the rule has no patches and no mergePatches: it would change nothing");
+  const conditions: RuleConditions = {
+    groupResource: c.groupResource,
+    ...(c.resourceNameRegex !== undefined && { resourceNameRegex: c.resourceNameRegex }),
+    ...(c.namespaces !== undefined && { namespaces: c.namespaces }),
+    ...(labelSelector !== undefined && { labelSelector }),
+    ...(c.matches !== undefined && { matches: c.matches }),
+  };
+  return { source: at(), conditions, patches };
 }
 
 function parseQuietly(text: string): unknown {
@@ -224,7 +236,7 @@ function parseQuietly(text: string): unknown {
   }
 }
 
-function selectorText(selector: Exclude<RulesFile["resourceModifierRules"][number]["conditions"]["labelSelector"], string | undefined>): string {
+function selectorText(selector: FileSelector): string {
   const operators: Record<string, LabelRequirement["operator"]> = { In: "in", NotIn: "notin", Exists: "exists", DoesNotExist: "!" };
   const requirements: LabelRequirement[] = [
     ...Object.entries(selector.matchLabels ?? {}).map(([key, value]): LabelRequirement => ({ key, operator: "=", values: [value] })),
