@@ -59,6 +59,8 @@ export function podCountOf(object: KubeObject): number {
     return typeof parallelism === "number" ? parallelism : 1;
   }
   if (object.kind === "CronJob") {
+    // A suspended CronJob starts nothing, so nothing to charge (the user's suspension moves with it).
+    if (mapAt(object, "spec")?.["suspend"] === true) return 0;
     const parallelism = mapAt(object, "spec", "jobTemplate", "spec")?.["parallelism"];
     return typeof parallelism === "number" ? parallelism : 1;
   }

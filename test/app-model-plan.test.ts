@@ -220,3 +220,11 @@ test("OpenShift kinds on a target that is not OpenShift: an error that says so",
   t.is(routes.length, 3);
   t.true(routes.every((x) => x.severity === "error" && x.check === "kind-served" && /is not OpenShift/.test(x.hint ?? "")));
 });
+
+test("checks: a CronJob its user suspended charges no pods", (t) => {
+  const objects = shopObjects();
+  (find(objects, "CronJob", "backup")["spec"] as { suspend: boolean }).suspend = true;
+  const quota: KubeObject = { apiVersion: "v1", kind: "ResourceQuota", metadata: meta("pods", "shop2"), spec: { hard: { pods: "5" } } };
+  const p = buildPlan(shopInventory(objects), freshTarget([quota]), planOptions());
+  t.deepEqual(p.problems.map((x) => x.message), ["ResourceQuota/pods in shop2 allows 5 more pods in shop2, the app needs 6"]);
+});
