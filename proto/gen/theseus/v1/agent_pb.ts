@@ -892,7 +892,7 @@ export type StagedObject = Message<"theseus.v1.StagedObject"> & {
   ref?: ObjectRef | undefined;
 
   /**
-   * "created", "adopted" or "unchanged" (staged by this migration before).
+   * Stage: "created", "adopted" or "unchanged" (staged by this migration before); Unstage: "deleted".
    *
    * @generated from field: string action = 2;
    */
