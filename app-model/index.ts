@@ -10,23 +10,19 @@ export {
   LABEL_MIGRATION,
   PARKED_NODE_LABEL,
   activationPatch,
-  isFinished,
   podMountsClaim,
   quiescePatch,
   stagedForm,
   unquiescePatch,
   workloadReadiness,
 } from "./staging.js";
-export { apiVersionOf, describeRef, groupOfApiVersion, groupResourceOf, refKey, refOf } from "./refs.js";
-export { formatLabelSelector, matchesSelector, parseLabelSelector } from "./selector.js";
+export { groupOfApiVersion, refKey, refOf } from "./refs.js";
+export { matchesSelector, parseLabelSelector } from "./selector.js";
 export type { LabelRequirement, LabelSelector } from "./selector.js";
 export { buildPlan, planLookups, planObjectsToStage } from "./plan.js";
-export { classify, classifyContext } from "./classify.js";
-export type { Classification, ClassifyContext } from "./classify.js";
 export { RULES_SCHEMA, parseRules } from "./rules.js";
 export { sanitise } from "./sanitise.js";
 export type { SanitiseOptions } from "./sanitise.js";
 export { mapImage } from "./rewrite.js";
 export { applyOrder, deleteOrder } from "./order.js";
 export { describeChange } from "./changes.js";
-export { parseQuantity } from "./quantity.js";
