@@ -8,3 +8,5 @@ export type { Channel } from "./channel.js";
 export { abortReason, anySignal, sleep, throwIfAborted } from "./signals.js";
 export { formatBytes, formatDuration, parseBytes, parseRate } from "./units.js";
 export { VERSION } from "./version.js";
+export { FAILPOINT_CRASH_EXIT_CODE, allFailpoints, defineFailpoints, failpoint, parseFailpoints } from "./failpoints.js";
+export type { FailpointAction } from "./failpoints.js";
