@@ -1,7 +1,7 @@
 // `theseus demo`: the whole story between two local agents.
 import type { Command } from "commander";
 import { parseBytes } from "../../common/index.js";
-import { runDemo } from "../demo/index.js";
+import { runVolumeDemo } from "../demo/index.js";
 import { interruptSignal } from "./context.js";
 
 export function register(program: Command): void {
@@ -11,7 +11,7 @@ export function register(program: Command): void {
     .option("--size <bytes>", "how much data to generate", "64MiB")
     .option("--keep", "keep the working directory (certificates, volumes, agent logs) for a look afterwards")
     .action(async (flags: { size: string; keep?: boolean }) => {
-      await runDemo({
+      await runVolumeDemo({
         totalBytes: parseBytes(flags.size, "--size"),
         keep: flags.keep === true,
         signal: interruptSignal(),

@@ -1,4 +1,4 @@
-// `theseus demo`: the whole story on one machine. For now: two real agent processes on 127.0.0.1 with a fresh CA, a
+// `theseus demo --volume-only`: the data plane alone. Two real agent processes on 127.0.0.1 with a fresh CA, a
 // generated volume copied from one to the other over mTLS gRPC, then verified byte for byte.
 import { appendFile, mkdtemp, mkdir, rm } from "node:fs/promises";
 import { createWriteStream } from "node:fs";
@@ -11,7 +11,7 @@ import { spawnAgent } from "./agent-process.js";
 import type { AgentProcess } from "./agent-process.js";
 import { compareTrees, generateTree } from "./trees.js";
 
-export interface DemoOptions {
+export interface VolumeDemoOptions {
   readonly totalBytes: number;
   readonly keep: boolean;
   readonly signal?: AbortSignal;
@@ -19,7 +19,7 @@ export interface DemoOptions {
   readonly say: (line: string) => void;
 }
 
-export async function runDemo(options: DemoOptions): Promise<void> {
+export async function runVolumeDemo(options: VolumeDemoOptions): Promise<void> {
   const { say } = options;
   const work = await mkdtemp(join(tmpdir(), "theseus-demo-"));
   const agents: AgentProcess[] = [];
