@@ -22,8 +22,12 @@ export interface WaitOptions<T> {
 
 export async function waitUntil<T>(options: WaitOptions<T>): Promise<T> {
   const deadline = Date.now() + options.timeoutMs;
+  // The wait's own signal: its watches and sleeps end with it. The call's abort is forwarded by hand, since
+  // AbortSignal.any would leave a listener on the call's signal for every wait.
   const stopWatches = new AbortController();
-  const signal = options.signal === undefined ? stopWatches.signal : AbortSignal.any([options.signal, stopWatches.signal]);
+  const stop = (): void => stopWatches.abort(options.signal?.reason);
+  options.signal?.addEventListener("abort", stop, { once: true });
+  const signal = stopWatches.signal;
   let wake: (() => void) | undefined;
   const watch = options.watch;
   for (const path of watch?.paths ?? []) {
@@ -42,11 +46,12 @@ export async function waitUntil<T>(options: WaitOptions<T>): Promise<T> {
       }
       await new Promise<void>((resolve, reject) => {
         wake = resolve;
-        sleep(Math.min(left, options.intervalMs ?? 1000), options.signal).then(resolve, reject);
+        sleep(Math.min(left, options.intervalMs ?? 1000), signal).then(resolve, reject);
       });
       wake = undefined;
     }
   } finally {
+    options.signal?.removeEventListener("abort", stop);
     stopWatches.abort();
   }
 }

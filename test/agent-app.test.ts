@@ -23,6 +23,8 @@ import {
 import type { ClaimInfo, ClusterFacts, Inventory, KubeObject, PlanOptions } from "../app-model/index.js";
 import { createThrowawayPki } from "../coordinator/index.js";
 import type { ThrowawayPki } from "../coordinator/index.js";
+import { KubeConfig } from "@kubernetes/client-node";
+import { TheseusError } from "../common/index.js";
 import { createKubeObjects, createKubeRest, loadKubeConfig } from "../kube/index.js";
 import type { KubeObjects } from "../kube/index.js";
 import type { LocalCluster } from "../local-clusters/index.js";
@@ -128,11 +130,11 @@ async function waitAppReady(kube: KubeObjects, namespace: string): Promise<KubeO
   );
 }
 
-async function discover(client: Client, labelSelector = ""): Promise<Inventory> {
+async function discover(client: Client, app: { namespace: string; labelSelector?: string; helmRelease?: string } = { namespace: NS }): Promise<Inventory> {
   const objects: KubeObject[] = [];
   const claims: ClaimInfo[] = [];
   let inventory: Inventory | undefined;
-  for await (const event of client.discover({ app: { namespace: NS, labelSelector } })) {
+  for await (const event of client.discover({ app })) {
     if (event.event.case === "objectJson") objects.push(JSON.parse(event.event.value) as KubeObject);
     else if (event.event.case === "claim") claims.push(claimFromWire(event.event.value));
     else if (event.event.case === "done") {
@@ -206,9 +208,26 @@ test.serial("discover streams every object of the app, its cluster-scoped depend
   // Listed once, in its current group, although extensions/v1beta1 serves the same Ingress.
   t.deepEqual(inventory.objects.filter((o) => o.kind === "Ingress").map((o) => o.apiVersion), ["networking.k8s.io/v1"]);
 
-  const selected = await discover(source.client, "theseus.test/app=composite");
+  const selected = await discover(source.client, { namespace: NS, labelSelector: "theseus.test/app=composite" });
   t.false(selected.objects.some((o) => o.metadata.name === "kube-root-ca.crt"), "the selector is applied");
   t.true(selected.objects.some((o) => key(o) === "Deployment/web"));
+});
+
+test.serial("discover narrowed to a Helm release: the objects it annotates and its release secrets", async (t) => {
+  const { source } = t.context;
+  const ns = "helm-shop";
+  await source.kube.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
+  const releaseOf = (name: string): Record<string, string> => ({ "meta.helm.sh/release-name": name, "meta.helm.sh/release-namespace": ns });
+  await source.kube.create({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "shop-config", namespace: ns, annotations: releaseOf("shop") }, data: { a: "1" } });
+  await source.kube.create({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "shop-other-config", namespace: ns, annotations: releaseOf("shop-other") }, data: { a: "2" } });
+  await source.kube.create({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "by-hand", namespace: ns }, data: { a: "3" } });
+  for (const name of ["sh.helm.release.v1.shop.v1", "sh.helm.release.v1.shop.v2", "sh.helm.release.v1.shop-other.v1"]) {
+    await source.kube.create({ apiVersion: "v1", kind: "Secret", type: "helm.sh/release.v1", metadata: { name, namespace: ns, labels: { owner: "helm" } }, data: { release: "e30=" } });
+  }
+  const inventory = await discover(source.client, { namespace: ns, helmRelease: "shop" });
+  t.deepEqual(inventory.objects.map(key).sort(), ["ConfigMap/shop-config", "Secret/sh.helm.release.v1.shop.v1", "Secret/sh.helm.release.v1.shop.v2"]);
+  await t.throwsAsync(discover(source.client, { namespace: ns, helmRelease: "shop", labelSelector: "a=b" }), { message: /not both/ });
+  await t.throwsAsync(discover(source.client, { namespace: ns, labelSelector: "a in (" }), { instanceOf: TheseusError, message: /label|selector/i });
 });
 
 test.serial("quiesce stops every writer per kind and returns when the pods mounting the claims are gone; unquiesce restores exactly that", async (t) => {
@@ -273,6 +292,8 @@ test.serial("stage, sync, activate and unstage on the target: another namespace 
   const facts = await describe(target.client, TARGET_NS, planLookups(inventory, options));
   t.true(facts.objects.some((o) => o.kind === "StorageClass" && o.metadata.name === TARGET_CLASS));
   t.false(facts.objects.some((o) => o.kind === "Namespace"), "the target namespace does not exist yet");
+  t.true(facts.objects.some((o) => o.kind === "CustomResourceDefinition" && o.metadata.name === "routes.route.openshift.io"), "the target's CRDs");
+  t.false(facts.objects.some((o) => o.kind === "CustomResourceDefinition" && o.metadata.name === WIDGET_CRD), "and not the app's, which it lacks");
   const plan = buildPlan(inventory, facts, options);
   t.deepEqual(plan.problems.filter((p) => p.severity === "error"), []);
   const objects = planObjectsToStage(plan);
@@ -389,3 +410,64 @@ test.serial("stage refuses an object that exists and is not the migration's, bef
   t.truthy(await target.kube.get({ apiVersion: "v1", kind: "Namespace", namespace: "", name: ns }), "the namespace it did not create stays");
 });
 
+
+test.serial("API server errors arrive as TheseusErrors that say what to do; an agent without a cluster says how to give it one", async (t) => {
+  const { source, pki, home } = t.context;
+  const kube = source.kube;
+  const notFound = await t.throwsAsync(kube.create({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "x", namespace: "no-such-namespace" } }), { instanceOf: TheseusError });
+  t.is(notFound?.code, "not_found");
+  const exists = await t.throwsAsync(kube.create({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "web-config", namespace: NS } }), { instanceOf: TheseusError });
+  t.is(exists?.code, "already_exists");
+  t.regex(exists?.message ?? "", /create configmaps shop\/web-config/);
+  const invalid = await t.throwsAsync(kube.create({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "Not_A_Name", namespace: NS } }), { instanceOf: TheseusError });
+  t.is(invalid?.code, "invalid_argument");
+  t.regex(invalid?.message ?? "", /metadata\.name/);
+  const stale = await kube.get({ apiVersion: "v1", kind: "ConfigMap", namespace: NS, name: "web-config" });
+  await kube.mergePatch({ apiVersion: "v1", kind: "ConfigMap", namespace: NS, name: "web-config" }, { metadata: { labels: { touched: "1" } } });
+  const conflict = await t.throwsAsync(
+    kube.mergePatch({ apiVersion: "v1", kind: "ConfigMap", namespace: NS, name: "web-config" }, { metadata: { resourceVersion: stale?.metadata.resourceVersion ?? "", labels: { touched: "2" } } }),
+    { instanceOf: TheseusError },
+  );
+  t.is(conflict?.code, "failed_precondition", "a resourceVersion conflict");
+  await kube.mergePatch({ apiVersion: "v1", kind: "ConfigMap", namespace: NS, name: "web-config" }, { metadata: { labels: { touched: null } } });
+
+  // A service account without any RBAC: its token is accepted, its requests forbidden.
+  await kube.create({ apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "nobody", namespace: "default" } });
+  const token = await eventually("the token of default/nobody", async () => {
+    const secrets = await kube.list(await kube.resourceFor("v1", "Secret"), { namespace: "default" });
+    const secret = secrets.find((s) => s["type"] === "kubernetes.io/service-account-token" && s.metadata.annotations?.["kubernetes.io/service-account.name"] === "nobody");
+    const data = (secret?.["data"] as { token?: string } | undefined)?.token;
+    return data === undefined ? undefined : Buffer.from(data, "base64").toString("utf8");
+  });
+  const withUser = (user: { name: string; token: string }): KubeConfig => {
+    const cluster = loadKubeConfig(source.cluster.kubeconfigPath).getCurrentCluster();
+    if (cluster === null) throw new Error("no cluster in the kubeconfig");
+    const kc = new KubeConfig();
+    kc.loadFromOptions({ clusters: [cluster], users: [user], contexts: [{ name: "c", cluster: cluster.name, user: user.name }], currentContext: "c" });
+    return kc;
+  };
+  const nobody = createKubeObjects(createKubeRest(withUser({ name: "nobody", token })));
+  const forbidden = await t.throwsAsync(nobody.list(await kube.resourceFor("apps/v1", "Deployment"), { namespace: NS }), { instanceOf: TheseusError });
+  t.is(forbidden?.code, "permission_denied");
+  t.regex(forbidden?.hint ?? "", /service account needs RBAC for list deployments\.apps in namespace shop/);
+  const stranger = createKubeObjects(createKubeRest(withUser({ name: "stranger", token: "not-a-token" })));
+  t.is((await t.throwsAsync(stranger.discovery(), { instanceOf: TheseusError }))?.code, "unauthenticated");
+  const gone = new KubeConfig();
+  gone.loadFromOptions({ clusters: [{ name: "g", server: "https://127.0.0.1:1", skipTLSVerify: false }], users: [{ name: "u", token: "x" }], contexts: [{ name: "g", cluster: "g", user: "u" }], currentContext: "g" });
+  const unreachable = await t.throwsAsync(createKubeObjects(createKubeRest(gone)).discovery(), { instanceOf: TheseusError });
+  t.is(unreachable?.code, "unavailable");
+
+  const options = resolveAgentOptions({ clusterName: "no-cluster", listen: "127.0.0.1:0", tlsCa: "unused", tlsCert: "unused", tlsKey: "unused", stateDir: join(home, "agent-state", "no-cluster") });
+  const agent = await startAgent(options, { tls: await pki.material({ role: "agent", name: "no-cluster" }) });
+  const client = createRpcClient(AgentService, agent.address, { tls: await pki.material({ role: "coordinator", name: "tester" }), expectedPeer: { role: "agent", name: "no-cluster" } });
+  try {
+    const error = await t.throwsAsync(client.describeCluster({ namespace: NS }), { instanceOf: TheseusError });
+    t.is(error?.code, "failed_precondition");
+    t.regex(error?.hint ?? "", /--kubeconfig/);
+    const claim = await t.throwsAsync(client.openSession({ migrationId: MIGRATION, volume: `${NS}/web-data`, peerCluster: TARGET }), { instanceOf: TheseusError });
+    t.is(claim?.code, "failed_precondition");
+  } finally {
+    client.close();
+    await agent.close(1000);
+  }
+});

@@ -36,14 +36,16 @@ export async function stageApp(cluster: ClusterAccess, input: StageInput, logger
   for (const object of input.objects) validateObject(object, namespace);
   const isNamespace = (o: KubeObject): boolean => o.apiVersion === "v1" && o.kind === "Namespace" && o.metadata.name === namespace;
   const namespaceObject = input.objects.find(isNamespace) ?? { apiVersion: "v1", kind: "Namespace", metadata: { name: namespace } };
-  const ordered = applyOrder(input.objects.filter((o) => !isNamespace(o)));
+  // The namespace takes its place in the order (after CRDs, which are cluster-scoped and must be Established first).
+  const ordered = applyOrder([namespaceObject, ...input.objects.filter((o) => !isNamespace(o))]);
 
   const existing = new Map<KubeObject, KubeObject | undefined>();
   const conflicts: string[] = [];
   for (const object of ordered) {
     const found = await getIfServed(cluster, refOf(object), signal);
     existing.set(object, found);
-    if (found !== undefined && !ours(found, migrationId)) conflicts.push(describeRef(refOf(object)));
+    // A namespace that exists already is where the app goes, not a conflict; it is neither labelled nor deleted.
+    if (found !== undefined && !ours(found, migrationId) && object !== namespaceObject) conflicts.push(describeRef(refOf(object)));
   }
   if (conflicts.length > 0 && input.onConflict === "fail") {
     throw new TheseusError("already_exists", `${conflicts.length} object(s) already exist on this cluster and were not staged by migration ${migrationId}: ${conflicts.join(", ")}`, {
@@ -52,16 +54,9 @@ export async function stageApp(cluster: ClusterAccess, input: StageInput, logger
   }
 
   const results: Array<{ ref: ObjectRef; action: StageAction }> = [];
-  const currentNamespace = await objects.get(refOf(namespaceObject), signal);
-  if (currentNamespace === undefined) {
-    await createOrFind(cluster, stagedForm(namespaceObject, migrationId, "created"), signal);
-    results.push({ ref: refOf(namespaceObject), action: "created" });
-  } else if (ours(currentNamespace, migrationId)) {
-    results.push({ ref: refOf(namespaceObject), action: "unchanged" });
-  }
-
   for (const object of ordered) {
     let current = existing.get(object);
+    if (object === namespaceObject && current !== undefined && !ours(current, migrationId)) continue;
     let action: StageAction;
     if (current === undefined) {
       const created = await createOrFind(cluster, stagedForm(object, migrationId, "created"), signal);
