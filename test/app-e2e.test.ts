@@ -5,7 +5,8 @@
 // nothing), activation through the agent's Activate RPC making the app serve there, and `theseus unstage` leaving the
 // target exactly as it was.
 import { execFile } from "node:child_process";
-import { rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import anyTest from "ava";
@@ -106,7 +107,7 @@ test.after.always(async (t) => {
   await rm(t.context.home, { recursive: true, force: true });
 });
 
-test.serial("local up registers each cluster's agent by name; local list shows its address", async (t) => {
+test.serial("local up registers each cluster's agent by name, local list shows its address, a dead agent is restarted", async (t) => {
   const agents = JSON.parse(ok(await theseus(t.context.home, "agents", "list", "-o", "json"), "agents list").stdout) as { name: string; address: string; cluster: string; local: boolean }[];
   t.deepEqual(agents.map((a) => [a.name, a.cluster, a.local]), [[EU, EU, true], [US, US, true]]);
   const clusters = JSON.parse(ok(await theseus(t.context.home, "local", "list", "--json"), "local list").stdout) as { name: string; status: string; agent?: { address: string; running: boolean } }[];
@@ -115,8 +116,16 @@ test.serial("local up registers each cluster's agent by name; local list shows i
     t.deepEqual(cluster?.agent, { address: agent.address, running: true });
     t.is(cluster?.status, "running");
   }
-  // A second up reuses the running agent at the same address.
+  // A dead agent is restarted by the next up, at the same address, and the registration stays true.
+  const statePath = join(t.context.home, "clusters", EU, "state.json");
+  const pid = (JSON.parse(await readFile(statePath, "utf8")) as { agent: { process: { pid: number } } }).agent.process.pid;
+  process.kill(pid, "SIGKILL");
+  await eventually("the killed agent to be gone", async () => (existsSync(`/proc/${pid}`) && !(await readFile(`/proc/${pid}/stat`, "utf8")).includes(") Z ") ? undefined : true));
+  const dead = JSON.parse(ok(await theseus(t.context.home, "local", "list", "--json"), "local list").stdout) as typeof clusters;
+  t.is(dead.find((c) => c.name === EU)?.status, "degraded");
   ok(await theseus(t.context.home, "local", "up", EU), "second local up");
+  const revived = JSON.parse(ok(await theseus(t.context.home, "local", "list", "--json"), "local list").stdout) as typeof clusters;
+  t.deepEqual(revived.find((c) => c.name === EU)?.agent, clusters.find((c) => c.name === EU)?.agent);
   const again = JSON.parse(ok(await theseus(t.context.home, "agents", "list", "-o", "json"), "agents list").stdout) as typeof agents;
   t.deepEqual(again, agents);
 });

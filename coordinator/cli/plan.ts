@@ -16,7 +16,7 @@ import {
 } from "../plan/index.js";
 import type { PlanInput, PlanResult } from "../plan/index.js";
 import { EXIT, coordinatorTls, globalOptions, interruptSignal } from "./context.js";
-import { formatPlan, formatProblem, formatStage } from "./plan-text.js";
+import { formatPlan, formatProblem, formatStage, formatUnstage } from "./plan-text.js";
 
 interface AppFlags extends PlanInput {
   from: string;
@@ -125,10 +125,7 @@ Example:
       const to = await createAgentRegistry().resolve(flags.to);
       const tls = await coordinatorTls(globalOptions(command));
       const removed = await unstageMigration({ to, namespace, migrationId, tls, signal: interruptSignal() });
-      print(flags.output, { migrationId, removed }, () => {
-        const lines = removed.map((o) => `  ${o.action.padEnd(9)} ${o.ref.kind} ${o.ref.namespace === "" ? "" : `${o.ref.namespace}/`}${o.ref.name}`);
-        return `Unstaged migration ${migrationId} on ${to.name} (namespace ${namespace}): ${removed.length} object${removed.length === 1 ? "" : "s"}\n${lines.map((l) => `${l}\n`).join("")}`;
-      });
+      print(flags.output, { migrationId, removed }, () => formatUnstage(removed, migrationId, to.name, namespace));
     });
 }
 
