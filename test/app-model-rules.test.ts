@@ -2,7 +2,7 @@
 // matching rules patch the planned objects (conditions on the original object, patches applied in order).
 import test from "ava";
 import { TheseusError } from "../common/index.js";
-import { RULES_SCHEMA, buildPlan, parseRules } from "../app-model/index.js";
+import { RULES_SCHEMA, buildPlan, matchesSelector, parseLabelSelector, parseRules } from "../app-model/index.js";
 import type { KubeObject, Plan } from "../app-model/index.js";
 import { freshTarget, planOptions, shopInventory } from "./fixtures/app-model-shop.js";
 
@@ -177,3 +177,39 @@ test("a groupResource glob matches the served resource names, core kinds without
   const labelled = plan.objects.filter((o) => o.object?.metadata.labels?.["apps"] === "yes").map((o) => `${o.source.kind}/${o.source.name}`);
   t.deepEqual(labelled.sort(), ["Deployment/web", "StatefulSet/db"]);
 });
+
+const labels = { app: "shop", tier: "web", "app.kubernetes.io/part-of": "shop" };
+const selectors: [selector: string, matches: boolean][] = [
+  ["", true],
+  ["app=shop", true],
+  ["app==shop,tier=web", true],
+  ["app=shop,tier=db", false],
+  ["tier!=db", true],
+  ["tier!=web", false],
+  ["tier in (web, db)", true],
+  ["tier notin (web,db)", false],
+  ["app.kubernetes.io/part-of", true],
+  ["!legacy", true],
+  ["!app", false],
+  ["missing!=x", true],
+  ["app in (shop),!legacy,tier", true],
+];
+
+for (const [selector, matches] of selectors) {
+  test(`label selector "${selector}" ${matches ? "matches" : "does not match"}`, (t) => {
+    t.is(matchesSelector(labels, parseLabelSelector(selector)), matches);
+  });
+}
+
+for (const bad of ["app=", "=shop", "a,,b", "tier in web", "tier in (web", "bad key!=x", "app=a b"]) {
+  test(`label selector "${bad}" is refused with the syntax to use`, (t) => {
+    if (bad === "app=") {
+      // An empty value is a valid selector (the label must be present and empty), as in Kubernetes.
+      t.false(matchesSelector(labels, parseLabelSelector(bad)));
+      return;
+    }
+    const error = t.throws(() => parseLabelSelector(bad), { instanceOf: TheseusError });
+    t.is(error?.code, "invalid_argument");
+    t.regex(error?.hint ?? "", /app=shop,tier!=cache/);
+  });
+}
