@@ -2,7 +2,7 @@
 // for what app-model's planLookups names, buildPlan; then Stage (or Unstage) on the target. The CLI prints what these
 // return, and the transaction (a later issue) calls the same functions.
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { buildPlan, planLookups } from "../../app-model/index.js";
+import { buildPlan, planLookups, planObjectsToStage } from "../../app-model/index.js";
 import type { ClaimInfo, ClusterFacts, Inventory, KubeObject, ObjectRef, Plan, PlanOptions, Problem } from "../../app-model/index.js";
 import { TheseusError, throwIfAborted } from "../../common/index.js";
 import { ConflictPolicy } from "../../proto/gen/theseus/v1/agent_pb.js";
@@ -121,7 +121,7 @@ export async function stagePlan(request: StageRequestOptions): Promise<StageResu
       hint: "see them with their fixes in `theseus plan` (same arguments), fix them, then stage again",
     });
   }
-  const objects = request.plan.objects.flatMap((o) => ((o.action === "create" || o.action === "adopt") && o.object !== undefined ? [o.object] : []));
+  const objects = planObjectsToStage(request.plan);
   const target = dialAgent(request.to, request.tls);
   try {
     const response = await target.stage(stageMessages(request, objects), callOptions(request.signal));
