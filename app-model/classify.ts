@@ -5,8 +5,10 @@ import type { Inventory, KubeObject, ServedResource } from "./types.js";
 import { isFinished } from "./staging.js";
 import { groupOfApiVersion } from "./refs.js";
 import { listAt, mapAt, stringAt } from "./json.js";
+import { claimNamesOf, podSpecOf } from "./pod-templates.js";
 
-export type Classification = { readonly move: true } | { readonly move: false; readonly reason: string };
+/** `warn`: staying is not what the user would expect, so the plan also reports it as a warning. */
+export type Classification = { readonly move: true } | { readonly move: false; readonly reason: string; readonly warn?: boolean };
 
 const MOVE: Classification = { move: true };
 const skip = (reason: string): Classification => ({ move: false, reason });
@@ -33,6 +35,8 @@ export interface ClassifyContext {
   /** Secrets the token controller made: listed in their ServiceAccount's `secrets`. */
   readonly generatedSecrets: ReadonlySet<string>;
   readonly services: ReadonlyMap<string, KubeObject>;
+  /** The app's claims, "NAMESPACE/NAME". */
+  readonly claims: ReadonlySet<string>;
   readonly resources: readonly ServedResource[];
 }
 
@@ -40,6 +44,7 @@ export function classifyContext(inventory: Inventory): ClassifyContext {
   const uids = new Map<string, KubeObject>();
   const generatedSecrets = new Set<string>();
   const services = new Map<string, KubeObject>();
+  const claims = new Set<string>();
   for (const object of inventory.objects) {
     if (object.metadata.uid !== undefined) uids.set(object.metadata.uid, object);
     const ns = object.metadata.namespace ?? "";
@@ -47,8 +52,9 @@ export function classifyContext(inventory: Inventory): ClassifyContext {
       for (const s of listAt(object, "secrets")) generatedSecrets.add(`${ns}/${stringAt(s, "name") ?? ""}`);
     }
     if (object.kind === "Service" && object.apiVersion === "v1") services.set(`${ns}/${object.metadata.name ?? ""}`, object);
+    if (object.kind === "PersistentVolumeClaim") claims.add(`${ns}/${object.metadata.name ?? ""}`);
   }
-  return { uids, generatedSecrets, services, resources: inventory.resources };
+  return { uids, generatedSecrets, services, claims, resources: inventory.resources };
 }
 
 export function classify(object: KubeObject, context: ClassifyContext): Classification {
@@ -70,6 +76,17 @@ export function classify(object: KubeObject, context: ClassifyContext): Classifi
       if (owner.controller === true) {
         return skip(`controlled by ${owner.kind}/${owner.name}, which is not part of the selection: move its owner instead`);
       }
+    }
+  }
+  if (object.kind === "Pod" && group === "" && (object.metadata.ownerReferences ?? []).length === 0) {
+    // Nothing holds a bare Pod at rest on the target: created there, it would write its claims while the source runs.
+    const claims = claimNamesOf(podSpecOf(object), name).filter((c) => context.claims.has(`${ns}/${c}`));
+    if (claims.length > 0 && !isFinished(object)) {
+      return {
+        move: false,
+        warn: true,
+        reason: `a Pod without a controller that mounts claim ${claims.join(", ")}: on the target it would write while the source still runs; run it under a Deployment or StatefulSet to move it, or recreate it after the migration`,
+      };
     }
   }
   if (isFinished(object)) return skip(`finished (${object.kind === "Pod" ? "its phase" : "its Job condition"} says so): nothing left to run`);

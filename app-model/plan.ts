@@ -89,6 +89,7 @@ export function buildPlan(inventory: Inventory, target: ClusterFacts, options: P
     const source = refOf(original);
     if (!verdict.move) {
       skipped.push({ source, target: targetRefOf(original, options), action: "skip", reason: verdict.reason, changes: [] });
+      if (verdict.warn === true) problems.push({ severity: "warning", check: "stays", object: source, message: `${describeRef(source)} stays: ${verdict.reason}` });
       continue;
     }
     const sanitised = sanitise(original, { keepNodePorts: options.keepNodePorts });

@@ -228,3 +228,13 @@ test("checks: a CronJob its user suspended charges no pods", (t) => {
   const p = buildPlan(shopInventory(objects), freshTarget([quota]), planOptions());
   t.deepEqual(p.problems.map((x) => x.message), ["ResourceQuota/pods in shop2 allows 5 more pods in shop2, the app needs 6"]);
 });
+
+test("a bare Pod that mounts a claim stays, with a warning: nothing could hold it at rest on the target", (t) => {
+  const bare: KubeObject = { apiVersion: "v1", kind: "Pod", metadata: meta("maintenance", "shop"), spec: { containers: [{ name: "c", image: "x" }], volumes: [{ name: "d", persistentVolumeClaim: { claimName: "web-data" } }] }, status: { phase: "Running" } };
+  const idle: KubeObject = { apiVersion: "v1", kind: "Pod", metadata: meta("toolbox", "shop"), spec: { containers: [{ name: "c", image: "x" }] }, status: { phase: "Running" } };
+  const p = buildPlan(shopInventory([...shopObjects(), bare, idle]), freshTarget(), planOptions());
+  t.like(entry(p, "Pod", "maintenance"), { action: "skip" });
+  t.regex(entry(p, "Pod", "maintenance").reason ?? "", /mounts claim web-data/);
+  t.like(p.problems.find((x) => x.check === "stays"), { severity: "warning", object: { kind: "Pod", name: "maintenance" } });
+  t.like(entry(p, "Pod", "toolbox"), { action: "create" }, "a bare Pod without claims moves");
+});
