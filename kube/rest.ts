@@ -61,8 +61,18 @@ export function createKubeRest(kubeConfig: KubeConfig): KubeRest {
 }
 
 function send(url: URL, options: RequestOptions, body: Buffer | undefined, signal: AbortSignal | undefined): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const request = (url.protocol === "http:" ? httpRequest : httpsRequest)(url, { ...options, ...(signal === undefined ? {} : { signal }) }, (response) => {
+  return new Promise<string>((resolve, reject) => {
+    // Our own abort listener, removed as soon as the request settles: node's `signal` option keeps one per request
+    // until the socket closes, and one call's signal serves many requests.
+    const onAbort = (): void => {
+      request.destroy(signal?.reason instanceof Error ? signal.reason : new DOMException("the request was aborted", "AbortError"));
+    };
+    const settle = (error: Error | undefined, text?: string): void => {
+      signal?.removeEventListener("abort", onAbort);
+      if (error === undefined) resolve(text ?? "");
+      else reject(error);
+    };
+    const request = (url.protocol === "http:" ? httpRequest : httpsRequest)(url, options, (response) => {
       const chunks: Buffer[] = [];
       let size = 0;
       response.on("data", (chunk: Buffer) => {
@@ -70,15 +80,17 @@ function send(url: URL, options: RequestOptions, body: Buffer | undefined, signa
         if (size > MAX_RESPONSE_BYTES) response.destroy(new TheseusError("resource_exhausted", `the API server's answer to ${url.pathname} exceeds ${MAX_RESPONSE_BYTES} bytes`));
         else chunks.push(chunk);
       });
-      response.on("error", reject);
+      response.on("error", settle);
       response.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
         const status = response.statusCode ?? 0;
-        if (status >= 200 && status < 300) resolve(text);
-        else reject(new ApiException(status, `HTTP ${status}`, text, flatHeaders(response.headers)));
+        if (status >= 200 && status < 300) settle(undefined, text);
+        else settle(new ApiException(status, `HTTP ${status}`, text, flatHeaders(response.headers)));
       });
     });
-    request.on("error", reject);
+    if (signal?.aborted === true) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    request.on("error", settle);
     request.end(body);
   });
 }

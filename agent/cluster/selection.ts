@@ -2,6 +2,7 @@
 // preferred versions, custom resources included) listed in the namespace, narrowed server-side by a label selector or
 // to one Helm release. Kinds that cannot be listed (forbidden, a failing aggregated API) become warnings, so that the
 // plan reports them instead of silently moving a partial application.
+import { parseLabelSelector } from "../../app-model/index.js";
 import type { KubeObject, ServedResource } from "../../app-model/index.js";
 import { TheseusError, describeError } from "../../common/index.js";
 import { groupResourceOf, mapConcurrent } from "../../kube/index.js";
@@ -47,6 +48,8 @@ export async function listApp(objects: KubeObjects, selection: AppSelection, sig
   if (selection.labelSelector !== "" && selection.helmRelease !== "") {
     throw new TheseusError("invalid_argument", "choose a label selector or a Helm release, not both");
   }
+  // Checked here, so that a typo is one error naming the selector rather than one per kind from the API server.
+  if (selection.labelSelector !== "") parseLabelSelector(selection.labelSelector);
   const discovery = await objects.discovery(signal, true);
   const found = await listEach(objects, listableResources(discovery, true), { namespace: selection.namespace, labelSelector: selection.labelSelector }, signal);
   const release = selection.helmRelease;
