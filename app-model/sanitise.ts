@@ -3,9 +3,10 @@
 // actions remove; each addition below says what the target would otherwise refuse or get wrong.
 import type { Change, KubeObject } from "./types.js";
 import type { JsonMap } from "./json.js";
-import { clone, deleteKey, isMap, listAt, mapAt, stringAt } from "./json.js";
+import { deleteKey, isMap, listAt, mapAt, stringAt } from "./json.js";
 import { diffObjects } from "./changes.js";
 import { podTemplateMetaOf } from "./pod-templates.js";
+import { withoutTheseusState } from "./staging.js";
 
 export interface SanitiseOptions {
   /** Keep Services' nodePorts (dropped by default: a fixed nodePort often collides in the target). */
@@ -45,7 +46,7 @@ const SYSTEM_FINALIZERS = new Set(["kubernetes.io/pvc-protection", "kubernetes.i
 const VOLUME_ANNOTATION_PREFIXES = ["pv.kubernetes.io/", "volume.kubernetes.io/", "volume.beta.kubernetes.io/"];
 
 export function sanitise(object: KubeObject, options: SanitiseOptions = {}): { object: KubeObject; changes: Change[] } {
-  const result = clone(object);
+  const result = withoutTheseusState(object);
   sanitiseMetadata(result);
   delete result["status"];
   KIND_SANITISERS[result.kind]?.(result, options);

@@ -189,3 +189,25 @@ export function workloadReadiness(object: KubeObject): { ready: boolean; detail:
       return undefined;
   }
 }
+
+/**
+ * The object as its owner means it, without what Theseus left on it: a source quiesced by a migration (a resumed
+ * plan) or an app that arrived by an earlier one (moving back is just another move) carries our labels and
+ * annotations and, while at rest, values that are not its own. The remembered originals are put back.
+ */
+export function withoutTheseusState(object: KubeObject): KubeObject {
+  const result = clone(object);
+  const kindSwitch = SWITCHES[object.kind];
+  for (const key of [ANNOTATION_ACTIVATE, ANNOTATION_QUIESCED]) {
+    const record = readAnnotation(object, key);
+    const original = key === ANNOTATION_QUIESCED ? record?.["original"] : record;
+    if (kindSwitch !== undefined && isMap(original) && kindSwitch.atRest(result)) merge(result, kindSwitch.restore(original));
+  }
+  const { [LABEL_MIGRATION]: _label, ...labels } = result.metadata.labels ?? {};
+  const { [ANNOTATION_STAGED]: _staged, [ANNOTATION_ACTIVATE]: _activate, [ANNOTATION_QUIESCED]: _quiesced, ...annotations } = result.metadata.annotations ?? {};
+  if (Object.keys(labels).length > 0) result.metadata.labels = labels;
+  else delete result.metadata.labels;
+  if (Object.keys(annotations).length > 0) result.metadata.annotations = annotations;
+  else delete result.metadata.annotations;
+  return result;
+}

@@ -1,7 +1,7 @@
 // Sanitise, table-driven: each row is an object as a 1.20 API server returned it and what must be gone (or kept)
 // before the target's API server sees it. Every removal must be a recorded change with why "sanitise".
 import test from "ava";
-import { describeChange, sanitise } from "../app-model/index.js";
+import { ANNOTATION_QUIESCED, ANNOTATION_STAGED, LABEL_MIGRATION, describeChange, quiescePatch, sanitise, stagedForm } from "../app-model/index.js";
 import type { KubeObject } from "../app-model/index.js";
 import { find, meta, shopObjects } from "./fixtures/app-model-shop.js";
 
@@ -232,4 +232,24 @@ test("sanitise: an object without anything bound to the source is returned uncha
   const { object, changes } = sanitise(plain);
   t.deepEqual(object, plain);
   t.deepEqual(changes, []);
+});
+
+test("sanitise: a source quiesced by a migration is planned with its own values, without our annotation", (t) => {
+  const web = get("Deployment", "web");
+  const patch = quiescePatch(web, "m-1") as { spec: Record<string, unknown>; metadata: { annotations: Record<string, string> } };
+  const quiesced: KubeObject = { ...structuredClone(web), spec: { ...(web["spec"] as object), ...patch.spec } };
+  quiesced.metadata.annotations = { ...quiesced.metadata.annotations, ...patch.metadata.annotations };
+  t.is((quiesced["spec"] as { replicas: number }).replicas, 0);
+  const { object } = sanitise(quiesced);
+  t.is((object["spec"] as { replicas: number }).replicas, 3);
+  t.is(object.metadata.annotations?.[ANNOTATION_QUIESCED], undefined);
+});
+
+test("sanitise: an app that arrived by an earlier migration loses that migration's label and annotations", (t) => {
+  const arrived = stagedForm(get("CronJob", "backup"), "m-0", "created");
+  t.is((arrived["spec"] as { suspend: boolean }).suspend, true, "staged, never activated: held at rest");
+  const { object } = sanitise(arrived);
+  t.is(object.metadata.labels?.[LABEL_MIGRATION], undefined);
+  t.is(object.metadata.annotations?.[ANNOTATION_STAGED], undefined);
+  t.is((object["spec"] as { suspend: boolean }).suspend, false, "its remembered value, not the staging's");
 });
