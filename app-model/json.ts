@@ -1,6 +1,5 @@
 // Plain-JSON helpers for objects whose kinds are not typed (types.ts says why): narrowing, deep copies, pointers.
 
-export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonMap = Record<string, unknown>;
 
 export function isMap(value: unknown): value is JsonMap {
@@ -41,7 +40,7 @@ export function clone<T>(value: T): T {
   return JSON.parse(JSON.stringify(value)) as T;
 }
 
-export function escapePointer(segment: string): string {
+function escapePointer(segment: string): string {
   return segment.replaceAll("~", "~0").replaceAll("/", "~1");
 }
 

@@ -210,7 +210,7 @@ function keepRequestsWithinLimits(workload: KubeObject): void {
 }
 
 /** What the app adds to a quota's counted and storage keys, by key (`pods`, `requests.storage`, `count/deployments.apps`...). */
-export function countCharges(objects: readonly KubeObject[], resources: readonly ServedResource[]): Map<string, number> {
+function countCharges(objects: readonly KubeObject[], resources: readonly ServedResource[]): Map<string, number> {
   const charges = new Map<string, number>();
   const add = (key: string, amount: number): void => void charges.set(key, (charges.get(key) ?? 0) + amount);
   for (const object of objects) {

@@ -294,7 +294,7 @@ function nodeAt(root: unknown, path: readonly (string | number)[], key: boolean)
 }
 
 /** Whether the rule's conditions hold for the original object (as discovered, before any rewrite). */
-export function ruleMatches(rule: Rule, original: KubeObject, groupResource: string): boolean {
+function ruleMatches(rule: Rule, original: KubeObject, groupResource: string): boolean {
   const c = rule.conditions;
   if (!minimatch(groupResource, c.groupResource, { nocase: true })) return false;
   if (c.resourceNameRegex !== undefined && !new RegExp(c.resourceNameRegex).test(original.metadata.name ?? "")) return false;
