@@ -1,6 +1,7 @@
 // `theseus copy`: the source agent streams one volume directly to the target agent.
 import type { Command } from "commander";
 import { formatBytes, formatDuration, parseRate } from "../../common/index.js";
+import { createAgentRegistry } from "../agents/index.js";
 import { copyVolume } from "../copy/index.js";
 import { coordinatorTls, globalOptions, interruptSignal, progressLine } from "./context.js";
 
@@ -18,8 +19,8 @@ export function register(program: Command): void {
   program
     .command("copy")
     .description("copy one volume from a source agent to a target agent, directly between them")
-    .requiredOption("--from <host:port>", "the source agent")
-    .requiredOption("--to <host:port>", "the target agent")
+    .requiredOption("--from <agent>", "the source agent: a name from `theseus agents list`, or HOST:PORT")
+    .requiredOption("--to <agent>", "the target agent: a name, or HOST:PORT")
     .requiredOption("--volume <name>", "the volume to copy")
     .option("--target-volume <name>", "the volume to write on the target (default: the same name)")
     .option("--source-address-for-target <host:port>", "how the target reaches the source, if not as --from")
@@ -32,18 +33,21 @@ The coordinator opens a session on the source for the target agent's identity; t
 over mTLS gRPC as one sync round (verified, zstd-compressed when the link is slow); a later copy into the same
 volume sends only what changed. Nothing passes through the coordinator. Ctrl-C cancels the copy.
 
-Example:
-  theseus copy --from 10.0.0.5:7443 --to 10.1.0.7:7443 --volume data`,
+Examples:
+  theseus copy --from 10.0.0.5:7443 --to 10.1.0.7:7443 --volume data
+  theseus copy --from eu --to us --volume data        # agents registered with theseus agents add`,
     )
     .action(async (flags: CopyFlags, command: Command) => {
       // Flags first: a typo should not wait for certificates to load.
       const bandwidth = flags.bandwidth === undefined ? {} : { bandwidthBytesPerSecond: parseRate(flags.bandwidth) };
+      const registry = createAgentRegistry();
+      const [from, to] = [(await registry.resolve(flags.from)).address, (await registry.resolve(flags.to)).address];
       const tls = await coordinatorTls(globalOptions(command));
       const progress = progressLine();
       const started = Date.now();
       const result = await copyVolume({
-        from: flags.from,
-        to: flags.to,
+        from,
+        to,
         volume: flags.volume,
         ...(flags.targetVolume === undefined ? {} : { targetVolume: flags.targetVolume }),
         ...(flags.sourceAddressForTarget === undefined ? {} : { sourceAddressForTarget: flags.sourceAddressForTarget }),
