@@ -99,6 +99,10 @@ export function classify(object: KubeObject, context: ClassifyContext): Classifi
     if (type === "kubernetes.io/dockercfg" && account !== undefined) return skip(`OpenShift makes the pull secret of ServiceAccount ${account}`);
   }
   if (object.kind === "ServiceAccount" && name === "default") return skip("every namespace gets its own default ServiceAccount");
+  // OpenShift makes builder and deployer in every namespace, each with its generated dockercfg secret.
+  if (object.kind === "ServiceAccount" && (name === "builder" || name === "deployer") && hasGeneratedPullSecret(object, name)) {
+    return skip("OpenShift makes it in every namespace");
+  }
   if (object.kind === "ConfigMap" && CLUSTER_CONFIGMAPS.has(name)) return skip("the target publishes its own CA bundle in every namespace");
   if (object.kind === "RoleBinding" && OPENSHIFT_ROLEBINDINGS.has(name)) return skip("OpenShift makes it in every namespace");
   if (object.kind === "ClusterRole" && (name.startsWith("system:") || object.metadata.labels?.["kubernetes.io/bootstrapping"] === "rbac-defaults")) {
@@ -115,4 +119,9 @@ function isManagedSlice(slice: KubeObject): boolean {
   // Slices that nothing manages, or that a user's tool manages, are the user's.
   const manager = slice.metadata.labels?.["endpointslice.kubernetes.io/managed-by"];
   return manager === "endpointslice-controller.k8s.io" || manager === "endpointslicemirroring-controller.k8s.io";
+}
+
+function hasGeneratedPullSecret(account: KubeObject, name: string): boolean {
+  const generated = new RegExp(`^${name}-dockercfg-[a-z0-9]{5}$`);
+  return [...listAt(account, "secrets"), ...listAt(account, "imagePullSecrets")].some((s) => generated.test(stringAt(s, "name") ?? ""));
 }

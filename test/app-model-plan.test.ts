@@ -238,3 +238,11 @@ test("a bare Pod that mounts a claim stays, with a warning: nothing could hold i
   t.like(p.problems.find((x) => x.check === "stays"), { severity: "warning", object: { kind: "Pod", name: "maintenance" } });
   t.like(entry(p, "Pod", "toolbox"), { action: "create" }, "a bare Pod without claims moves");
 });
+
+test("OpenShift's own ServiceAccounts stay; one a user named builder moves", (t) => {
+  const made: KubeObject = { apiVersion: "v1", kind: "ServiceAccount", metadata: meta("deployer", "shop"), secrets: [{ name: "deployer-token-q8w2e" }, { name: "deployer-dockercfg-z7x4c" }], imagePullSecrets: [{ name: "deployer-dockercfg-z7x4c" }] };
+  const users: KubeObject = { apiVersion: "v1", kind: "ServiceAccount", metadata: meta("builder", "shop") };
+  const p = buildPlan(shopInventory([...shopObjects(), made, users]), freshTarget(), planOptions());
+  t.like(entry(p, "ServiceAccount", "deployer"), { action: "skip", reason: "OpenShift makes it in every namespace" });
+  t.like(entry(p, "ServiceAccount", "builder"), { action: "create" });
+});
