@@ -18,7 +18,7 @@ import type { PlanInput, PlanResult } from "../plan/index.js";
 import { EXIT, coordinatorTls, globalOptions, interruptSignal } from "./context.js";
 import { formatPlan, formatProblem, formatStage, formatUnstage } from "./plan-text.js";
 
-interface AppFlags extends PlanInput {
+export interface AppFlags extends PlanInput {
   from: string;
   to: string;
   output: "text" | "json" | "yaml";
@@ -28,7 +28,7 @@ const collect = (value: string, all: string[]): string[] => [...all, value];
 
 const AGENTS_HELP = `--from and --to take an agent name (theseus agents list; \`theseus local up NAME\` registers one) or HOST:PORT.`;
 
-function appOptions(command: Command): Command {
+export function appOptions(command: Command): Command {
   return command
     .requiredOption("--from <agent>", "the source agent: a name from `theseus agents list`, or HOST:PORT")
     .requiredOption("--to <agent>", "the target agent: a name, or HOST:PORT")

@@ -7,6 +7,7 @@ import { register as registerCerts } from "./certs.js";
 import { register as registerCopy } from "./copy.js";
 import { register as registerDemo } from "./demo.js";
 import { localCommandHooks } from "./local.js";
+import { register as registerMigrate } from "./migrate.js";
 import { register as registerPlan } from "./plan.js";
 import { register as registerSyncDirs } from "./sync-dirs.js";
 
@@ -27,6 +28,7 @@ Getting started:
   theseus certs init && theseus certs issue coordinator --name me
   theseus copy --from HOST:PORT --to HOST:PORT --volume data
   theseus local up eu && theseus local up us && theseus plan --from eu --to us -n shop
+  theseus migrate --from eu --to us -n shop --auto-cutover   then: theseus status ID -w, cutover ID, abort ID
 
 Exit codes: 0 done, 1 failed, 2 bad usage or input, 3 an agent unreachable or refusing us, 4 integrity or protocol
 error, 130 cancelled.`,
@@ -34,6 +36,7 @@ error, 130 cancelled.`,
   registerCerts(program);
   registerAgents(program);
   registerPlan(program);
+  registerMigrate(program);
   registerCopy(program);
   registerDemo(program);
   registerSyncDirs(program);

@@ -6,6 +6,7 @@ export type { MigrationEvent, MigrationHandle, MigrationOutcome } from "./driver
 export {
   createMigration,
   finishMigration,
+  followMigration,
   listMigrations,
   migrationStatus,
   readMigration,

@@ -2,7 +2,7 @@
 // not need its driver (status, list, set-bandwidth, finish) or ask it (cutover, abort).
 import { toJson } from "@bufbuild/protobuf";
 import type { JsonValue } from "@bufbuild/protobuf";
-import { TheseusError, silentLogger } from "../../common/index.js";
+import { TheseusError, createChannel, silentLogger, sleep } from "../../common/index.js";
 import type { Logger } from "../../common/index.js";
 import { RoundStatsSchema } from "../../proto/gen/theseus/v1/agent_pb.js";
 import { ParticipantStatusSchema } from "../../proto/gen/theseus/v1/migration_pb.js";
@@ -10,13 +10,13 @@ import type { ParticipantStatus } from "../../proto/gen/theseus/v1/migration_pb.
 import type { TlsMaterial } from "../../rpc/index.js";
 import { acquireDriverLock, liveDriver } from "./driver-lock.js";
 import { startDriver } from "./driver.js";
-import type { MigrationHandle } from "./driver.js";
-import { appendToJournal, listMigrationIds, openJournal, readJournal, readJournalFrom } from "./journal.js";
+import type { MigrationEvent, MigrationHandle } from "./driver.js";
+import { appendToJournal, followJournal, listMigrationIds, openJournal, readJournal, readJournalFrom } from "./journal.js";
 import type { MigrationSpec } from "./journal.js";
 import { migrationSpec } from "./options.js";
 import type { MigrateOptions } from "./options.js";
-import { resumeAction, transition } from "./phases.js";
-import type { Phase } from "./phases.js";
+import { isEnded, resumeAction, transition } from "./phases.js";
+import type { MigrationState, Phase } from "./phases.js";
 import { dialParticipant } from "./participants.js";
 import type { ParticipantClient } from "./participants.js";
 import { replay } from "./replay.js";
@@ -181,6 +181,63 @@ export async function* watchTarget(id: string, options: { readonly home: string;
     target.close();
   }
 }
+
+/**
+ * A migration as another process drives it, for `theseus status ID -w`: its phases and rounds from the journal, the
+ * running rounds' progress from the target; ends when the journal reaches an end (or the signal fires).
+ */
+export async function* followMigration(id: string, options: { readonly home: string; readonly tls: TlsMaterial; readonly signal: AbortSignal }): AsyncGenerator<MigrationEvent> {
+  const { records, offset } = await readJournalFrom(options.home, id, 0);
+  let view = replay(records);
+  yield { type: "phase", phase: view.state.phase, atMs: view.updatedAtMs };
+  if (isEnded(view.state)) return;
+  const stop = new AbortController();
+  const signal = AbortSignal.any([stop.signal, options.signal]);
+  const queue = createChannel<MigrationEvent>();
+  const target = dialParticipant(view.spec.to, options.tls);
+  void (async () => {
+    try {
+      for await (const record of followJournal(options.home, id, offset, FOLLOW_POLL_MS, signal)) {
+        records.push(record);
+        const before = view.state.phase;
+        view = replay(records);
+        if (record.type === "round") {
+          const round = view.rounds.at(-1);
+          if (round !== undefined) queue.push({ type: "round", volume: round.volume, round: round.round });
+        }
+        if (view.state.phase !== before) queue.push({ type: "phase", phase: view.state.phase, atMs: record.atMs });
+        const state: MigrationState = view.state;
+        if (state.phase === "aborting" && before !== "aborting") queue.push({ type: "message", text: `aborting: ${state.reason}` });
+        if (isEnded(view.state)) break;
+      }
+      queue.close();
+    } catch (error) {
+      queue.fail(error);
+    }
+  })();
+  void (async () => {
+    while (!signal.aborted) {
+      try {
+        for await (const status of target.watch({ migrationId: id }, { signal })) {
+          for (const v of status.volumes) {
+            if (v.roundRunning && v.progress !== undefined) queue.push({ type: "progress", volume: v.sourceVolume, progress: v.progress, usedBytes: Number(v.usedBytes) });
+          }
+        }
+      } catch {
+        // The target restarting, or not begun yet: the journal still tells the story; try again shortly.
+      }
+      await sleep(FOLLOW_POLL_MS * 4, signal).catch(() => undefined);
+    }
+  })();
+  try {
+    yield* queue;
+  } finally {
+    stop.abort();
+    target.close();
+  }
+}
+
+const FOLLOW_POLL_MS = 250;
 
 /**
  * Asks for a cutover or an abort. With a live driver the request is journaled for it to act on (returns its pid);
