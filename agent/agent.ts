@@ -6,12 +6,15 @@ import type { Logger } from "../common/index.js";
 import { createRpcServer } from "../rpc/index.js";
 import type { TlsMaterial } from "../rpc/index.js";
 import { AgentService } from "../proto/gen/theseus/v1/agent_pb.js";
+import { MigrationService } from "../proto/gen/theseus/v1/migration_pb.js";
 import { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
 import type { AgentOptions } from "./config.js";
 import { createAppService } from "./app-service.js";
 import { connectCluster } from "./cluster/index.js";
 import { createControlService } from "./control-service.js";
-import { SessionRegistry } from "./sessions.js";
+import { createMigrations } from "./migration/index.js";
+import { createMigrationService } from "./migration-service.js";
+import { SessionRegistry } from "./migration/index.js";
 import { SyncSources } from "./sync/index.js";
 import { createTransferService } from "./transfer-service.js";
 import { VolumeRegistry } from "./volumes.js";
@@ -39,6 +42,21 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
   const sessions = new SessionRegistry();
   const syncSources = new SyncSources(options.stateDir, logger.child({ component: "sync-source" }));
 
+  const migrations = createMigrations({
+    clusterName: options.clusterName,
+    cluster,
+    namespace: options.namespace,
+    volumes,
+    sessions,
+    syncSources,
+    tls,
+    stateDir: options.stateDir,
+    logger,
+    defaultTimeoutMs: options.kubeTimeoutMs,
+    minRoundIntervalMs: 1000,
+    retryDelayMs: 2000,
+  });
+
   const server = createRpcServer({ tls, logger });
   server.add(
     AgentService,
@@ -56,16 +74,21 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
     }),
     { allowedRoles: ["coordinator"] },
   );
+  server.add(MigrationService, createMigrationService(migrations), { allowedRoles: ["coordinator"] });
   server.add(TransferService, createTransferService({ volumes, sessions, logger, syncSources }), { allowedRoles: ["agent"] });
   const port = await server.listen(options.listenHost, options.listenPort);
   const address = `${options.listenHost.includes(":") ? `[${options.listenHost}]` : options.listenHost}:${port}`;
   logger.info({ address, volumes: volumes.names(), cluster: options.cluster.kind, version: VERSION }, "agent listening");
+  // The migrations persisted in the cluster carry on: sessions restored, rounds pulled again, leases watched.
+  await migrations.resume();
 
   return {
     address,
     port,
     async close(graceMs = options.shutdownGraceMs) {
       logger.info({ graceMs }, "agent shutting down");
+      // Rounds first: cancelled, they checkpoint what they applied before the calls that watch them end.
+      await migrations.close();
       await server.shutdown(graceMs);
       await volumes.close();
     },

@@ -26,6 +26,8 @@ export interface AgentOptions {
   readonly nodeName: string | undefined;
   /** How long binding claims, deletions, pods going away and readiness may take when a call does not say. */
   readonly kubeTimeoutMs: number;
+  /** The agent's own namespace in its cluster: its migrations' records and leases live there. */
+  readonly namespace: string;
 }
 
 /** The raw, optional settings each source may supply; strings as a user typed them. */
@@ -44,6 +46,7 @@ export interface AgentSettings {
   /** Set from KUBERNETES_SERVICE_HOST: the agent runs in a pod. */
   inCluster?: boolean | undefined;
   nodeName?: string | undefined;
+  namespace?: string | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -66,7 +69,7 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
   }
   if (data === null || data === undefined) return {};
   if (typeof data !== "object" || Array.isArray(data)) throw new TheseusError("invalid_argument", `${path} must hold a YAML mapping`);
-  const known = new Set(["clusterName", "listen", "volumes", "pkiDir", "tlsCa", "tlsCert", "tlsKey", "stateDir", "logLevel", "sessionTtlSeconds", "kubeconfig", "nodeName"]);
+  const known = new Set(["clusterName", "listen", "volumes", "pkiDir", "tlsCa", "tlsCert", "tlsKey", "stateDir", "logLevel", "sessionTtlSeconds", "kubeconfig", "nodeName", "namespace"]);
   for (const key of Object.keys(data)) {
     if (!known.has(key)) throw new TheseusError("invalid_argument", `${path}: unknown setting "${key}"`, { hint: `known settings: ${[...known].join(", ")}` });
   }
@@ -96,6 +99,7 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
     sessionTtlSeconds: ttl,
     kubeconfig: str("kubeconfig"),
     nodeName: str("nodeName"),
+    namespace: str("namespace"),
   };
 }
 
@@ -116,6 +120,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): AgentSettings {
     kubeconfig: env["THESEUS_KUBECONFIG"],
     inCluster: env["KUBERNETES_SERVICE_HOST"] === undefined ? undefined : true,
     nodeName: env["THESEUS_NODE_NAME"],
+    namespace: env["THESEUS_NAMESPACE"],
   };
 }
 
@@ -190,6 +195,7 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
     cluster,
     nodeName: merged.nodeName === undefined || merged.nodeName === "" ? undefined : merged.nodeName,
     kubeTimeoutMs: 300_000,
+    namespace: validateIdentityName(merged.namespace ?? "theseus-system", "agent namespace"),
   };
 }
 

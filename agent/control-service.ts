@@ -2,15 +2,12 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { TheseusError, createChannel } from "../common/index.js";
 import type { Logger } from "../common/index.js";
-import { createRpcClient, validateIdentityName } from "../rpc/index.js";
+import { validateIdentityName } from "../rpc/index.js";
 import type { Implementation, TlsMaterial } from "../rpc/index.js";
 import type { AgentService, SyncVolumeResponseSchema } from "../proto/gen/theseus/v1/agent_pb.js";
-import { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
-import type { SyncUpSchema } from "../proto/gen/theseus/v1/transfer_pb.js";
-import { runTargetRound, syncStateDir } from "./sync/index.js";
-import type { SyncConnect, SyncSources } from "./sync/index.js";
-import { SESSION_TOKEN_METADATA } from "./sessions.js";
-import type { SessionRegistry } from "./sessions.js";
+import { pullRound, roundStatsOf } from "./migration/index.js";
+import type { SyncSources } from "./sync/index.js";
+import type { SessionRegistry } from "./migration/index.js";
 import type { VolumeRegistry } from "./volumes.js";
 import type { AppHandlers } from "./app-service.js";
 
@@ -56,66 +53,31 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
       if (request.sourceAddress === "") throw new TheseusError("invalid_argument", "the source agent's address is missing");
       validateIdentityName(request.sourceCluster, "source cluster");
       const log = deps.logger.child({ migrationId: request.migrationId, volume: request.volume, source: request.sourceCluster, round: request.round });
-      const client = createRpcClient(TransferService, request.sourceAddress, { tls: deps.tls, expectedPeer: { role: "agent", name: request.sourceCluster } });
       const events = createChannel<SyncEvent>();
-      // The engine's frames ride in SyncUp/SyncDown messages; the session and the initial limit in the first one.
-      const connect: SyncConnect = (up) => {
-        const requests = async function* (): AsyncGenerator<MessageInitShape<typeof SyncUpSchema>> {
-          let first = true;
-          for await (const frame of up) {
-            if (first) yield { sessionId: request.sessionId, bandwidthBytesPerSecond: request.bandwidthBytesPerSecond, frame };
-            else yield { frame };
-            first = false;
-          }
-        };
-        const stream = client.sync(requests(), { signal: ctx.signal, metadata: { [SESSION_TOKEN_METADATA]: request.token } });
-        return (async function* () {
-          for await (const message of stream) yield message.frame;
-        })();
-      };
       log.info("sync round: pulling changes from the source agent");
-      runTargetRound(
-        { root, stateDir: syncStateDir(deps.stateDir, "target", request.volume), logger: log, onProgress: (p) => events.push({ event: { case: "progress", value: { entries: BigInt(p.entries), bytes: BigInt(p.bytes), wireBytes: BigInt(p.wireBytes) } } }) },
-        connect,
+      pullRound(
+        {
+          root,
+          agentStateDir: deps.stateDir,
+          volume: request.volume,
+          sourceAddress: request.sourceAddress,
+          sourceCluster: request.sourceCluster,
+          sessionId: request.sessionId,
+          token: request.token,
+          bandwidthBytesPerSecond: Number(request.bandwidthBytesPerSecond),
+          tls: deps.tls,
+          logger: log,
+          onProgress: (p) => events.push({ event: { case: "progress", value: { entries: BigInt(p.entries), bytes: BigInt(p.bytes), wireBytes: BigInt(p.wireBytes) } } }),
+        },
         ctx.signal,
       ).then(
         (result) => {
-          const s = result.source;
-          const digest = Buffer.from(result.digest, "hex");
-          events.push({
-            event: {
-              case: "done",
-              value: {
-                round: request.round,
-                entriesScanned: BigInt(s.entriesScanned),
-                entriesChanged: BigInt(s.entriesChanged),
-                entriesDeleted: BigInt(s.entriesDeleted),
-                bytesRead: BigInt(s.bytesRead),
-                bytesChanged: BigInt(s.bytesChanged),
-                wireBytes: BigInt(s.wireBytes),
-                durationMs: BigInt(result.durationMs),
-                dirtyBytesPerSecond: result.dirtyBytesPerSecond,
-                // The target checked them equal before reporting; a mismatch fails the round instead.
-                sourceDigest: digest,
-                targetDigest: digest,
-                rawBytes: BigInt(s.rawBytes),
-                targetBytesRead: BigInt(result.targetBytesRead),
-                bytesWritten: BigInt(result.bytesWritten),
-                ownersNotPreserved: BigInt(s.ownersNotPreserved),
-                specialFilesSkipped: BigInt(s.specialFilesSkipped),
-                firstSpecialFile: s.firstSpecialFile,
-              },
-            },
-          });
+          events.push({ event: { case: "done", value: roundStatsOf(request.round, result) } });
           events.close();
         },
         (error: unknown) => events.fail(error),
       );
-      try {
-        yield* events;
-      } finally {
-        client.close();
-      }
+      yield* events;
     },
 
     async setBandwidth(request) {

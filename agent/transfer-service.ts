@@ -3,9 +3,9 @@ import { TheseusError } from "../common/index.js";
 import type { Logger } from "../common/index.js";
 import type { Implementation } from "../rpc/index.js";
 import type { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
-import { SESSION_TOKEN_METADATA } from "./sessions.js";
+import { SESSION_TOKEN_METADATA } from "./migration/index.js";
 import type { SyncSources } from "./sync/index.js";
-import type { SessionRegistry } from "./sessions.js";
+import type { SessionRegistry } from "./migration/index.js";
 import type { VolumeRegistry } from "./volumes.js";
 
 export interface TransferServiceDeps {

@@ -2,8 +2,8 @@
 // The token is compared in constant time and never logged; the peer's certificate must also name the expected cluster,
 // so a stolen token is useless without that agent's key.
 import { randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
-import { TheseusError } from "../common/index.js";
-import type { PeerIdentity } from "../rpc/index.js";
+import { TheseusError } from "../../common/index.js";
+import type { PeerIdentity } from "../../rpc/index.js";
 
 export interface TransferSession {
   readonly id: string;
@@ -35,6 +35,14 @@ export class SessionRegistry {
     };
     this.#sessions.set(session.id, { session, token });
     return { session, token: token.toString("base64url") };
+  }
+
+  /**
+   * Registers a session again under its id and token: a migration's sessions outlive an agent restart, because the
+   * peer keeps pulling rounds with the token it was given and cannot ask for a new one (only coordinators may).
+   */
+  restore(session: TransferSession, token: string): void {
+    this.#sessions.set(session.id, { session, token: Buffer.from(token, "base64url") });
   }
 
   close(id: string): void {

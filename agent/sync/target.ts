@@ -83,7 +83,10 @@ export interface RoundResult {
   targetBytesRead: number;
   targetEntries: number;
   durationMs: number;
+  /** The volume digest the target computed over what it holds now (hex). */
   digest: string;
+  /** The digest the source computed over what it sent (hex): equal to `digest`, or the round failed with data_loss. */
+  sourceDigest: string;
   /** Bytes changed per second of time since the previous round ended (0 for the first round). */
   dirtyBytesPerSecond: number;
   compressionRatio: number;
@@ -821,6 +824,7 @@ class TargetRound {
       targetEntries: this.targetEntries,
       durationMs: endMs - this.startedMs,
       digest: got.toString("hex"),
+      sourceDigest: Buffer.from(end.digest).toString("hex"),
       dirtyBytesPerSecond: sincePrevious > 0 ? Math.round((s.bytesChanged / sincePrevious) * 1000) : 0,
       compressionRatio: s.wireBytes > 0 ? s.rawBytes / s.wireBytes : 1,
       ownersPreserved: this.preserveOwner,
