@@ -90,6 +90,7 @@ export async function measureUsedBytes(root: string, signal?: AbortSignal, maxEn
   let entries = 0;
   const pending = [root];
   for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
+    throwIfAborted(signal);
     for await (const entry of await opendir(dir)) {
       if (++entries > maxEntries) return { bytes, complete: false };
       if (entries % 1024 === 0) throwIfAborted(signal);
