@@ -68,6 +68,10 @@ function sanitiseMetadata(object: KubeObject): void {
 type KindSanitiser = (object: KubeObject, options: SanitiseOptions) => void;
 
 const KIND_SANITISERS: Readonly<Record<string, KindSanitiser>> = {
+  Namespace(object) {
+    // The API server (1.21+) stamps the name as this label; under a mapped name the source's value would be wrong.
+    deleteKey(object.metadata, "labels", "kubernetes.io/metadata.name");
+  },
   Service(object, options) {
     const spec = mapAt(object, "spec");
     if (spec === undefined) return;

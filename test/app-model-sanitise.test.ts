@@ -48,6 +48,12 @@ const rows: Row[] = [
     kept: { "metadata.name": "web-5d8f7c9b4d-x7k2p" },
   },
   {
+    title: "a Namespace loses the name label the API server stamps",
+    object: get("Namespace", "shop"),
+    gone: ["metadata.labels.kubernetes.io/metadata.name", "status"],
+    kept: { "metadata.name": "shop", "spec.finalizers": ["kubernetes"] },
+  },
+  {
     title: "a ClusterIP Service: clusterIP and clusterIPs (the source's service CIDR)",
     object: get("Service", "web"),
     gone: ["spec.clusterIP", "spec.clusterIPs", "status"],
