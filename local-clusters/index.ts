@@ -6,7 +6,7 @@ export type { ClusterStatus, ClusterSummary, LocalCluster, UpOptions } from "./c
 export { KNOWN_IMAGES, imageRepository, resolveImage } from "./images.js";
 export type { KnownImage } from "./images.js";
 export { installOpenShiftKinds } from "./openshift.js";
-export { BUILD_SCRIPT, KUBERNETES_VERSION, clusterDir, kubernetesBinDir, repoRoot, theseusHome } from "./paths.js";
+export { BUILD_SCRIPT, KUBERNETES_VERSION, clusterDir, controlPlaneBinaries, kubernetesBinDir, repoRoot, theseusHome } from "./paths.js";
 export { PROVISIONER_NAME, STORAGE_CLASS_IMMEDIATE, STORAGE_CLASS_WAIT } from "./provisioner.js";
 export { registerLocalCommands } from "./cli.js";
 export type { LocalCommandHooks } from "./cli.js";
