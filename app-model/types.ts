@@ -168,7 +168,10 @@ export interface Change {
   readonly op: "add" | "remove" | "replace";
   readonly before?: unknown;
   readonly after?: unknown;
-  /** Which step made it: "sanitise", "namespace", "storage-class", "image-registry", "replicas", "quota", a rule's source... */
+  /**
+   * Which step made it: "sanitise", "namespace", "service-dns", "storage-class", "image-registry", "replicas",
+   * "route-host", "api-version", "quota", or a rule's source ("rules.yaml:12").
+   */
   readonly why: string;
 }
 
@@ -202,7 +205,11 @@ export interface PlanVolume {
 
 export interface Problem {
   readonly severity: "error" | "warning";
-  /** Which check found it: "storage-class", "capacity", "quota", "kind-served", "crd", "conflict", "discovery"... */
+  /**
+   * Which check found it: "storage-class", "capacity", "quota", "kind-served", "crd", "conflict", "discovery",
+   * "volume-access", "rules" (a patch that cannot apply), "options" (a flag naming nothing), "stays" (an object that
+   * cannot move safely).
+   */
   readonly check: string;
   readonly object?: ObjectRef;
   readonly message: string;
