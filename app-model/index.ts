@@ -16,7 +16,7 @@ export {
   unquiescePatch,
   workloadReadiness,
 } from "./staging.js";
-export { groupOfApiVersion, refKey, refOf } from "./refs.js";
+export { describeRef, groupOfApiVersion, refKey, refOf } from "./refs.js";
 export { matchesSelector, parseLabelSelector } from "./selector.js";
 export type { LabelRequirement, LabelSelector } from "./selector.js";
 export { buildPlan, planLookups, planObjectsToStage } from "./plan.js";
