@@ -136,3 +136,16 @@ test("the CLI: agents add, list -o json, remove, and errors that say what to do"
   t.regex(bad.stderr, /not HOST:PORT/);
   t.regex((await cli(home, "agents", "--help")).stdout, /Examples:/);
 });
+
+test("a command naming an agent that is down says which one and how to bring it back (exit 3)", async (t) => {
+  const home = await tempHome();
+  t.teardown(() => rm(home, { recursive: true, force: true }));
+  t.is((await cli(home, "certs", "init")).code, 0);
+  t.is((await cli(home, "certs", "issue", "coordinator", "--name", "me")).code, 0);
+  // Port 1 on loopback: nothing listens there.
+  t.is((await cli(home, "agents", "add", "eu", "127.0.0.1:1")).code, 0);
+  const down = await cli(home, "plan", "--from", "eu", "--to", "127.0.0.1:2", "-n", "shop");
+  t.is(down.code, 3, down.stderr);
+  t.regex(down.stderr, /the source agent "eu" \(127\.0\.0\.1:1\)/);
+  t.regex(down.stderr, /theseus local up eu/);
+});

@@ -32,8 +32,9 @@ export async function createPlan(request: PlanRequest): Promise<PlanResult> {
   const source = dialAgent(request.from, request.tls);
   const target = dialAgent(request.to, request.tls);
   try {
-    const inventory = await discover(source, request.from, request.app, request.signal);
-    const facts = await describeCluster(target, request.to, request.options.targetNamespace, planLookups(inventory, request.options), request.signal);
+    const inventory = await naming(request.from, "source", discover(source, request.from, request.app, request.signal));
+    const lookups = planLookups(inventory, request.options);
+    const facts = await naming(request.to, "target", describeCluster(target, request.to, request.options.targetNamespace, lookups, request.signal));
     throwIfAborted(request.signal);
     return { plan: buildPlan(inventory, facts, request.options), inventory, facts };
   } finally {
@@ -124,7 +125,7 @@ export async function stagePlan(request: StageRequestOptions): Promise<StageResu
   const objects = planObjectsToStage(request.plan);
   const target = dialAgent(request.to, request.tls);
   try {
-    const response = await target.stage(stageMessages(request, objects), callOptions(request.signal));
+    const response = await naming(request.to, "target", target.stage(stageMessages(request, objects), callOptions(request.signal)));
     return {
       migrationId: request.migrationId,
       objects: response.objects.map((o) => ({ ref: refFromWire(o.ref), action: o.action })),
@@ -157,10 +158,25 @@ export interface UnstageRequestOptions {
 export async function unstageMigration(request: UnstageRequestOptions): Promise<StagedObject[]> {
   const target = dialAgent(request.to, request.tls);
   try {
-    const response = await target.unstage({ migrationId: request.migrationId, namespace: request.namespace }, callOptions(request.signal));
+    const response = await naming(request.to, "target", target.unstage({ migrationId: request.migrationId, namespace: request.namespace }, callOptions(request.signal)));
     return response.removed.map((o) => ({ ref: refFromWire(o.ref), action: o.action }));
   } finally {
     target.close();
+  }
+}
+
+/** Says which agent failed (the RPC error only knows its address) and, when it cannot be reached, how to bring it back. */
+async function naming<T>(agent: AgentTarget, role: "source" | "target", call: Promise<T>): Promise<T> {
+  try {
+    return await call;
+  } catch (error) {
+    const e = TheseusError.from(error);
+    if (e.code === "cancelled") throw e;
+    const known = agent.cluster === undefined ? "" : ` (check its address with \`theseus agents list\`; a local cluster's agent restarts with \`theseus local up ${agent.name}\`)`;
+    throw new TheseusError(e.code, `the ${role} agent ${agent.name === agent.address ? agent.address : `"${agent.name}" (${agent.address})`}: ${e.message}`, {
+      cause: error,
+      hint: e.code === "unavailable" ? `${e.hint ?? "is the agent running?"}${known}` : e.hint,
+    });
   }
 }
 
