@@ -25,7 +25,7 @@
 // cannot make another match; the patches apply to the object as the built-in rewrites left it (namespace, storage
 // class, images, API version already changed), rule after rule in file order. A rule with no patch is refused.
 import { Ajv } from "ajv";
-import type { ErrorObject } from "ajv";
+import type { ErrorObject, ValidateFunction } from "ajv";
 import { LineCounter, isMap as isYamlMap, isSeq as isYamlSeq, isScalar, parse as parseYaml, parseDocument } from "yaml";
 import type { Node as YamlNode } from "yaml";
 import { minimatch } from "minimatch";
@@ -151,7 +151,10 @@ interface RulesFile {
 
 type JsonOp = "add" | "remove" | "replace" | "move" | "copy" | "test";
 
-const validateFile = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true }).compile<RulesFile>(RULES_SCHEMA);
+// Compiled on first use: the agent imports this component too and never reads a rules file.
+let compiled: ValidateFunction<RulesFile> | undefined;
+const validator = (): ValidateFunction<RulesFile> =>
+  (compiled ??= new Ajv({ allErrors: true, strict: true, allowUnionTypes: true }).compile<RulesFile>(RULES_SCHEMA));
 
 const MAX_REPORTED = 5;
 
@@ -168,6 +171,7 @@ export function parseRules(text: string, source: string): Rule[] {
     const node = nodeAt(doc.contents, path, key);
     return node?.range === undefined || node.range === null ? 1 : lineOf(node.range[0]);
   };
+  const validateFile = validator();
   if (!validateFile(data)) {
     throw invalidRules(source, (validateFile.errors ?? []).map((e) => schemaMessage(e, source, lineAt)));
   }
