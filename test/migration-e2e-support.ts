@@ -1,0 +1,161 @@
+// Shared by the migration's end-to-end tests: two local clusters brought up through the real CLI (each with its agent
+// registered by name) in a private THESEUS_HOME, the demo app deployed per test in its own namespace with a load
+// client that follows it, the CLI as a child process (so that a failpoint's crash kills a coordinator, not the test),
+// and the checks every test makes: the source as it was, the target as before staging, every ack on a volume.
+import { execFile } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { KubeObject } from "../app-model/index.js";
+import { anySignal } from "../common/index.js";
+import type { AgentTarget } from "../coordinator/agents/index.js";
+import { loadTlsMaterial } from "../coordinator/certs/index.js";
+import { DEMO_APP_NAME, demoCluster, demoVolumeDir, deployDemoApp, waitForAppUrl } from "../coordinator/demo/index.js";
+import type { DemoCluster } from "../coordinator/demo/index.js";
+import type { TlsMaterial } from "../rpc/index.js";
+import { runLoad, verifyVolume } from "../local-clusters/demo-app/index.js";
+import type { AckLine, LoadSummary, VerifyReport } from "../local-clusters/demo-app/index.js";
+import { getCluster } from "../local-clusters/index.js";
+
+export const CLI = fileURLToPath(new URL("../coordinator/main.js", import.meta.url));
+export const SOURCE_CLASS = "local-path";
+export const TARGET_CLASS = "local-path-immediate";
+
+export interface Run {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** The real CLI in a child process, with the test's THESEUS_HOME and, when given, THESEUS_FAILPOINTS. */
+export function theseus(home: string, args: readonly string[], failpoints?: string): Promise<Run> {
+  const env = { ...process.env, THESEUS_HOME: home, ...(failpoints === undefined ? {} : { THESEUS_FAILPOINTS: failpoints }) };
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr });
+    });
+  });
+}
+
+export function ok(run: Run, what: string): Run {
+  if (run.code !== 0) throw new Error(`${what} exited ${run.code}:\n${run.stderr.slice(-6000)}\n${run.stdout.slice(-4000)}`);
+  return run;
+}
+
+export interface Clusters {
+  readonly home: string;
+  readonly tls: TlsMaterial;
+  readonly source: DemoCluster;
+  readonly target: DemoCluster;
+  readonly from: AgentTarget;
+  readonly to: AgentTarget;
+}
+
+/** `theseus local up` for both (one after the other: two first starts at once only slow each other down). */
+export async function upClusters(home: string, sourceName: string, targetName: string): Promise<Clusters> {
+  ok(await theseus(home, ["local", "up", sourceName]), `theseus local up ${sourceName}`);
+  ok(await theseus(home, ["local", "up", targetName]), `theseus local up ${targetName}`);
+  const get = async (name: string): Promise<DemoCluster> => {
+    const cluster = await getCluster(name);
+    if (cluster?.agentAddress === undefined) throw new Error(`cluster ${name} has no agent`);
+    return demoCluster(cluster);
+  };
+  const source = await get(sourceName);
+  const target = await get(targetName);
+  const agent = (c: DemoCluster): AgentTarget => ({ name: c.cluster.name, address: c.cluster.agentAddress ?? "", cluster: c.cluster.name });
+  // `local up` issues the coordinator "local" when the PKI directory has none.
+  const tls = await loadTlsMaterial(join(home, "pki"), { role: "coordinator", name: "local" });
+  return { home, tls, source, target, from: agent(source), to: agent(target) };
+}
+
+/** The demo app writing in a namespace of the source, its load client following whatever the urls file names. */
+export interface RunningApp {
+  readonly namespace: string;
+  readonly targetNamespace: string;
+  readonly urlsFile: string;
+  readonly acksFile: string;
+  /** Points the load client at the app's pod in this cluster and namespace, as soon as it has an address. */
+  follow(where: DemoCluster, namespace: string, signal?: AbortSignal): Promise<string>;
+  /** Stops the load client; its summary. */
+  stop(): Promise<LoadSummary>;
+}
+
+export interface AppOptions {
+  readonly sizeBytes?: number;
+  readonly writeBytesPerSecond?: number;
+  readonly recordBytes?: number;
+}
+
+export async function startApp(c: Clusters, dir: string, namespace: string, options: AppOptions = {}): Promise<RunningApp> {
+  const url = await deployDemoApp(c.source, { namespace, storageClass: SOURCE_CLASS, sizeBytes: options.sizeBytes ?? 64 * 1024 * 1024 });
+  const urlsFile = join(dir, `${namespace}.urls`);
+  const acksFile = join(dir, `${namespace}.acks.jsonl`);
+  await writeFile(urlsFile, `${url}\n`);
+  const recordBytes = options.recordBytes ?? 16 * 1024;
+  const stopping = new AbortController();
+  const load = runLoad({ urlsFile, acksFile, recordBytes, ratePerSecond: (options.writeBytesPerSecond ?? 1_000_000) / recordBytes }, stopping.signal);
+  load.catch(() => undefined);
+  return {
+    namespace,
+    targetNamespace: `${namespace}-us`,
+    urlsFile,
+    acksFile,
+    async follow(where, ns, signal) {
+      const next = await waitForAppUrl(where, ns, { ready: false, timeoutMs: 180_000, signal: anySignal(signal, stopping.signal) });
+      await writeFile(urlsFile, `${next}\n`);
+      return next;
+    },
+    async stop() {
+      stopping.abort();
+      return load;
+    },
+  };
+}
+
+/** The plan flags of a test's migration: its own namespace, mapped to NAMESPACE-us and the other storage class. */
+export function mappingArgs(c: Clusters, app: RunningApp): string[] {
+  return ["--from", c.from.name, "--to", c.to.name, "-n", app.namespace, "--to-namespace", app.targetNamespace, "--storage-class", `${SOURCE_CLASS}=${TARGET_CLASS}`];
+}
+
+/** Every acknowledged write (or only those acked before a time) checked on the app's volume in a cluster. */
+export async function verifyAcks(where: DemoCluster, namespace: string, app: RunningApp, ackedBeforeMs?: number): Promise<VerifyReport> {
+  let acksFile = app.acksFile;
+  if (ackedBeforeMs !== undefined) {
+    const lines = (await readFile(app.acksFile, "utf8")).split("\n").filter((l) => l.trim() !== "");
+    const before = lines.filter((l) => (JSON.parse(l) as AckLine).ackedAtMs < ackedBeforeMs);
+    acksFile = `${app.acksFile}.before-${ackedBeforeMs}`;
+    await writeFile(acksFile, before.map((l) => `${l}\n`).join(""));
+  }
+  return verifyVolume({ dataDir: await demoVolumeDir(where, namespace), acksFile });
+}
+
+/** What "as it was" means for the source: the app's objects' specs, labels and annotations, and its pods ready. */
+export async function appObjects(where: DemoCluster, namespace: string): Promise<Record<string, unknown>> {
+  const view: Record<string, unknown> = {};
+  for (const [apiVersion, kind] of [["apps/v1", "Deployment"], ["v1", "Service"], ["v1", "PersistentVolumeClaim"]] as const) {
+    const name = kind === "PersistentVolumeClaim" ? `${DEMO_APP_NAME}-data` : DEMO_APP_NAME;
+    const o = await where.objects.get({ apiVersion, kind, namespace, name });
+    view[kind] = o === undefined ? null : { labels: o.metadata.labels ?? {}, annotations: stripChurn(o.metadata.annotations ?? {}), spec: o["spec"] };
+  }
+  return view;
+}
+
+function stripChurn(annotations: Readonly<Record<string, string>>): Record<string, string> {
+  // The Deployment controller counts revisions; a scale down and up is not a new revision, but be explicit.
+  return Object.fromEntries(Object.entries(annotations).filter(([k]) => k !== "deployment.kubernetes.io/revision"));
+}
+
+/** Every object in a namespace of a cluster (refs), minus what churns on its own; [] when the namespace is absent. */
+export async function namespaceObjects(where: DemoCluster, namespace: string): Promise<string[]> {
+  const discovery = await where.objects.discovery();
+  const churn = new Set(["Event", "Lease", "EndpointSlice", "Endpoints"]);
+  const refs: string[] = [];
+  const ns = await where.objects.get({ apiVersion: "v1", kind: "Namespace", namespace: "", name: namespace });
+  if (ns !== undefined && (ns["status"] as { phase?: string } | undefined)?.phase !== "Terminating") refs.push(`Namespace/${namespace}`);
+  for (const r of discovery.resources.filter((x) => x.namespaced && x.preferred && x.verbs.includes("list") && !churn.has(x.kind))) {
+    for (const o of await where.objects.list(r, { namespace })) refs.push(ref(o));
+  }
+  return refs.sort();
+}
+
+const ref = (o: KubeObject): string => `${o.apiVersion}/${o.kind}/${o.metadata.name ?? ""}`;
