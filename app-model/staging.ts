@@ -139,7 +139,8 @@ export function quiescePatch(object: KubeObject, migrationId: string): MergePatc
 export function unquiescePatch(object: KubeObject, migrationId: string): MergePatch | undefined {
   const kindSwitch = SWITCHES[object.kind];
   const record = readAnnotation(object, ANNOTATION_QUIESCED);
-  if (kindSwitch === undefined || record === undefined || record["migration"] !== migrationId) return undefined;
+  // A Deployment's ReplicaSet carries a copy of its owner's annotations: quiesce never changed it, so nothing to undo.
+  if (kindSwitch === undefined || followsOwner(object) || record === undefined || record["migration"] !== migrationId) return undefined;
   const original = isMap(record["original"]) ? record["original"] : {};
   // Someone changed it since quiesce (scaled it up by hand): their value stands, only our record goes.
   const restore = kindSwitch.atRest(object) ? kindSwitch.restore(original) : {};
