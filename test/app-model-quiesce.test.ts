@@ -110,6 +110,13 @@ for (const [title, object] of atRest) {
   });
 }
 
+test("unquiesce leaves alone a ReplicaSet that carries its Deployment's copied quiesce record", (t) => {
+  const rs = find(shop, "ReplicaSet", "web-5d8f7c9b4d");
+  const record = JSON.stringify({ migration: ID, original: { replicas: 3 } });
+  const copied: KubeObject = { ...structuredClone(rs), metadata: { ...structuredClone(rs.metadata), annotations: { ...rs.metadata.annotations, [ANNOTATION_QUIESCED]: record } } };
+  t.is(unquiescePatch(copied, ID), undefined);
+});
+
 test("unquiesce after someone scaled it by hand keeps their value and drops only the record", (t) => {
   const web = find(shop, "Deployment", "web");
   const quiesced = apply(web, quiescePatch(web, ID));
