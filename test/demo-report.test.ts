@@ -1,0 +1,57 @@
+// The demo's verdict and text report: derived from the one document `--json` prints, so both say the same thing.
+import test from "ava";
+import { formatDemoReport, verdictOf } from "../coordinator/demo/index.js";
+import type { DemoReport } from "../coordinator/demo/index.js";
+
+const base: Omit<DemoReport, "verdict" | "verified"> = {
+  migrationId: "m-1",
+  outcome: "committed",
+  source: { cluster: "eu-1", namespace: "ledger", storageClass: "local-path" },
+  target: { cluster: "us-2", namespace: "ledger-us", storageClass: "local-path-immediate" },
+  volume: { sizeBytes: 1024 ** 3, seedBytes: 512 * 1024 ** 2, usedBytesAtEnd: 700 * 1024 ** 2 },
+  load: { recordBytes: 65536, ratePerSecond: 76, writeBytesPerSecond: 5_000_000, errors: 3 },
+  ackedWrites: 1000,
+  ackedBytes: 65_536_000,
+  lostWrites: 0,
+  downtimeMs: { measured: 1500, predicted: 1400, coordinator: 1700 },
+  timeline: [
+    { phase: "presyncing", startedAtMs: 1000, durationMs: 20_000 },
+    { phase: "quiescing", startedAtMs: 21_000, durationMs: 500 },
+  ],
+  rounds: [{ volume: "ledger/ledger-data", round: 0, bytesChanged: 600 * 1024 ** 2, wireBytes: 600 * 1024 ** 2, durationMs: 9000, dirtyBytesPerSecond: 0 }],
+  problems: [],
+  durationMs: 90_000,
+};
+
+test("a committed migration with every ack present is verified; the verdict names the downtime and how far off the prediction was", (t) => {
+  const v = verdictOf(base);
+  t.true(v.verified);
+  t.regex(v.verdict, /^VERIFIED: all 1000 acknowledged writes arrived in us-2\/ledger-us/);
+  t.regex(v.verdict, /within the 3\.00 s target/);
+  t.regex(v.verdict, /prediction -7% off/);
+});
+
+test("a prediction outside ±30% and a downtime over 3 s are said, but do not fail the data proof", (t) => {
+  const v = verdictOf({ ...base, downtimeMs: { measured: 10_000, predicted: 5000, coordinator: 12_000 } });
+  t.true(v.verified);
+  t.regex(v.verdict, /over the 3\.00 s target/);
+  t.regex(v.verdict, /-50% off \(outside ±30%\)/);
+});
+
+test("a lost write, an abort or no write at all is a failure that says which", (t) => {
+  t.regex(verdictOf({ ...base, lostWrites: 2 }).verdict, /^FAILED: 2 of 1000 acknowledged writes are not in us-2/);
+  t.regex(verdictOf({ ...base, outcome: "aborted", reason: "cutover refused" }).verdict, /^FAILED: the migration aborted: cutover refused/);
+  t.regex(verdictOf({ ...base, ackedWrites: 0 }).verdict, /^FAILED: no write was acknowledged/);
+  t.false(verdictOf({ ...base, problems: ["page 3: checksum"] }).verified);
+});
+
+test("the text report has the timeline, each round, both downtimes beside the prediction, and the verdict last", (t) => {
+  const text = formatDemoReport({ ...base, ...verdictOf(base) });
+  t.regex(text, /\+ {3}0\.0s {2}presyncing/);
+  t.regex(text, /\+ {2}20\.0s {2}quiescing/);
+  t.regex(text, /ledger\/ledger-data +0 +600\.0 MiB/);
+  t.regex(text, /predicted at cutover: +1\.40 s/);
+  t.regex(text, /measured by the load client: +1\.50 s/);
+  t.regex(text, /measured by the coordinator: +1\.70 s/);
+  t.regex(text.split("\n").at(-1) ?? "", /^verdict: VERIFIED/);
+});
