@@ -7,8 +7,10 @@ import { join } from "node:path";
 import { createInterface } from "node:readline/promises";
 import { Option } from "commander";
 import type { Command } from "commander";
+import { toJson } from "@bufbuild/protobuf";
 import { stringify } from "yaml";
 import { TheseusError, formatBytes, formatDuration, parseRate } from "../../common/index.js";
+import { RoundStatsSchema, SyncProgressSchema } from "../../proto/gen/theseus/v1/agent_pb.js";
 import type { TlsMaterial } from "../../rpc/index.js";
 import { createAgentRegistry } from "../agents/index.js";
 import {
@@ -289,7 +291,7 @@ async function follow(handle: MigrationHandle, output: Output, detach: AbortCont
       display?.stop();
     }
     if (output === "text") process.stdout.write(formatOutcome(outcome));
-    else process.stdout.write(`${JSON.stringify({ outcome })}\n`);
+    else process.stdout.write(`${JSON.stringify({ outcome: outcomeJson(outcome) })}\n`);
     if (outcome.outcome === "aborted") process.exitCode = EXIT.failed;
   } finally {
     process.removeListener("SIGINT", onInterrupt);
@@ -331,8 +333,20 @@ async function showEvents(events: AsyncIterable<MigrationEvent>, output: Output)
   }
 }
 
+/** Events and outcomes as plain JSON: protobuf messages in their canonical JSON form (64-bit numbers, base64 digests). */
 function eventJson(event: MigrationEvent): unknown {
-  return JSON.parse(JSON.stringify(event, (_key, value: unknown) => (typeof value === "bigint" ? Number(value) : value instanceof Uint8Array ? Buffer.from(value).toString("hex") : value))) as unknown;
+  switch (event.type) {
+    case "round":
+      return { ...event, round: toJson(RoundStatsSchema, event.round) };
+    case "progress":
+      return { ...event, progress: toJson(SyncProgressSchema, event.progress) };
+    default:
+      return event;
+  }
+}
+
+function outcomeJson(outcome: MigrationOutcome): unknown {
+  return { ...outcome, rounds: outcome.rounds.map((r) => ({ volume: r.volume, round: toJson(RoundStatsSchema, r.round) })) };
 }
 
 function formatOutcome(outcome: MigrationOutcome): string {

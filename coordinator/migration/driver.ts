@@ -625,6 +625,8 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     return { ...base, outcome: "committed", measuredDowntimeMs };
   }
 
+  // Where the driver starts: "planning" for a new migration, the journal's phase for a resumed one.
+  emit({ type: "phase", phase: state.phase, atMs: Date.now() });
   const result = run();
   const outcomePromise = result.finally(() => events.close());
   // The caller may only await `outcome`; an unobserved rejection must not take the process down.
