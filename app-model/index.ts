@@ -26,3 +26,4 @@ export type { SanitiseOptions } from "./sanitise.js";
 export { mapImage } from "./rewrite.js";
 export { applyOrder, deleteOrder } from "./order.js";
 export { describeChange } from "./changes.js";
+export { parseQuantity } from "./quantity.js";

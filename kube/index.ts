@@ -13,5 +13,4 @@ export { createKubeObjects } from "./objects.js";
 export type { KubeObjects, ListOptions } from "./objects.js";
 export { waitUntil } from "./wait.js";
 export type { WaitOptions, WaitResult } from "./wait.js";
-export { quantityBytes } from "./quantity.js";
 export { mapConcurrent } from "./pool.js";

@@ -1,10 +1,18 @@
 // A claim as the plan needs it: sizes from the API server, used bytes measured through volume access.
+import { parseQuantity } from "../../app-model/index.js";
 import type { ClaimInfo, KubeObject } from "../../app-model/index.js";
 import { TheseusError } from "../../common/index.js";
-import { quantityBytes } from "../../kube/index.js";
 import type { ClusterAccess } from "./cluster.js";
 import { measureUsedBytes } from "./volume-access.js";
 import type { VolumeHandle } from "./volume-access.js";
+
+/** Bytes of a storage quantity, rounded up as the API server rounds storage requests; 0 for an absent one. */
+function quantityBytes(quantity: string | undefined): number {
+  if (quantity === undefined || quantity === "") return 0;
+  const value = parseQuantity(quantity);
+  if (value === undefined) throw new TheseusError("invalid_argument", `"${quantity}" is not a Kubernetes quantity`, { hint: "for example 64Mi, 1Gi or 500M" });
+  return Math.ceil(value);
+}
 
 /** The volume reference the sync engine and transfer sessions take for a claim. */
 export const claimVolumeRef = (namespace: string, name: string): string => `${namespace}/${name}`;
