@@ -4,6 +4,7 @@
 // running after the CLI exits; state.json records how to restart or stop each of them.
 import { request } from "node:https";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CoreV1Api, StorageV1Api } from "@kubernetes/client-node";
 import { stringify } from "yaml";
@@ -142,11 +143,44 @@ async function usedIndexes(): Promise<Set<number>> {
   return used;
 }
 
-async function createState(name: string, dir: string, nodeCount: number): Promise<ClusterState> {
+// The index picks the cluster's pod IPs (127.<index>.x.y) and service range, which are machine-wide: two clusters under
+// different THESEUS_HOMEs (two test files, two developers) must never share one, or their pods collide on the same
+// address. So an index is claimed in a machine-wide directory by an exclusive create naming the cluster's directory;
+// a claim whose cluster directory is gone (`local down`, a deleted temp home) is stale and taken over.
+const INDEX_CLAIMS = join(tmpdir(), "theseus-cluster-indexes");
+
+async function claimIndex(dir: string): Promise<number> {
   const used = await usedIndexes();
-  let index = 1;
-  while (used.has(index)) index++;
-  if (index > 254) throw new TheseusError("resource_exhausted", "254 local clusters exist already", { hint: "remove some with theseus local down NAME" });
+  await mkdir(INDEX_CLAIMS, { recursive: true });
+  for (let index = 1; index <= 254; index++) {
+    if (used.has(index)) continue;
+    const claim = join(INDEX_CLAIMS, String(index));
+    try {
+      await writeFile(claim, dir, { flag: "wx" });
+      return index;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+    const holder = await readFile(claim, "utf8").catch(() => "");
+    if (holder === dir) return index;
+    const holderState = holder === "" ? undefined : await readState(holder).catch(() => undefined);
+    if (holderState?.index === index) continue;
+    // Stale: take it over. A racing taker may win; then the exclusive create below fails and we move on.
+    await rm(claim, { force: true });
+    try {
+      await writeFile(claim, dir, { flag: "wx" });
+      return index;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+  }
+  throw new TheseusError("resource_exhausted", "254 local clusters exist on this machine already", {
+    hint: `remove some with theseus local down NAME (claims are in ${INDEX_CLAIMS})`,
+  });
+}
+
+async function createState(name: string, dir: string, nodeCount: number): Promise<ClusterState> {
+  const index = await claimIndex(dir);
   for (const sub of ["logs", "pki", "etcd", "pv", "pods"]) await mkdir(join(dir, sub), { recursive: true });
   const serviceCidr = `10.${index}.0.0/16`;
   const serviceIp = `10.${index}.0.1`;
