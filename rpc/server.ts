@@ -73,6 +73,8 @@ export interface RpcServer {
   listen(host: string, port: number): Promise<number>;
   /** Stops accepting, lets in-flight calls finish for up to graceMs, then cancels them. */
   shutdown(graceMs?: number): Promise<void>;
+  /** Serves new connections with new TLS material (a rotated certificate), without a restart. */
+  updateTls(material: TlsMaterial): void;
 }
 
 const DEFAULT_MAX_RECEIVE_BYTES = 8 * 1024 * 1024;
@@ -96,6 +98,10 @@ export function createRpcServer(options: RpcServerOptions): RpcServer {
         handlers[method.localName] = handlerFor(method, fn as AnyImpl, serviceOptions, logger);
       }
       server.addService(definitions, handlers);
+    },
+
+    updateTls(material) {
+      credentials.update(material);
     },
 
     listen(host, port) {
