@@ -53,7 +53,7 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
   if (deps.tls !== undefined) {
     tls = deps.tls;
   } else {
-    reloader = await createTlsReloader({ paths: options.tls, intervalMs: options.tlsReloadIntervalMs, logger, onChange: (m) => onTlsChange(m), onLoad: (r, n) => metrics.tlsLoaded(r, n) });
+    reloader = await createTlsReloader({ paths: options.tls, identity: { role: "agent", name: options.clusterName }, intervalMs: options.tlsReloadIntervalMs, logger, onChange: (m) => onTlsChange(m), onLoad: (r, n) => metrics.tlsLoaded(r, n) });
     tls = reloader.material;
   }
   await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
@@ -104,7 +104,7 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
   let serving = false;
   const checks: ReadinessCheck[] = [
     { name: "grpc", check: () => (serving ? Promise.resolve() : Promise.reject(new Error("not serving yet (resuming migrations)"))) },
-    { name: "tls", check: () => Promise.resolve(void validateTls(tls)) },
+    { name: "tls", check: () => Promise.resolve(void validateTls(tls, { role: "agent", name: options.clusterName })) },
   ];
   if (cluster !== undefined) {
     const rest = createKubeRest(cluster.kubeConfig);

@@ -187,3 +187,13 @@ test("a rotated Secret is served to new connections without a restart; broken ma
   t.is((await get(source, "/readyz")).status, 200);
   t.is(source.child.exitCode, null);
 });
+
+test("an agent given another cluster's certificate refuses to start, naming both", async (t) => {
+  const { work, pki } = t.context;
+  const child = spawn(process.execPath, [AGENT_MAIN, "--cluster", "us-9", "--tls-ca", join(pki, "ca.crt"), "--tls-cert", join(pki, "agent-eu-1.crt"), "--tls-key", join(pki, "agent-eu-1.key"), "--listen", "127.0.0.1:0", "--state-dir", join(work, "state-us-9")], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const [code] = (await once(child, "exit")) as [number];
+  t.is(code, 2);
+  t.regex(stderr, /names agent "eu-1", not agent "us-9"/);
+});

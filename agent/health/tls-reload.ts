@@ -7,7 +7,8 @@ import { X509Certificate, createPrivateKey } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { TheseusError } from "../../common/index.js";
 import type { Logger } from "../../common/index.js";
-import type { TlsMaterial } from "../../rpc/index.js";
+import { describeIdentity, parseIdentityUri } from "../../rpc/index.js";
+import type { PeerIdentity, TlsMaterial } from "../../rpc/index.js";
 
 export interface TlsPaths {
   readonly caPath: string;
@@ -36,6 +37,8 @@ export interface TlsReloader {
 
 export interface TlsReloaderOptions {
   readonly paths: TlsPaths;
+  /** Whom the certificate must name: this agent (a certificate of another cluster would be refused by every peer). */
+  readonly identity: PeerIdentity;
   readonly intervalMs: number;
   readonly logger: Logger;
   /** Called with each new good material (the RPC server swaps its secure context). */
@@ -44,7 +47,7 @@ export interface TlsReloaderOptions {
 }
 
 /** Parses and checks PEM material; throws a TheseusError naming what is wrong. */
-export function validateTls(material: TlsMaterial, nowMs = Date.now()): TlsState {
+export function validateTls(material: TlsMaterial, identity: PeerIdentity, nowMs = Date.now()): TlsState {
   let cert: X509Certificate;
   try {
     new X509Certificate(material.caPem);
@@ -59,6 +62,16 @@ export function validateTls(material: TlsMaterial, nowMs = Date.now()): TlsState
     throw new TheseusError("invalid_argument", "the TLS key is not a PEM private key", { cause });
   }
   if (!matches) throw new TheseusError("invalid_argument", "the TLS key does not belong to the certificate", { hint: "issue the certificate and key together: theseus certs issue agent --cluster NAME" });
+  const named = (cert.subjectAltName ?? "")
+    .split(/,\s*/)
+    .filter((san) => san.startsWith("URI:"))
+    .map((san) => parseIdentityUri(san.slice(4)))
+    .filter((id): id is PeerIdentity => id !== undefined);
+  if (!named.some((id) => id.role === identity.role && id.name === identity.name)) {
+    throw new TheseusError("invalid_argument", `the TLS certificate names ${named.length === 0 ? "no Theseus identity" : named.map(describeIdentity).join(", ")}, not ${describeIdentity(identity)}`, {
+      hint: `issue this cluster's own: theseus certs secret --cluster ${identity.name} --apply (or pass the --cluster the certificate was issued for)`,
+    });
+  }
   const notBeforeMs = Date.parse(cert.validFrom);
   const notAfterMs = Date.parse(cert.validTo);
   if (nowMs > notAfterMs) throw new TheseusError("failed_precondition", `the agent certificate expired at ${cert.validTo}`, { hint: "issue a new one: theseus certs secret --cluster NAME --apply" });
@@ -86,7 +99,7 @@ export async function createTlsReloader(options: TlsReloaderOptions): Promise<Tl
   const logger = options.logger.child({ component: "tls" });
   let state: TlsState;
   try {
-    state = validateTls(await readMaterial(options.paths));
+    state = validateTls(await readMaterial(options.paths), options.identity);
   } catch (error) {
     options.onLoad?.("failed");
     throw error;
@@ -106,7 +119,7 @@ export async function createTlsReloader(options: TlsReloaderOptions): Promise<Tl
     }
     if (same(next, state.material) || (lastBad !== undefined && same(next, lastBad))) return false;
     try {
-      const validated = validateTls(next);
+      const validated = validateTls(next, options.identity);
       options.onChange(validated.material);
       state = validated;
       lastBad = undefined;
