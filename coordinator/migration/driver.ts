@@ -24,6 +24,8 @@ import type { Journal, JournalNote, MigrationSpec } from "./journal.js";
 import { canAbort, isEnded, transition } from "./phases.js";
 import type { MigrationState, Placement, Transition, VolumePairRef } from "./phases.js";
 import { dialParticipant } from "./participants.js";
+import { cutoverCosts } from "./costs.js";
+import type { CutoverCosts } from "./costs.js";
 import type { Prediction, PresyncDecision } from "./prediction.js";
 import { decidePresync, predictMigration } from "./presync.js";
 import type { ObservedRound } from "./presync.js";
@@ -33,7 +35,7 @@ export type MigrationEvent =
   | { readonly type: "phase"; readonly phase: string; readonly atMs: number }
   | { readonly type: "round"; readonly volume: string; readonly round: RoundStats }
   | { readonly type: "progress"; readonly volume: string; readonly progress: SyncProgress; readonly usedBytes: number }
-  | { readonly type: "prediction"; readonly prediction: Prediction; readonly decision: PresyncDecision }
+  | { readonly type: "prediction"; readonly prediction: Prediction; readonly decision: PresyncDecision; readonly costs: CutoverCosts }
   | { readonly type: "message"; readonly text: string };
 
 export interface MigrationOutcome {
@@ -130,6 +132,7 @@ export function startDriver(options: DriverOptions): MigrationHandle {
   let abortRequest: string | undefined;
   let inputs: Channel<Input> | undefined;
   let renewal: AbortController | undefined;
+  let costs: CutoverCosts | undefined;
 
   const source = dialParticipant(spec.from, tls);
   const target = dialParticipant(spec.to, tls);
@@ -167,6 +170,23 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     const { app, options: planOptions } = await resolvePlanInput(spec.plan);
     plan = await createPlan({ from: spec.from, to: spec.to, app, options: planOptions, tls, ...(detachSignal === undefined ? {} : { signal: detachSignal }) });
     return plan;
+  }
+
+  /**
+   * Quiesce and start-up for the prediction, learned once from the source app's pods as the plan's Discover saw them;
+   * the spec's estimates when the source cannot be asked.
+   */
+  async function cutoverCostsNow(): Promise<CutoverCosts> {
+    if (costs !== undefined) return costs;
+    try {
+      costs = cutoverCosts({ sourceObjects: (await planned()).inventory.objects });
+    } catch (error) {
+      log.warn({ err: TheseusError.from(error).message }, "cannot learn the cutover's costs from the source; using the estimates");
+      const basis = "the migration's estimate (the source could not be asked)";
+      costs = { quiesce: { ms: spec.quiesceEstimateMs, source: "estimated", basis }, startup: { ms: spec.startupEstimateMs, source: "estimated", basis } };
+    }
+    log.info({ quiesce: costs.quiesce, startup: costs.startup }, "cutover costs for the prediction");
+    return costs;
   }
 
   async function stepPlan(): Promise<void> {
@@ -247,6 +267,7 @@ export function startDriver(options: DriverOptions): MigrationHandle {
 
   /** Watches pre-sync until a decision: cut over (journaled) or abort (journaled), or the driver detaches. */
   async function stepPresync(volumes: readonly VolumePairRef[]): Promise<void> {
+    const costsNow = await cutoverCostsNow();
     const stop = new AbortController();
     const stopSignal = detachSignal === undefined ? stop.signal : AbortSignal.any([stop.signal, detachSignal]);
     const queue = createChannel<Input>();
@@ -297,14 +318,14 @@ export function startDriver(options: DriverOptions): MigrationHandle {
             await failpoint("coordinator.presync.after-round");
           }
         }
-        const prediction = predictNow(volumes);
+        const prediction = predictNow(volumes, costsNow);
         const decision = decidePresync(prediction, {
           autoCutover: spec.autoCutover,
           maxDowntimeMs: spec.maxDowntimeMs,
           cutoverRequested,
           cutoverTimeReached: timeReached,
         });
-        if (prediction !== undefined) emit({ type: "prediction", prediction, decision });
+        if (prediction !== undefined) emit({ type: "prediction", prediction, decision, costs: costsNow });
         if (decision.action === "cutover") {
           predictedDowntimeMs = prediction?.downtimeMs;
           await apply({ type: "cutover-decided", why: decision.why, predictedDowntimeMs: prediction?.downtimeMs });
@@ -383,11 +404,11 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     return fresh;
   }
 
-  function predictNow(volumes: readonly VolumePairRef[]): Prediction | undefined {
+  function predictNow(volumes: readonly VolumePairRef[], terms: CutoverCosts): Prediction | undefined {
     return predictMigration({
       volumes: volumes.map((v) => observed.get(v.sourceVolume) ?? []),
-      quiesceMs: spec.quiesceEstimateMs,
-      startupMs: spec.startupEstimateMs,
+      quiesceMs: terms.quiesce.ms,
+      startupMs: terms.startup.ms,
       cutoverAtMs: Date.now(),
     });
   }

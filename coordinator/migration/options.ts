@@ -22,7 +22,10 @@ export interface MigrateOptions {
   /** How long a quiesced source waits for the coordinator before it restores itself. */
   readonly leaseMs: number;
   readonly migrationId?: string;
-  /** The prediction's guesses until the participants have measured them (default 1 s and 2 s). */
+  /**
+   * The prediction's quiesce and start-up when the source app's pods cannot be learned from (Discover failed on a
+   * resumed driver; default 1 s and 2 s). Otherwise costs.ts derives them from the pods' status.
+   */
   readonly quiesceEstimateMs?: number;
   readonly startupEstimateMs?: number;
   /** How long the target may take to become ready after its Commit before the migration rolls back (default 5 min). */
