@@ -28,6 +28,8 @@ export interface MigrateOptions {
    */
   readonly quiesceEstimateMs?: number;
   readonly startupEstimateMs?: number;
+  /** How long the target may take to become ready after its Commit before the migration rolls back (default 5 min). */
+  readonly readyTimeoutMs?: number;
   readonly tls: TlsMaterial;
   /** THESEUS_HOME: the journal lives below it. */
   readonly home: string;
@@ -39,6 +41,8 @@ export interface MigrateOptions {
 const MIN_LEASE_MS = 3_000;
 const DEFAULT_QUIESCE_ESTIMATE_MS = 1_000;
 const DEFAULT_STARTUP_ESTIMATE_MS = 2_000;
+export const DEFAULT_READY_TIMEOUT_MS = 300_000;
+const MIN_READY_TIMEOUT_MS = 1_000;
 
 export function migrationSpec(options: MigrateOptions): MigrationSpec {
   const id = options.migrationId === undefined ? newMigrationId() : validateMigrationId(options.migrationId);
@@ -69,5 +73,6 @@ export function migrationSpec(options: MigrateOptions): MigrationSpec {
     leaseMs: whole(options.leaseMs, "--lease", MIN_LEASE_MS),
     quiesceEstimateMs: whole(options.quiesceEstimateMs ?? DEFAULT_QUIESCE_ESTIMATE_MS, "quiesceEstimateMs", 0),
     startupEstimateMs: whole(options.startupEstimateMs ?? DEFAULT_STARTUP_ESTIMATE_MS, "startupEstimateMs", 0),
+    readyTimeoutMs: whole(options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, "--ready-timeout", MIN_READY_TIMEOUT_MS),
   };
 }
