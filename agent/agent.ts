@@ -10,6 +10,7 @@ import { MigrationService } from "../proto/gen/theseus/v1/migration_pb.js";
 import { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
 import type { AgentOptions } from "./config.js";
 import { createAppService } from "./app-service.js";
+import { createArchiveService } from "./archive-service.js";
 import { connectCluster } from "./cluster/index.js";
 import { createControlService } from "./control-service.js";
 import { createMigrations } from "./migration/index.js";
@@ -71,6 +72,7 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
       stateDir: options.stateDir,
       syncSources,
       app: createAppService({ clusterName: options.clusterName, cluster, logger, defaultTimeoutMs: options.kubeTimeoutMs }),
+      archive: createArchiveService({ cluster, volumes, logger }),
     }),
     { allowedRoles: ["coordinator"] },
   );

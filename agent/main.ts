@@ -18,6 +18,7 @@ interface Flags {
   logLevel?: string;
   kubeconfig?: string;
   nodeName?: string;
+  stopWithStdin?: boolean;
 }
 
 const program = new Command("theseus-agent")
@@ -34,6 +35,7 @@ const program = new Command("theseus-agent")
   .option("--state-dir <dir>", "where the agent keeps its own state, never inside a volume (env THESEUS_STATE_DIR)")
   .option("--kubeconfig <file>", "this cluster's kubeconfig, for an agent outside the cluster (env THESEUS_KUBECONFIG); in a pod its service account is used")
   .option("--node-name <name>", "the node whose volumes this agent reaches; holder pods are pinned there (env THESEUS_NODE_NAME)")
+  .option("--stop-with-stdin", "stop when stdin closes: a tool that starts a throwaway agent (sync-dirs, the demo) keeps its stdin, so the agent dies with the tool, kill -9 included")
   .addOption(new Option("--log-level <level>", "log level (env THESEUS_LOG_LEVEL)").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addHelpText(
     "after",
@@ -45,6 +47,9 @@ Examples:
 
 It logs JSON lines to stderr and stops gracefully on SIGTERM or SIGINT.`,
   );
+
+/** Grace for in-flight rounds when the tool that started us died (--stop-with-stdin). */
+const STDIN_GRACE_MS = 2000;
 
 async function main(): Promise<void> {
   program.parse();
@@ -67,14 +72,14 @@ async function main(): Promise<void> {
   const logger = createLogger({ level: options.logLevel, name: "theseus-agent" });
   const agent = await startAgent(options, { logger });
   let stopping = false;
-  const stop = (signal: string): void => {
+  const stop = (signal: string, graceMs?: number): void => {
     if (stopping) {
       logger.warn({ signal }, "second signal: exiting now");
       process.exit(130);
     }
     stopping = true;
     logger.info({ signal }, "stopping");
-    agent.close().then(
+    agent.close(graceMs).then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, "shutdown failed");
@@ -84,6 +89,15 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  if (flags.stopWithStdin === true) {
+    // Our parent is gone (or closed the pipe on purpose): nobody waits for our rounds, so a short grace is enough
+    // for them to checkpoint what they applied.
+    process.stdin.on("error", () => undefined);
+    process.stdin.once("end", () => {
+      if (!stopping) stop("stdin closed", STDIN_GRACE_MS);
+    });
+    process.stdin.resume();
+  }
   // Readiness line, printed once signals are handled, on stdout, for scripts and the local clusters' process supervisor.
   process.stdout.write(`${JSON.stringify({ listening: agent.address, cluster: options.clusterName })}\n`);
 }
