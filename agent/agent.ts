@@ -57,7 +57,7 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
     retryDelayMs: 2000,
   });
 
-  const server = createRpcServer({ tls, logger });
+  const server = createRpcServer({ tls, logger, keepaliveTimeMs: options.keepaliveMs, keepaliveTimeoutMs: options.keepaliveMs * 4 });
   server.add(
     AgentService,
     createControlService({
