@@ -161,6 +161,8 @@ interface PendingLarge {
   abs: string;
   rel: string;
   meta: Meta;
+  /** The size the walk saw: a round sends the file up to there (what is appended meanwhile is the next round's). */
+  size: number;
   baseList: Buffer | undefined;
   baseHash: Uint8Array;
   finish(hash: Uint8Array, size: number): void;
@@ -254,7 +256,7 @@ class SourceRound {
         if (t !== undefined && t.type === "dir" && w.type !== "dir") dropWithin = t.path;
         const pending = this.entry(w, t, start, cache, next, digest, groups, keepBlocks);
         if (pending !== undefined) {
-          const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash);
+          const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash, pending.size);
           pending.finish(res.hash, res.size);
         }
         if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
@@ -532,6 +534,7 @@ class SourceRound {
           abs,
           rel: w.path,
           meta,
+          size,
           baseList,
           baseHash: tFile?.hash ?? EMPTY,
           finish: (h, n) => finish(h, n, true),
@@ -607,6 +610,7 @@ class SourceRound {
     meta: Meta,
     baseList: Buffer | undefined,
     baseHash: Uint8Array,
+    sizeAtWalk: number,
   ): AsyncGenerator<Uint8Array, { hash: Buffer; size: number }> {
     const mode = baseList === undefined ? "whole" : "patch";
     const fd = this.openFile(abs, rel);
@@ -632,9 +636,13 @@ class SourceRound {
       this.stats.entriesChanged++;
       for (;;) {
         throwIfAborted(this.signal);
+        // Read no further than the walk's stat: a log appended faster than the round reads it would otherwise keep
+        // the round going for ever (and a pre-copy round never ends), while its tail belongs to the next round.
+        const want = Math.min(this.readBuf.length, sizeAtWalk - pos);
+        if (want <= 0) break;
         let n: number;
         try {
-          n = fs.readSync(fd, this.readBuf, 0, this.readBuf.length, pos);
+          n = fs.readSync(fd, this.readBuf, 0, want, pos);
         } catch (e) {
           throw walkError(e, rel);
         }
