@@ -24,6 +24,8 @@ export interface OwnedAgent {
   /** The running process's exit (a new promise after each start). */
   exited(): Promise<AgentExit>;
   alive(): boolean;
+  /** The running process's pid. */
+  pid(): number | undefined;
   /** Starts it (again) with these failpoints ("" for none); resolves once it listens. */
   start(failpoints: string): Promise<void>;
   /** SIGKILL, awaited. */
@@ -63,6 +65,7 @@ export async function takeOverAgent(cluster: string, logDir: string): Promise<Ow
     logFile,
     exited: () => exit,
     alive: () => running,
+    pid: () => (running ? child?.pid : undefined),
     async start(failpoints) {
       if (running) await owned.kill();
       log.write(`\n==== start ${new Date().toISOString()} THESEUS_FAILPOINTS=${failpoints}\n`);

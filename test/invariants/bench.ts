@@ -41,10 +41,11 @@ export interface Run {
 }
 
 /** The real CLI in a child process, its output kept in files of the case's directory. */
-export function theseus(home: string, args: readonly string[], options: { failpoints?: string; logPrefix?: string; timeoutMs?: number } = {}): Promise<Run> {
+export function theseus(home: string, args: readonly string[], options: { failpoints?: string; logPrefix?: string; timeoutMs?: number; onSpawn?: (pid: number | undefined) => void } = {}): Promise<Run> {
   const env = { ...process.env, THESEUS_HOME: home, THESEUS_FAILPOINTS: options.failpoints ?? "" };
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+    options.onSpawn?.(child.pid);
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
