@@ -91,8 +91,13 @@ export async function startBench(name: string): Promise<Bench> {
   const dir = join(reportDir(), name);
   mkdirSync(dir, { recursive: true });
   const names = { source: `${name}-src`, target: `${name}-dst` };
-  ok(await theseus(home, ["local", "up", names.source], { timeoutMs: 10 * 60_000 }), `local up ${names.source}`);
-  ok(await theseus(home, ["local", "up", names.target], { timeoutMs: 10 * 60_000 }), `local up ${names.target}`);
+  try {
+    ok(await theseus(home, ["local", "up", names.source], { timeoutMs: 10 * 60_000 }), `local up ${names.source}`);
+    ok(await theseus(home, ["local", "up", names.target], { timeoutMs: 10 * 60_000 }), `local up ${names.target}`);
+  } catch (error) {
+    for (const n of [names.source, names.target]) await downCluster(n).catch(() => undefined);
+    throw error;
+  }
   const cluster = async (n: string): Promise<DemoCluster> => {
     const c = await getCluster(n);
     if (c === undefined) throw new Error(`cluster ${n} vanished`);
@@ -101,14 +106,22 @@ export async function startBench(name: string): Promise<Bench> {
   const source = await cluster(names.source);
   const target = await cluster(names.target);
   const agents = { source: await takeOverAgent(names.source, dir), target: await takeOverAgent(names.target, dir) };
-  await agents.source.start("");
-  await agents.target.start("");
-  const writers = watchWriters([
-    { name: names.source, kubeconfigPath: source.cluster.kubeconfigPath },
-    { name: names.target, kubeconfigPath: target.cluster.kubeconfigPath },
-  ]);
-  await writers.ready;
-  return { name, home, dir, source, target, agents, writers, agentFailpoints: { source: "", target: "" } };
+  try {
+    await agents.source.start("");
+    await agents.target.start("");
+    const writers = watchWriters([
+      { name: names.source, kubeconfigPath: source.cluster.kubeconfigPath },
+      { name: names.target, kubeconfigPath: target.cluster.kubeconfigPath },
+    ]);
+    await writers.ready;
+    return { name, home, dir, source, target, agents, writers, agentFailpoints: { source: "", target: "" } };
+  } catch (error) {
+    // Nothing of a half-made bench may outlive the test file: its agents, its clusters.
+    await agents.source.kill();
+    await agents.target.kill();
+    for (const n of [names.source, names.target]) await downCluster(n).catch(() => undefined);
+    throw error;
+  }
 }
 
 export async function stopBench(bench: Bench | undefined): Promise<void> {
