@@ -78,7 +78,7 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
   }), metrics);
   metrics.onCollect(participantCollector((signal) => migrations.list(signal), metrics));
 
-  const server = createRpcServer({ tls, logger });
+  const server = createRpcServer({ tls, logger, keepaliveTimeMs: options.keepaliveMs, keepaliveTimeoutMs: options.keepaliveMs * 4 });
   onTlsChange = (material) => server.updateTls(material);
   server.add(
     AgentService,

@@ -5,7 +5,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { TheseusError, systemErrorCode } from "../common/index.js";
 import type { LogLevel } from "../common/index.js";
-import { validateIdentityName } from "../rpc/index.js";
+import { KEEPALIVE_TIME_MS, validateIdentityName } from "../rpc/index.js";
 import type { ClusterSource } from "./cluster/index.js";
 
 export interface AgentOptions {
@@ -32,6 +32,8 @@ export interface AgentOptions {
   readonly health: { readonly host: string; readonly port: number } | undefined;
   /** How often the TLS files are read for a rotation. */
   readonly tlsReloadIntervalMs: number;
+  /** HTTP/2 keepalive of its server: a client connection unanswered for 4x this long is dropped with its calls. */
+  readonly keepaliveMs: number;
 }
 
 /** The raw, optional settings each source may supply; strings as a user typed them. */
@@ -53,6 +55,8 @@ export interface AgentSettings {
   namespace?: string | undefined;
   /** HOST:PORT of the health and metrics port. */
   healthListen?: string | undefined;
+  /** THESEUS_KEEPALIVE_MS only: tests freeze a peer and need it noticed in seconds, not a minute. */
+  keepaliveMs?: number | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -129,6 +133,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): AgentSettings {
     nodeName: env["THESEUS_NODE_NAME"],
     namespace: env["THESEUS_NAMESPACE"],
     healthListen: env["THESEUS_HEALTH_LISTEN"],
+    keepaliveMs: env["THESEUS_KEEPALIVE_MS"] === undefined ? undefined : Number(env["THESEUS_KEEPALIVE_MS"]),
   };
 }
 
@@ -187,6 +192,11 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
   const ttl = merged.sessionTtlSeconds ?? 3600;
   if (!Number.isFinite(ttl) || ttl <= 0) throw new TheseusError("invalid_argument", `session TTL must be a positive number of seconds, not ${ttl}`);
 
+  const keepaliveMs = merged.keepaliveMs ?? KEEPALIVE_TIME_MS;
+  if (!Number.isInteger(keepaliveMs) || keepaliveMs < 100) {
+    throw new TheseusError("invalid_argument", `THESEUS_KEEPALIVE_MS must be a whole number of milliseconds of at least 100, not ${String(merged.keepaliveMs)}`);
+  }
+
   const kubeconfig = merged.kubeconfig === undefined || merged.kubeconfig === "" ? undefined : resolve(merged.kubeconfig);
   const cluster: ClusterSource = kubeconfig !== undefined ? { kind: "kubeconfig", path: kubeconfig } : merged.inCluster === true ? { kind: "in-cluster" } : { kind: "none" };
 
@@ -206,6 +216,7 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
     namespace: validateIdentityName(merged.namespace ?? "theseus-system", "agent namespace"),
     health: merged.healthListen === undefined || merged.healthListen === "" ? undefined : parseListen(merged.healthListen, "health listen address"),
     tlsReloadIntervalMs: 2000,
+    keepaliveMs,
   };
 }
 

@@ -71,7 +71,7 @@ export async function createWorld(name: string): Promise<World> {
     us2,
     agents,
     async spawn(cluster, volumes) {
-      const a = await spawnAgent({ cluster, pkiDir: pki, volumes, stateDir: path.join(work, `state-${cluster}-${++seq}`), logLevel: "warn" });
+      const a = await spawnAgent({ cluster, pkiDir: pki, volumes, stateDir: path.join(work, `state-${cluster}-${++seq}`), logLevel: process.env["AGENT_LOG"] ?? "warn", ...(process.env["AGENT_LOG"] === undefined ? {} : { logFile: process.stderr }) });
       agents.push(a);
       return a;
     },

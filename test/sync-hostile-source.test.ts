@@ -9,12 +9,14 @@ import type { AgentProcess } from "../coordinator/index.js";
 import { TheseusError } from "../common/index.js";
 import { PROTOCOL_VERSION } from "../agent/sync/codec.js";
 import type { SyncRecord } from "../agent/sync/codec.js";
-import { closeSession, createWorld, framesOf, hostileSync, openSession, pushable, recordsOf, setBandwidth } from "./sync-hostile-helpers.js";
+import { copyVolume } from "../coordinator/index.js";
+import { closeSession, createWorld, framesOf, hostileSync, META, openSession, peakRssMiB, pushable, recordsOf, resetPeak, rssMiB, setBandwidth } from "./sync-hostile-helpers.js";
 import type { World } from "./sync-hostile-helpers.js";
 
 interface Context {
   world: World;
   source: AgentProcess;
+  target: AgentProcess;
 }
 const test = anyTest.serial as TestFn<Context>;
 
@@ -29,8 +31,16 @@ test.before(async (t) => {
   // Random, so that nothing compresses: the bytes on the wire are the bytes of the file.
   fs.writeFileSync(path.join(data, "big"), crypto.randomBytes(BIG_BYTES));
   fs.writeFileSync(path.join(small, "f"), crypto.randomBytes(3 * 1024 * 1024));
-  const source = await world.spawn("eu-1", { data, small });
-  t.context = { world, source };
+  const massSrc = path.join(world.work, "mass-src");
+  const massDst = path.join(world.work, "mass-dst");
+  fs.mkdirSync(path.join(massSrc, "kept"), { recursive: true });
+  fs.writeFileSync(path.join(massSrc, "kept", "z"), "stays");
+  // 25,000 files with 100-character names the source deleted during pre-sync: ~2.5 MiB of deletions in one gap.
+  fs.mkdirSync(path.join(massDst, "kept"), { recursive: true });
+  for (let i = 0; i < 25_000; i++) fs.writeFileSync(path.join(massDst, "kept", `${"d".repeat(90)}${String(i).padStart(10, "0")}`), "");
+  const source = await world.spawn("eu-1", { data, small, mass: massSrc });
+  const target = await world.spawn("us-2", { mass: massDst });
+  t.context = { world, source, target };
 });
 
 test.after.always(async (t) => {
@@ -150,4 +160,56 @@ test("defect 7: a session's expiry cancels its stream in flight", async (t) => {
   t.false(rest.ended);
   t.is(rest.error?.code, "permission_denied", rest.error?.message);
   a.call.close();
+});
+
+test("defect 6: a mass delete (25,000 files of 100-character names) between two real agents succeeds and deletes them", async (t) => {
+  const { world, source, target } = t.context;
+  const result = await copyVolume({ from: source.address, to: target.address, volume: "mass", tls: world.coordinator });
+  t.is(Number(result.stats.entriesDeleted), 25_000);
+  t.deepEqual(fs.readdirSync(path.join(world.work, "mass-dst", "kept")), ["z"]);
+});
+
+test("defect 5: a flood of index entries the source does not have is answered in bounded frames with bounded memory", async (t) => {
+  const { world, source } = t.context;
+  const session = await openSession(world, source, "small");
+  // 200,000 entries (~25 MiB of index) sorted before the source's only file "f": all of them fall in one gap.
+  const COUNT = 200_000;
+  const entries = function* (): Generator<SyncRecord> {
+    yield START;
+    for (let i = 0; i < COUNT; i++) {
+      const name = `a${String(i).padStart(10, "0")}${"x".repeat(100)}`;
+      yield { t: "entry", e: { path: name, type: "file", meta: META, size: 0, hash: new Uint8Array(0), linkTarget: "", hardlinkTo: "" } };
+    }
+    yield { t: "index_end" };
+  };
+  const up = pushable<{ sessionId?: string; frame: Uint8Array }>();
+  const before = rssMiB(source.pid);
+  resetPeak(source.pid);
+  let first = true;
+  void (async () => {
+    for (const frame of framesOf(entries())) {
+      up.push(first ? { sessionId: session.sessionId, frame } : { frame });
+      first = false;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    // The up stream stays open until the round ended, as a real target's does (it sends load reports).
+  })();
+  const call = hostileSync(world, source, session.token, up.iterable);
+  let deletes = 0;
+  let ended = false;
+  try {
+    for await (const r of recordsOf(call.frames)) {
+      if (r.t === "delete") deletes++;
+      if (r.t === "end") ended = true;
+      if (r.t === "error") t.fail(`the source failed: ${r.message}`);
+    }
+  } finally {
+    up.end();
+    call.close();
+  }
+  t.true(ended);
+  t.is(deletes, COUNT);
+  const peak = peakRssMiB(source.pid);
+  t.log(`source RSS ${before.toFixed(0)} MiB before, peak ${peak.toFixed(0)} MiB during the flood`);
+  t.true(peak - before < 128, `the source grew by ${(peak - before).toFixed(0)} MiB`);
 });

@@ -251,6 +251,9 @@ class SourceRound {
           this.emit({ t: "delete", path: e.path });
           this.stats.entriesDeleted++;
           if (e.type === "dir") dropWithin = e.path;
+          // Any number of deletions may fall between two of our entries (a mass delete, or a flood from a hostile
+          // target): flush them in frames of the usual size, never one frame per gap.
+          if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
         }
         // A directory on the target replaced by something else here: its subtree goes with it.
         if (t !== undefined && t.type === "dir" && w.type !== "dir") dropWithin = t.path;
@@ -275,6 +278,7 @@ class SourceRound {
         this.emit({ t: "delete", path: e.path });
         this.stats.entriesDeleted++;
         if (e.type === "dir") dropWithin = e.path;
+        if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
       }
       if (!this.indexEnded) throw new TheseusError("protocol", "the target's index ended without its end record");
       cache.close();
