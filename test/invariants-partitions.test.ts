@@ -37,7 +37,7 @@ const only = process.env["THESEUS_MATRIX_ONLY"];
 for (const [index, d] of [fullDisk(), ...DISRUPTIONS].entries()) {
   if (only !== undefined && !d.name.includes(only)) continue;
   test.serial(d.name, async (t) => {
-    t.timeout(8 * 60_000);
+    t.timeout(25 * 60_000);
     const { bench, links } = t.context;
     if (bench === undefined || links === undefined) throw new Error("no bench");
     const r = await runDisruption(bench, links, d, index);

@@ -50,7 +50,7 @@ export function theseus(home: string, args: readonly string[], options: { failpo
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 8 * 60_000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 20 * 60_000);
     child.once("exit", (code) => {
       clearTimeout(timer);
       const done = { code, stdout, stderr };

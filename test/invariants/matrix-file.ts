@@ -36,7 +36,9 @@ export function registerMatrix(name: string, title: string, select: (c: MatrixCa
     const reason = known[title];
     const run = reason === undefined ? test.serial : test.serial.failing;
     run(reason === undefined ? title : `${title} — known failure: ${reason}`, async (t) => {
-      t.timeout(8 * 60_000);
+      // ava does not stop a test that times out: its code runs on and restarts the agents under the next case. So the
+      // timeout is well above the slowest honest case (a lease, two agent restarts, an undo) on a loaded machine.
+      t.timeout(25 * 60_000);
       const bench = t.context.bench;
       if (bench === undefined) throw new Error("no bench");
       const r = await runMatrixCase(bench, c, index);
