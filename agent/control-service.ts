@@ -10,6 +10,7 @@ import type { SyncSources } from "./sync/index.js";
 import type { SessionRegistry } from "./migration/index.js";
 import type { VolumeRegistry } from "./volumes.js";
 import type { AppHandlers } from "./app-service.js";
+import type { ArchiveHandlers } from "./archive-service.js";
 
 export interface ControlServiceDeps {
   readonly clusterName: string;
@@ -24,6 +25,8 @@ export interface ControlServiceDeps {
   readonly syncSources: SyncSources;
   /** The application-model handlers (agent/app-service.ts). */
   readonly app: AppHandlers;
+  /** The fat-chart volume archive handlers (agent/archive-service.ts). */
+  readonly archive: ArchiveHandlers;
 }
 
 type SyncEvent = MessageInitShape<typeof SyncVolumeResponseSchema>;
@@ -88,6 +91,7 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
     },
 
     ...deps.app,
+    ...deps.archive,
   };
 }
 

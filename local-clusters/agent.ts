@@ -1,7 +1,12 @@
-// The cluster's Theseus agent, run as one more detached process beside the control plane until the Helm chart runs it
-// as a pod. It reaches its cluster through the cluster's kubeconfig, listens on 127.0.0.1 at a port chosen once and
-// kept in state.json (so a registered address stays true across restarts), and keeps its state inside the cluster's
-// directory (so `down` removes it). Its certificates come from the caller: the local clusters never issue any.
+// The cluster's Theseus agent, run as one more detached process beside the control plane. It reaches its cluster
+// through the cluster's kubeconfig, listens on 127.0.0.1 at a port chosen once and kept in state.json (so a registered
+// address stays true across restarts), and keeps its state inside the cluster's directory (so `down` removes it). Its
+// certificates come from the caller: the local clusters never issue any.
+// Why not the Helm chart here (test/chart-install.test.ts shows the chart installs and serves on these clusters): the
+// local clusters have no Service proxy, so a chart-installed agent is reachable only at its pod IP, which changes each
+// time the pod is recreated (an upgrade, a Recreate rollout, a deleted pod), while `local up` registers one address
+// that the demo and the migration tests keep across agent restarts (they stop and restart this process by its pid);
+// and `helm install --wait` adds about 30 s to every `local up` on an idle 2-core machine.
 import { readFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";

@@ -31,6 +31,8 @@ async function serve(impl: Partial<Implementation<typeof AgentService>>): Promis
     quiesce: unimplemented,
     unquiesce: unimplemented,
     activate: unimplemented,
+    exportVolume: async function* () {},
+    importVolume: unimplemented,
   };
   server.add(AgentService, { ...base, ...impl }, { allowedRoles: ["coordinator"] });
   const port = await server.listen("127.0.0.1", 0);

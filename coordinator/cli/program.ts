@@ -6,6 +6,8 @@ import { register as registerAgents } from "./agents.js";
 import { register as registerCerts } from "./certs.js";
 import { register as registerCopy } from "./copy.js";
 import { register as registerDemo } from "./demo.js";
+import { register as registerExport } from "./export.js";
+import { register as registerImport } from "./import.js";
 import { localCommandHooks } from "./local.js";
 import { register as registerMigrate } from "./migrate.js";
 import { register as registerPlan } from "./plan.js";
@@ -31,12 +33,15 @@ Getting started:
   theseus migrate --from eu --to us -n shop --auto-cutover   then: theseus status ID -w, cutover ID, abort ID
 
 Exit codes: 0 done, 1 failed, 2 bad usage or input, 3 an agent unreachable or refusing us, 4 integrity or protocol
-error, 130 cancelled.`,
+error, 130 cancelled. A migration that ends aborted is a failure of migrate, resume and cutover (1), and what abort
+asked for (0); see each command's --help.`,
     );
   registerCerts(program);
   registerAgents(program);
   registerPlan(program);
   registerMigrate(program);
+  registerExport(program);
+  registerImport(program);
   registerCopy(program);
   registerDemo(program);
   registerSyncDirs(program);

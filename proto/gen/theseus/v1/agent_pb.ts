@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file theseus/v1/agent.proto.
  */
 export const file_theseus_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZ0aGVzZXVzL3YxL2FnZW50LnByb3RvEgp0aGVzZXVzLnYxIhAKDkdldEluZm9SZXF1ZXN0ImEKD0dldEluZm9SZXNwb25zZRIUCgxjbHVzdGVyX25hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRInCgd2b2x1bWVzGAMgAygLMhYudGhlc2V1cy52MS5Wb2x1bWVJbmZvIhoKClZvbHVtZUluZm8SDAoEbmFtZRgBIAEoCSJlChJPcGVuU2Vzc2lvblJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEg4KBnZvbHVtZRgCIAEoCRIUCgxwZWVyX2NsdXN0ZXIYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0iVAoTT3BlblNlc3Npb25SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEg0KBXRva2VuGAIgASgJEhoKEmV4cGlyZXNfYXRfdW5peF9tcxgDIAEoAyIpChNDbG9zZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFgoUQ2xvc2VTZXNzaW9uUmVzcG9uc2UivwEKEVN5bmNWb2x1bWVSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSFgoOc291cmNlX2FkZHJlc3MYAyABKAkSFgoOc291cmNlX2NsdXN0ZXIYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRINCgV0b2tlbhgGIAEoCRINCgVyb3VuZBgHIAEoDRIiChpiYW5kd2lkdGhfYnl0ZXNfcGVyX3NlY29uZBgIIAEoBCJVChNTZXRCYW5kd2lkdGhSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSGAoQYnl0ZXNfcGVyX3NlY29uZBgDIAEoBCIWChRTZXRCYW5kd2lkdGhSZXNwb25zZSJzChJTeW5jVm9sdW1lUmVzcG9uc2USLAoIcHJvZ3Jlc3MYASABKAsyGC50aGVzZXVzLnYxLlN5bmNQcm9ncmVzc0gAEiYKBGRvbmUYAiABKAsyFi50aGVzZXVzLnYxLlJvdW5kU3RhdHNIAEIHCgVldmVudCJCCgxTeW5jUHJvZ3Jlc3MSDwoHZW50cmllcxgBIAEoBBINCgVieXRlcxgCIAEoBBISCgp3aXJlX2J5dGVzGAMgASgEIqYDCgpSb3VuZFN0YXRzEg0KBXJvdW5kGAEgASgNEhcKD2VudHJpZXNfc2Nhbm5lZBgCIAEoBBIXCg9lbnRyaWVzX2NoYW5nZWQYAyABKAQSFwoPZW50cmllc19kZWxldGVkGAQgASgEEhIKCmJ5dGVzX3JlYWQYBSABKAQSFQoNYnl0ZXNfY2hhbmdlZBgGIAEoBBISCgp3aXJlX2J5dGVzGAcgASgEEhMKC2R1cmF0aW9uX21zGAggASgEEh4KFmRpcnR5X2J5dGVzX3Blcl9zZWNvbmQYCSABKAESFQoNc291cmNlX2RpZ2VzdBgKIAEoDBIVCg10YXJnZXRfZGlnZXN0GAsgASgMEhEKCXJhd19ieXRlcxgMIAEoBBIZChF0YXJnZXRfYnl0ZXNfcmVhZBgNIAEoBBIVCg1ieXRlc193cml0dGVuGA4gASgEEhwKFG93bmVyc19ub3RfcHJlc2VydmVkGA8gASgEEh0KFXNwZWNpYWxfZmlsZXNfc2tpcHBlZBgQIAEoBBIaChJmaXJzdF9zcGVjaWFsX2ZpbGUYESABKAkiTgoLQXBwU2VsZWN0b3ISEQoJbmFtZXNwYWNlGAEgASgJEhYKDmxhYmVsX3NlbGVjdG9yGAIgASgJEhQKDGhlbG1fcmVsZWFzZRgDIAEoCSJPCglPYmplY3RSZWYSEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIRCgluYW1lc3BhY2UYAyABKAkSDAoEbmFtZRgEIAEoCSI3Cg9EaXNjb3ZlclJlcXVlc3QSJAoDYXBwGAEgASgLMhcudGhlc2V1cy52MS5BcHBTZWxlY3RvciKEAQoNRGlzY292ZXJFdmVudBIVCgtvYmplY3RfanNvbhgBIAEoCUgAEiYKBWNsYWltGAIgASgLMhUudGhlc2V1cy52MS5DbGFpbUluZm9IABIrCgRkb25lGAMgASgLMhsudGhlc2V1cy52MS5EaXNjb3ZlclN1bW1hcnlIAEIHCgVldmVudCLjAQoJQ2xhaW1JbmZvEhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEhUKDXN0b3JhZ2VfY2xhc3MYAyABKAkSFwoPcmVxdWVzdGVkX2J5dGVzGAQgASgEEhYKDmNhcGFjaXR5X2J5dGVzGAUgASgEEhIKCnVzZWRfYnl0ZXMYBiABKAQSEwoLdm9sdW1lX25hbWUYByABKAkSFAoMYWNjZXNzX21vZGVzGAggAygJEg4KBmFjY2VzcxgJIAEoCRIOCgZyZWFzb24YCiABKAkSDgoGdm9sdW1lGAsgASgJIoABCg9EaXNjb3ZlclN1bW1hcnkSFAoMY2x1c3Rlcl9uYW1lGAEgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAIgASgJEi0KCXJlc291cmNlcxgDIAMoCzIaLnRoZXNldXMudjEuU2VydmVkUmVzb3VyY2USEAoId2FybmluZ3MYBCADKAkihgEKDlNlcnZlZFJlc291cmNlEg0KBWdyb3VwGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEa2luZBgDIAEoCRIQCghyZXNvdXJjZRgEIAEoCRISCgpuYW1lc3BhY2VkGAUgASgIEg0KBXZlcmJzGAYgAygJEhEKCXByZWZlcnJlZBgHIAEoCCJSChZEZXNjcmliZUNsdXN0ZXJSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIlCgZsb29rdXAYAiADKAsyFS50aGVzZXVzLnYxLk9iamVjdFJlZiKBAQoMQ2x1c3RlckZhY3RzEhQKDGNsdXN0ZXJfbmFtZRgBIAEoCRIWCg5zZXJ2ZXJfdmVyc2lvbhgCIAEoCRItCglyZXNvdXJjZXMYAyADKAsyGi50aGVzZXVzLnYxLlNlcnZlZFJlc291cmNlEhQKDG9iamVjdHNfanNvbhgEIAMoCSJYCgxTdGFnZVJlcXVlc3QSKQoGaGVhZGVyGAEgASgLMhcudGhlc2V1cy52MS5TdGFnZUhlYWRlckgAEhUKC29iamVjdF9qc29uGAIgASgJSABCBgoEaXRlbSKAAQoLU3RhZ2VIZWFkZXISFAoMbWlncmF0aW9uX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIvCgtvbl9jb25mbGljdBgDIAEoDjIaLnRoZXNldXMudjEuQ29uZmxpY3RQb2xpY3kSFwoPdGltZW91dF9zZWNvbmRzGAQgASgNImEKDVN0YWdlUmVzcG9uc2USKQoHb2JqZWN0cxgBIAMoCzIYLnRoZXNldXMudjEuU3RhZ2VkT2JqZWN0EiUKBmNsYWltcxgCIAMoCzIVLnRoZXNldXMudjEuQ2xhaW1JbmZvIkIKDFN0YWdlZE9iamVjdBIiCgNyZWYYASABKAsyFS50aGVzZXVzLnYxLk9iamVjdFJlZhIOCgZhY3Rpb24YAiABKAkiOQoOVW5zdGFnZVJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCSI8Cg9VbnN0YWdlUmVzcG9uc2USKQoHcmVtb3ZlZBgBIAMoCzIYLnRoZXNldXMudjEuU3RhZ2VkT2JqZWN0ImUKDlF1aWVzY2VSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIkCgNhcHAYAiABKAsyFy50aGVzZXVzLnYxLkFwcFNlbGVjdG9yEhcKD3RpbWVvdXRfc2Vjb25kcxgDIAEoDSJOCg9RdWllc2NlUmVzcG9uc2USJgoHY2hhbmdlZBgBIAMoCzIVLnRoZXNldXMudjEuT2JqZWN0UmVmEhMKC2R1cmF0aW9uX21zGAIgASgEIk4KEFVucXVpZXNjZVJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEiQKA2FwcBgCIAEoCzIXLnRoZXNldXMudjEuQXBwU2VsZWN0b3IiPAoRVW5xdWllc2NlUmVzcG9uc2USJwoIcmVzdG9yZWQYASADKAsyFS50aGVzZXVzLnYxLk9iamVjdFJlZiJnCg9BY3RpdmF0ZVJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRISCgp3YWl0X3JlYWR5GAMgASgIEhcKD3RpbWVvdXRfc2Vjb25kcxgEIAEoDSJRChBBY3RpdmF0ZVJlc3BvbnNlEigKCWFjdGl2YXRlZBgBIAMoCzIVLnRoZXNldXMudjEuT2JqZWN0UmVmEhMKC2R1cmF0aW9uX21zGAIgASgEKkUKDkNvbmZsaWN0UG9saWN5EhgKFENPTkZMSUNUX1BPTElDWV9GQUlMEAASGQoVQ09ORkxJQ1RfUE9MSUNZX0FET1BUEAEyhwcKDEFnZW50U2VydmljZRJCCgdHZXRJbmZvEhoudGhlc2V1cy52MS5HZXRJbmZvUmVxdWVzdBobLnRoZXNldXMudjEuR2V0SW5mb1Jlc3BvbnNlEk4KC09wZW5TZXNzaW9uEh4udGhlc2V1cy52MS5PcGVuU2Vzc2lvblJlcXVlc3QaHy50aGVzZXVzLnYxLk9wZW5TZXNzaW9uUmVzcG9uc2USUQoMQ2xvc2VTZXNzaW9uEh8udGhlc2V1cy52MS5DbG9zZVNlc3Npb25SZXF1ZXN0GiAudGhlc2V1cy52MS5DbG9zZVNlc3Npb25SZXNwb25zZRJNCgpTeW5jVm9sdW1lEh0udGhlc2V1cy52MS5TeW5jVm9sdW1lUmVxdWVzdBoeLnRoZXNldXMudjEuU3luY1ZvbHVtZVJlc3BvbnNlMAESUQoMU2V0QmFuZHdpZHRoEh8udGhlc2V1cy52MS5TZXRCYW5kd2lkdGhSZXF1ZXN0GiAudGhlc2V1cy52MS5TZXRCYW5kd2lkdGhSZXNwb25zZRJECghEaXNjb3ZlchIbLnRoZXNldXMudjEuRGlzY292ZXJSZXF1ZXN0GhkudGhlc2V1cy52MS5EaXNjb3ZlckV2ZW50MAESTwoPRGVzY3JpYmVDbHVzdGVyEiIudGhlc2V1cy52MS5EZXNjcmliZUNsdXN0ZXJSZXF1ZXN0GhgudGhlc2V1cy52MS5DbHVzdGVyRmFjdHMSPgoFU3RhZ2USGC50aGVzZXVzLnYxLlN0YWdlUmVxdWVzdBoZLnRoZXNldXMudjEuU3RhZ2VSZXNwb25zZSgBEkIKB1Vuc3RhZ2USGi50aGVzZXVzLnYxLlVuc3RhZ2VSZXF1ZXN0GhsudGhlc2V1cy52MS5VbnN0YWdlUmVzcG9uc2USQgoHUXVpZXNjZRIaLnRoZXNldXMudjEuUXVpZXNjZVJlcXVlc3QaGy50aGVzZXVzLnYxLlF1aWVzY2VSZXNwb25zZRJICglVbnF1aWVzY2USHC50aGVzZXVzLnYxLlVucXVpZXNjZVJlcXVlc3QaHS50aGVzZXVzLnYxLlVucXVpZXNjZVJlc3BvbnNlEkUKCEFjdGl2YXRlEhsudGhlc2V1cy52MS5BY3RpdmF0ZVJlcXVlc3QaHC50aGVzZXVzLnYxLkFjdGl2YXRlUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChZ0aGVzZXVzL3YxL2FnZW50LnByb3RvEgp0aGVzZXVzLnYxIhAKDkdldEluZm9SZXF1ZXN0ImEKD0dldEluZm9SZXNwb25zZRIUCgxjbHVzdGVyX25hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRInCgd2b2x1bWVzGAMgAygLMhYudGhlc2V1cy52MS5Wb2x1bWVJbmZvIhoKClZvbHVtZUluZm8SDAoEbmFtZRgBIAEoCSJlChJPcGVuU2Vzc2lvblJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEg4KBnZvbHVtZRgCIAEoCRIUCgxwZWVyX2NsdXN0ZXIYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0iVAoTT3BlblNlc3Npb25SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEg0KBXRva2VuGAIgASgJEhoKEmV4cGlyZXNfYXRfdW5peF9tcxgDIAEoAyIpChNDbG9zZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFgoUQ2xvc2VTZXNzaW9uUmVzcG9uc2UivwEKEVN5bmNWb2x1bWVSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSFgoOc291cmNlX2FkZHJlc3MYAyABKAkSFgoOc291cmNlX2NsdXN0ZXIYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRINCgV0b2tlbhgGIAEoCRINCgVyb3VuZBgHIAEoDRIiChpiYW5kd2lkdGhfYnl0ZXNfcGVyX3NlY29uZBgIIAEoBCJVChNTZXRCYW5kd2lkdGhSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSGAoQYnl0ZXNfcGVyX3NlY29uZBgDIAEoBCIWChRTZXRCYW5kd2lkdGhSZXNwb25zZSJzChJTeW5jVm9sdW1lUmVzcG9uc2USLAoIcHJvZ3Jlc3MYASABKAsyGC50aGVzZXVzLnYxLlN5bmNQcm9ncmVzc0gAEiYKBGRvbmUYAiABKAsyFi50aGVzZXVzLnYxLlJvdW5kU3RhdHNIAEIHCgVldmVudCJCCgxTeW5jUHJvZ3Jlc3MSDwoHZW50cmllcxgBIAEoBBINCgVieXRlcxgCIAEoBBISCgp3aXJlX2J5dGVzGAMgASgEIqYDCgpSb3VuZFN0YXRzEg0KBXJvdW5kGAEgASgNEhcKD2VudHJpZXNfc2Nhbm5lZBgCIAEoBBIXCg9lbnRyaWVzX2NoYW5nZWQYAyABKAQSFwoPZW50cmllc19kZWxldGVkGAQgASgEEhIKCmJ5dGVzX3JlYWQYBSABKAQSFQoNYnl0ZXNfY2hhbmdlZBgGIAEoBBISCgp3aXJlX2J5dGVzGAcgASgEEhMKC2R1cmF0aW9uX21zGAggASgEEh4KFmRpcnR5X2J5dGVzX3Blcl9zZWNvbmQYCSABKAESFQoNc291cmNlX2RpZ2VzdBgKIAEoDBIVCg10YXJnZXRfZGlnZXN0GAsgASgMEhEKCXJhd19ieXRlcxgMIAEoBBIZChF0YXJnZXRfYnl0ZXNfcmVhZBgNIAEoBBIVCg1ieXRlc193cml0dGVuGA4gASgEEhwKFG93bmVyc19ub3RfcHJlc2VydmVkGA8gASgEEh0KFXNwZWNpYWxfZmlsZXNfc2tpcHBlZBgQIAEoBBIaChJmaXJzdF9zcGVjaWFsX2ZpbGUYESABKAkiTgoLQXBwU2VsZWN0b3ISEQoJbmFtZXNwYWNlGAEgASgJEhYKDmxhYmVsX3NlbGVjdG9yGAIgASgJEhQKDGhlbG1fcmVsZWFzZRgDIAEoCSJPCglPYmplY3RSZWYSEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIRCgluYW1lc3BhY2UYAyABKAkSDAoEbmFtZRgEIAEoCSI3Cg9EaXNjb3ZlclJlcXVlc3QSJAoDYXBwGAEgASgLMhcudGhlc2V1cy52MS5BcHBTZWxlY3RvciKEAQoNRGlzY292ZXJFdmVudBIVCgtvYmplY3RfanNvbhgBIAEoCUgAEiYKBWNsYWltGAIgASgLMhUudGhlc2V1cy52MS5DbGFpbUluZm9IABIrCgRkb25lGAMgASgLMhsudGhlc2V1cy52MS5EaXNjb3ZlclN1bW1hcnlIAEIHCgVldmVudCLjAQoJQ2xhaW1JbmZvEhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRuYW1lGAIgASgJEhUKDXN0b3JhZ2VfY2xhc3MYAyABKAkSFwoPcmVxdWVzdGVkX2J5dGVzGAQgASgEEhYKDmNhcGFjaXR5X2J5dGVzGAUgASgEEhIKCnVzZWRfYnl0ZXMYBiABKAQSEwoLdm9sdW1lX25hbWUYByABKAkSFAoMYWNjZXNzX21vZGVzGAggAygJEg4KBmFjY2VzcxgJIAEoCRIOCgZyZWFzb24YCiABKAkSDgoGdm9sdW1lGAsgASgJIoABCg9EaXNjb3ZlclN1bW1hcnkSFAoMY2x1c3Rlcl9uYW1lGAEgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAIgASgJEi0KCXJlc291cmNlcxgDIAMoCzIaLnRoZXNldXMudjEuU2VydmVkUmVzb3VyY2USEAoId2FybmluZ3MYBCADKAkihgEKDlNlcnZlZFJlc291cmNlEg0KBWdyb3VwGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEa2luZBgDIAEoCRIQCghyZXNvdXJjZRgEIAEoCRISCgpuYW1lc3BhY2VkGAUgASgIEg0KBXZlcmJzGAYgAygJEhEKCXByZWZlcnJlZBgHIAEoCCJSChZEZXNjcmliZUNsdXN0ZXJSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIlCgZsb29rdXAYAiADKAsyFS50aGVzZXVzLnYxLk9iamVjdFJlZiKBAQoMQ2x1c3RlckZhY3RzEhQKDGNsdXN0ZXJfbmFtZRgBIAEoCRIWCg5zZXJ2ZXJfdmVyc2lvbhgCIAEoCRItCglyZXNvdXJjZXMYAyADKAsyGi50aGVzZXVzLnYxLlNlcnZlZFJlc291cmNlEhQKDG9iamVjdHNfanNvbhgEIAMoCSJYCgxTdGFnZVJlcXVlc3QSKQoGaGVhZGVyGAEgASgLMhcudGhlc2V1cy52MS5TdGFnZUhlYWRlckgAEhUKC29iamVjdF9qc29uGAIgASgJSABCBgoEaXRlbSKAAQoLU3RhZ2VIZWFkZXISFAoMbWlncmF0aW9uX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIvCgtvbl9jb25mbGljdBgDIAEoDjIaLnRoZXNldXMudjEuQ29uZmxpY3RQb2xpY3kSFwoPdGltZW91dF9zZWNvbmRzGAQgASgNImEKDVN0YWdlUmVzcG9uc2USKQoHb2JqZWN0cxgBIAMoCzIYLnRoZXNldXMudjEuU3RhZ2VkT2JqZWN0EiUKBmNsYWltcxgCIAMoCzIVLnRoZXNldXMudjEuQ2xhaW1JbmZvIkIKDFN0YWdlZE9iamVjdBIiCgNyZWYYASABKAsyFS50aGVzZXVzLnYxLk9iamVjdFJlZhIOCgZhY3Rpb24YAiABKAkiOQoOVW5zdGFnZVJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCSI8Cg9VbnN0YWdlUmVzcG9uc2USKQoHcmVtb3ZlZBgBIAMoCzIYLnRoZXNldXMudjEuU3RhZ2VkT2JqZWN0ImUKDlF1aWVzY2VSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIkCgNhcHAYAiABKAsyFy50aGVzZXVzLnYxLkFwcFNlbGVjdG9yEhcKD3RpbWVvdXRfc2Vjb25kcxgDIAEoDSJOCg9RdWllc2NlUmVzcG9uc2USJgoHY2hhbmdlZBgBIAMoCzIVLnRoZXNldXMudjEuT2JqZWN0UmVmEhMKC2R1cmF0aW9uX21zGAIgASgEIk4KEFVucXVpZXNjZVJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEiQKA2FwcBgCIAEoCzIXLnRoZXNldXMudjEuQXBwU2VsZWN0b3IiPAoRVW5xdWllc2NlUmVzcG9uc2USJwoIcmVzdG9yZWQYASADKAsyFS50aGVzZXVzLnYxLk9iamVjdFJlZiJnCg9BY3RpdmF0ZVJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRISCgp3YWl0X3JlYWR5GAMgASgIEhcKD3RpbWVvdXRfc2Vjb25kcxgEIAEoDSJRChBBY3RpdmF0ZVJlc3BvbnNlEigKCWFjdGl2YXRlZBgBIAMoCzIVLnRoZXNldXMudjEuT2JqZWN0UmVmEhMKC2R1cmF0aW9uX21zGAIgASgEIiUKE0V4cG9ydFZvbHVtZVJlcXVlc3QSDgoGdm9sdW1lGAEgASgJIpUBChFFeHBvcnRWb2x1bWVDaHVuaxIOCgRkYXRhGAEgASgMSAASNQoIcHJvZ3Jlc3MYAiABKAsyIS50aGVzZXVzLnYxLlZvbHVtZUFyY2hpdmVQcm9ncmVzc0gAEjAKBGRvbmUYAyABKAsyIC50aGVzZXVzLnYxLlZvbHVtZUFyY2hpdmVTdW1tYXJ5SABCBwoFZXZlbnQiNwoVVm9sdW1lQXJjaGl2ZVByb2dyZXNzEg8KB2VudHJpZXMYASABKAQSDQoFYnl0ZXMYAiABKAQitgEKFFZvbHVtZUFyY2hpdmVTdW1tYXJ5Eg4KBmRpZ2VzdBgBIAEoCRIPCgdlbnRyaWVzGAIgASgEEg0KBWJ5dGVzGAMgASgEEhEKCXRhcl9ieXRlcxgEIAEoBBIdChVzcGVjaWFsX2ZpbGVzX3NraXBwZWQYBSABKAQSGgoSZmlyc3Rfc3BlY2lhbF9maWxlGAYgASgJEiAKGGZpbGVzX2NoYW5nZWRfd2hpbGVfcmVhZBgHIAEoBCJfChNJbXBvcnRWb2x1bWVSZXF1ZXN0EjAKBmhlYWRlchgBIAEoCzIeLnRoZXNldXMudjEuSW1wb3J0Vm9sdW1lSGVhZGVySAASDgoEZGF0YRgCIAEoDEgAQgYKBGl0ZW0idgoSSW1wb3J0Vm9sdW1lSGVhZGVyEhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRIOCgZ2b2x1bWUYAiABKAkSDgoGZGlnZXN0GAMgASgJEhUKDW1heF90YXJfYnl0ZXMYBCABKAQSEwoLbWF4X2VudHJpZXMYBSABKAQiSQoUSW1wb3J0Vm9sdW1lUmVzcG9uc2USMQoHc3VtbWFyeRgBIAEoCzIgLnRoZXNldXMudjEuVm9sdW1lQXJjaGl2ZVN1bW1hcnkqRQoOQ29uZmxpY3RQb2xpY3kSGAoUQ09ORkxJQ1RfUE9MSUNZX0ZBSUwQABIZChVDT05GTElDVF9QT0xJQ1lfQURPUFQQATKuCAoMQWdlbnRTZXJ2aWNlEkIKB0dldEluZm8SGi50aGVzZXVzLnYxLkdldEluZm9SZXF1ZXN0GhsudGhlc2V1cy52MS5HZXRJbmZvUmVzcG9uc2USTgoLT3BlblNlc3Npb24SHi50aGVzZXVzLnYxLk9wZW5TZXNzaW9uUmVxdWVzdBofLnRoZXNldXMudjEuT3BlblNlc3Npb25SZXNwb25zZRJRCgxDbG9zZVNlc3Npb24SHy50aGVzZXVzLnYxLkNsb3NlU2Vzc2lvblJlcXVlc3QaIC50aGVzZXVzLnYxLkNsb3NlU2Vzc2lvblJlc3BvbnNlEk0KClN5bmNWb2x1bWUSHS50aGVzZXVzLnYxLlN5bmNWb2x1bWVSZXF1ZXN0Gh4udGhlc2V1cy52MS5TeW5jVm9sdW1lUmVzcG9uc2UwARJRCgxTZXRCYW5kd2lkdGgSHy50aGVzZXVzLnYxLlNldEJhbmR3aWR0aFJlcXVlc3QaIC50aGVzZXVzLnYxLlNldEJhbmR3aWR0aFJlc3BvbnNlEkQKCERpc2NvdmVyEhsudGhlc2V1cy52MS5EaXNjb3ZlclJlcXVlc3QaGS50aGVzZXVzLnYxLkRpc2NvdmVyRXZlbnQwARJPCg9EZXNjcmliZUNsdXN0ZXISIi50aGVzZXVzLnYxLkRlc2NyaWJlQ2x1c3RlclJlcXVlc3QaGC50aGVzZXVzLnYxLkNsdXN0ZXJGYWN0cxI+CgVTdGFnZRIYLnRoZXNldXMudjEuU3RhZ2VSZXF1ZXN0GhkudGhlc2V1cy52MS5TdGFnZVJlc3BvbnNlKAESQgoHVW5zdGFnZRIaLnRoZXNldXMudjEuVW5zdGFnZVJlcXVlc3QaGy50aGVzZXVzLnYxLlVuc3RhZ2VSZXNwb25zZRJCCgdRdWllc2NlEhoudGhlc2V1cy52MS5RdWllc2NlUmVxdWVzdBobLnRoZXNldXMudjEuUXVpZXNjZVJlc3BvbnNlEkgKCVVucXVpZXNjZRIcLnRoZXNldXMudjEuVW5xdWllc2NlUmVxdWVzdBodLnRoZXNldXMudjEuVW5xdWllc2NlUmVzcG9uc2USRQoIQWN0aXZhdGUSGy50aGVzZXVzLnYxLkFjdGl2YXRlUmVxdWVzdBocLnRoZXNldXMudjEuQWN0aXZhdGVSZXNwb25zZRJQCgxFeHBvcnRWb2x1bWUSHy50aGVzZXVzLnYxLkV4cG9ydFZvbHVtZVJlcXVlc3QaHS50aGVzZXVzLnYxLkV4cG9ydFZvbHVtZUNodW5rMAESUwoMSW1wb3J0Vm9sdW1lEh8udGhlc2V1cy52MS5JbXBvcnRWb2x1bWVSZXF1ZXN0GiAudGhlc2V1cy52MS5JbXBvcnRWb2x1bWVSZXNwb25zZSgBYgZwcm90bzM");
 
 /**
  * @generated from message theseus.v1.GetInfoRequest
@@ -1098,6 +1098,236 @@ export const ActivateResponseSchema: GenMessage<ActivateResponse> = /*@__PURE__*
   messageDesc(file_theseus_v1_agent, 33);
 
 /**
+ * @generated from message theseus.v1.ExportVolumeRequest
+ */
+export type ExportVolumeRequest = Message<"theseus.v1.ExportVolumeRequest"> & {
+  /**
+   * The claim, as "NAMESPACE/CLAIM".
+   *
+   * @generated from field: string volume = 1;
+   */
+  volume: string;
+};
+
+/**
+ * Describes the message theseus.v1.ExportVolumeRequest.
+ * Use `create(ExportVolumeRequestSchema)` to create a new message.
+ */
+export const ExportVolumeRequestSchema: GenMessage<ExportVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 34);
+
+/**
+ * @generated from message theseus.v1.ExportVolumeChunk
+ */
+export type ExportVolumeChunk = Message<"theseus.v1.ExportVolumeChunk"> & {
+  /**
+   * @generated from oneof theseus.v1.ExportVolumeChunk.event
+   */
+  event: {
+    /**
+     * The next bytes of the zstd-compressed tar.
+     *
+     * @generated from field: bytes data = 1;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | {
+    /**
+     * Cumulative progress, now and then.
+     *
+     * @generated from field: theseus.v1.VolumeArchiveProgress progress = 2;
+     */
+    value: VolumeArchiveProgress;
+    case: "progress";
+  } | {
+    /**
+     * Sent last.
+     *
+     * @generated from field: theseus.v1.VolumeArchiveSummary done = 3;
+     */
+    value: VolumeArchiveSummary;
+    case: "done";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message theseus.v1.ExportVolumeChunk.
+ * Use `create(ExportVolumeChunkSchema)` to create a new message.
+ */
+export const ExportVolumeChunkSchema: GenMessage<ExportVolumeChunk> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 35);
+
+/**
+ * @generated from message theseus.v1.VolumeArchiveProgress
+ */
+export type VolumeArchiveProgress = Message<"theseus.v1.VolumeArchiveProgress"> & {
+  /**
+   * @generated from field: uint64 entries = 1;
+   */
+  entries: bigint;
+
+  /**
+   * File content bytes read (export) or written (import) so far.
+   *
+   * @generated from field: uint64 bytes = 2;
+   */
+  bytes: bigint;
+};
+
+/**
+ * Describes the message theseus.v1.VolumeArchiveProgress.
+ * Use `create(VolumeArchiveProgressSchema)` to create a new message.
+ */
+export const VolumeArchiveProgressSchema: GenMessage<VolumeArchiveProgress> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 36);
+
+/**
+ * @generated from message theseus.v1.VolumeArchiveSummary
+ */
+export type VolumeArchiveSummary = Message<"theseus.v1.VolumeArchiveSummary"> & {
+  /**
+   * sha256 (hex) over the sorted (type, path, mode, size, content sha256 or link target) records of every entry.
+   *
+   * @generated from field: string digest = 1;
+   */
+  digest: string;
+
+  /**
+   * @generated from field: uint64 entries = 2;
+   */
+  entries: bigint;
+
+  /**
+   * File content bytes.
+   *
+   * @generated from field: uint64 bytes = 3;
+   */
+  bytes: bigint;
+
+  /**
+   * Bytes of the tar before compression (what an import must be ready to decompress).
+   *
+   * @generated from field: uint64 tar_bytes = 4;
+   */
+  tarBytes: bigint;
+
+  /**
+   * Sockets, fifos and devices, which are left out; the first one's path.
+   *
+   * @generated from field: uint64 special_files_skipped = 5;
+   */
+  specialFilesSkipped: bigint;
+
+  /**
+   * @generated from field: string first_special_file = 6;
+   */
+  firstSpecialFile: string;
+
+  /**
+   * Files whose size changed while they were read (the app was writing: the copy is crash-consistent at best).
+   *
+   * @generated from field: uint64 files_changed_while_read = 7;
+   */
+  filesChangedWhileRead: bigint;
+};
+
+/**
+ * Describes the message theseus.v1.VolumeArchiveSummary.
+ * Use `create(VolumeArchiveSummarySchema)` to create a new message.
+ */
+export const VolumeArchiveSummarySchema: GenMessage<VolumeArchiveSummary> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 37);
+
+/**
+ * @generated from message theseus.v1.ImportVolumeRequest
+ */
+export type ImportVolumeRequest = Message<"theseus.v1.ImportVolumeRequest"> & {
+  /**
+   * @generated from oneof theseus.v1.ImportVolumeRequest.item
+   */
+  item: {
+    /**
+     * @generated from field: theseus.v1.ImportVolumeHeader header = 1;
+     */
+    value: ImportVolumeHeader;
+    case: "header";
+  } | {
+    /**
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message theseus.v1.ImportVolumeRequest.
+ * Use `create(ImportVolumeRequestSchema)` to create a new message.
+ */
+export const ImportVolumeRequestSchema: GenMessage<ImportVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 38);
+
+/**
+ * @generated from message theseus.v1.ImportVolumeHeader
+ */
+export type ImportVolumeHeader = Message<"theseus.v1.ImportVolumeHeader"> & {
+  /**
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+
+  /**
+   * The staged claim, as "NAMESPACE/CLAIM".
+   *
+   * @generated from field: string volume = 2;
+   */
+  volume: string;
+
+  /**
+   * The digest the restored volume must have (VolumeArchiveSummary.digest of the export).
+   *
+   * @generated from field: string digest = 3;
+   */
+  digest: string;
+
+  /**
+   * Bounds: more decompressed tar bytes or more entries than these is refused (a bomb).
+   *
+   * @generated from field: uint64 max_tar_bytes = 4;
+   */
+  maxTarBytes: bigint;
+
+  /**
+   * @generated from field: uint64 max_entries = 5;
+   */
+  maxEntries: bigint;
+};
+
+/**
+ * Describes the message theseus.v1.ImportVolumeHeader.
+ * Use `create(ImportVolumeHeaderSchema)` to create a new message.
+ */
+export const ImportVolumeHeaderSchema: GenMessage<ImportVolumeHeader> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 39);
+
+/**
+ * @generated from message theseus.v1.ImportVolumeResponse
+ */
+export type ImportVolumeResponse = Message<"theseus.v1.ImportVolumeResponse"> & {
+  /**
+   * @generated from field: theseus.v1.VolumeArchiveSummary summary = 1;
+   */
+  summary?: VolumeArchiveSummary | undefined;
+};
+
+/**
+ * Describes the message theseus.v1.ImportVolumeResponse.
+ * Use `create(ImportVolumeResponseSchema)` to create a new message.
+ */
+export const ImportVolumeResponseSchema: GenMessage<ImportVolumeResponse> = /*@__PURE__*/
+  messageDesc(file_theseus_v1_agent, 40);
+
+/**
  * @generated from enum theseus.v1.ConflictPolicy
  */
 export enum ConflictPolicy {
@@ -1260,6 +1490,32 @@ export const AgentService: GenService<{
     methodKind: "unary";
     input: typeof ActivateRequestSchema;
     output: typeof ActivateResponseSchema;
+  },
+  /**
+   * Fat charts (`theseus export` / `theseus import`): a claim's files as one zstd-compressed tar, streamed.
+   *
+   * On the source agent: the files of one claim ("NAMESPACE/CLAIM") as chunks of a zstd tar (pre-order, names sorted,
+   * sockets and fifos left out), then the summary with the volume's content digest. Nothing is held in memory.
+   *
+   * @generated from rpc theseus.v1.AgentService.ExportVolume
+   */
+  exportVolume: {
+    methodKind: "server_streaming";
+    input: typeof ExportVolumeRequestSchema;
+    output: typeof ExportVolumeChunkSchema;
+  },
+  /**
+   * On the target agent: the header, then the chunks of such an archive. Only into a claim that Stage created for
+   * this migration id: the volume is emptied, the tar extracted with strict checks (no path out of the volume, no
+   * hard links, no links pointing out, no devices, entries and bytes bounded), then walked again and its digest
+   * compared with the header's; on any failure the volume is emptied again and the call fails.
+   *
+   * @generated from rpc theseus.v1.AgentService.ImportVolume
+   */
+  importVolume: {
+    methodKind: "client_streaming";
+    input: typeof ImportVolumeRequestSchema;
+    output: typeof ImportVolumeResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_theseus_v1_agent, 0);
