@@ -4,6 +4,7 @@
 import test from "ava";
 import { spawn, execFileSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -60,7 +61,8 @@ function agentServing(cliPid: number, dir: string): number | undefined {
   });
 }
 
-async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 30_000): Promise<T> {
+// Generous: on a loaded machine a CLI takes many seconds just to load its modules.
+async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 180_000): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = probe();
@@ -70,11 +72,11 @@ async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 30
   }
 }
 
-/** A source that takes seconds to send at 2 MiB/s: big enough to kill something mid-round. */
+/** A source that takes seconds to send at 2 MiB/s: big enough to kill something mid-round (random: zstd cannot shrink it). */
 function slowSource(name: string): string {
   const src = path.join(base, name);
   fs.mkdirSync(src, { recursive: true });
-  for (let i = 0; i < 8; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), Buffer.alloc(2 * 1024 * 1024, i + 1));
+  for (let i = 0; i < 8; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), crypto.randomBytes(2 * 1024 * 1024));
   return src;
 }
 
@@ -91,6 +93,7 @@ async function midRound(dst: string): Promise<void> {
 
 for (const side of ["source", "target"] as const) {
   test(`kill -9 of the ${side} agent mid-round: sync-dirs fails naming it, exits non-zero, and leaves no keys`, async (t) => {
+    t.timeout(600_000);
     const src = slowSource(`kill-${side}-src`);
     const dst = path.join(base, `kill-${side}-dst`);
     const tmp = path.join(base, `kill-${side}-tmp`);
@@ -107,6 +110,7 @@ for (const side of ["source", "target"] as const) {
 }
 
 test("kill -9 of sync-dirs itself: both agents exit with it, and the next run removes the keys it left", async (t) => {
+  t.timeout(600_000);
   const src = slowSource("kill-cli-src");
   const dst = path.join(base, "kill-cli-dst");
   const tmp = path.join(base, "kill-cli-tmp");
@@ -120,7 +124,7 @@ test("kill -9 of sync-dirs itself: both agents exit with it, and the next run re
   await midRound(dst);
   run.child.kill("SIGKILL");
   await run.done;
-  await until("both agents to exit", () => (agents.some(alive) ? undefined : true), 10_000);
+  await until("both agents to exit", () => (agents.some(alive) ? undefined : true), 60_000);
   t.pass("both agents exited");
   t.is(fs.readdirSync(tmp).length, 1, "the killed run could not remove its keys itself");
   const again = runCli(["sync-dirs", src, dst, "--state-dir", state], tmp);
@@ -130,7 +134,52 @@ test("kill -9 of sync-dirs itself: both agents exit with it, and the next run re
   for (let i = 0; i < 8; i++) t.deepEqual(fs.readFileSync(path.join(dst, `f${i}.bin`)), fs.readFileSync(path.join(src, `f${i}.bin`)));
 });
 
+test("two sync-dirs from two sources into one destination: the second is refused naming the first, nothing is mixed", async (t) => {
+  t.timeout(600_000);
+  const srcA = slowSource("two-a-src");
+  const srcB = path.join(base, "two-b-src");
+  fs.mkdirSync(srcB);
+  for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(srcB, `b${i}.txt`), `from b ${i}\n`);
+  const dst = path.join(base, "two-dst");
+  const tmp = path.join(base, "two-tmp");
+  // Slow enough to still be writing when the second run, which must load and start two agents first, gets there.
+  const a = runCli(["sync-dirs", srcA, dst, "--state-dir", path.join(base, "two-a-state"), "--bandwidth", "128KiB/s"], tmp);
+  await midRound(dst);
+  const lock = JSON.parse(fs.readFileSync(path.join(dst, ".theseus-lock"), "utf8")) as { pid: number };
+  t.is(lock.pid, agentServing(a.child.pid ?? -1, dst) ?? -1, "the lock names the target agent writing the volume");
+  const b = await runCli(["sync-dirs", srcB, dst, "--state-dir", path.join(base, "two-b-state")], tmp).done;
+  t.not(b.code, 0);
+  t.regex(b.stderr, new RegExp(`is being written by a sync round, pid ${lock.pid} on `));
+  t.true(a.child.exitCode === null, "the first run was still writing when the second was refused");
+  a.child.kill("SIGTERM");
+  const ra = await a.done;
+  t.is(ra.code, 130, "SIGTERM cancels the first run, which cleans up");
+  t.false(fs.readdirSync(dst).some((n) => n.startsWith("b")), "nothing of the second source landed");
+  t.false(fs.existsSync(path.join(dst, ".theseus-lock")), "the cancelled round released the lock");
+  // Once the first is gone, the second may write.
+  const b2 = await runCli(["sync-dirs", srcB, dst, "--state-dir", path.join(base, "two-b-state")], tmp).done;
+  t.is(b2.code, 0, b2.stderr);
+  t.deepEqual(fs.readdirSync(dst).sort(), fs.readdirSync(srcB).sort());
+});
+
+test("a lock left by a dead writer is taken over", async (t) => {
+  t.timeout(600_000);
+  const src = path.join(base, "stale-src");
+  fs.mkdirSync(src);
+  fs.writeFileSync(path.join(src, "a.txt"), "a");
+  const dst = path.join(base, "stale-dst");
+  fs.mkdirSync(dst);
+  // A pid that is surely not running: a child that already exited.
+  const dead = spawn(process.execPath, ["-e", ""]);
+  await new Promise((r) => dead.once("exit", r));
+  fs.writeFileSync(path.join(dst, ".theseus-lock"), JSON.stringify({ pid: dead.pid, host: os.hostname(), what: "a sync round", sinceMs: Date.now() - 1000 }));
+  const r = await runCli(["sync-dirs", src, dst, "--state-dir", path.join(base, "stale-state")], path.join(base, "stale-tmp")).done;
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(fs.readdirSync(dst), ["a.txt"]);
+});
+
 test("a skipped fifo is named in the text output", async (t) => {
+  t.timeout(600_000);
   const src = path.join(base, "fifo-src");
   fs.mkdirSync(src, { recursive: true });
   fs.writeFileSync(path.join(src, "a.txt"), "a");

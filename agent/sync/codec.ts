@@ -249,10 +249,20 @@ export class ByteReader {
     if (n > max) throw malformed(`string of ${n} bytes exceeds the limit of ${max}`);
     if (this.pos + n > this.buf.length) throw truncated();
     const s = this.buf.toString("utf8", this.pos, this.pos + n);
+    // Invalid bytes decode to U+FFFD, which a valid name may also contain: only then check the bytes (rare).
+    if (s.includes("\uFFFD")) {
+      try {
+        STRICT_UTF8.decode(this.buf.subarray(this.pos, this.pos + n));
+      } catch {
+        throw malformed("a string is not valid UTF-8");
+      }
+    }
     this.pos += n;
     return s;
   }
 }
+
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 function truncated(): TheseusError {
   return new TheseusError("protocol", "the peer sent a truncated record", { hint: "the peer is broken or hostile" });

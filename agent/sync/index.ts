@@ -26,6 +26,7 @@ export type { CompressionSetting, RoundOptions, SyncSource, SyncSourceOptions } 
 export { runTargetRound, STAGING_DIR } from "./target.js";
 export type { RoundProgress, RoundResult, SyncConnect, SyncTargetOptions } from "./target.js";
 export type { RoundStatsWire } from "./codec.js";
+export { LOCK_NAME } from "./volume-lock.js";
 export { TokenBucket } from "./throttle.js";
 export type { Clock } from "./throttle.js";
 export { SyncSources, syncStateDir } from "./registry.js";

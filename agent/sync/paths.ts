@@ -57,7 +57,6 @@ export function validatePeerPath(path: string, allowRoot = false): string {
   }
   if (path.length > MAX_PATH_LENGTH) throw protocolPath(path.slice(0, 80) + "...", "path too long");
   if (path.includes("\0")) throw protocolPath(path, "NUL in path");
-  if (path.includes("\uFFFD")) throw protocolPath(path, "path is not valid UTF-8");
   if (path.startsWith("/")) throw protocolPath(path, "absolute path");
   let start = 0;
   for (;;) {

@@ -36,6 +36,7 @@ import {
 import { TokenBucket } from "./throttle.js";
 import type { Clock } from "./throttle.js";
 import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
+import { LOCK_NAME } from "./volume-lock.js";
 import type { WalkEntry } from "./walk.js";
 
 export type CompressionSetting = "auto" | "off" | number;
@@ -228,7 +229,8 @@ class SourceRound {
     let dropWithin: string | undefined;
     let committed = false;
     try {
-      for (const w of walk(this.root)) {
+      // A volume that was a target keeps its lock while a round writes it; the lock is never data.
+      for (const w of walk(this.root, SKIP_AT_ROOT)) {
         throwIfAborted(this.signal);
         this.stats.entriesScanned++;
         // Target entries before this path are gone from the source: delete them (a deleted directory takes its subtree).
@@ -300,7 +302,8 @@ class SourceRound {
       if (err.code === "cancelled") throw err;
       // Tell the target why, in-band: its error then names the file, whatever the transport does with exceptions.
       this.w.take();
-      this.emit({ t: "error", code: err.code, message: err.message });
+      // The record has no hint field: the fix travels in the message, so the user still reads what to do.
+      this.emit({ t: "error", code: err.code, message: err.hint === undefined ? err.message : `${err.message} (${err.hint})` });
       yield* this.flush();
       this.logger.warn({ root: this.root, err: err.message }, "sync round failed on the source");
     } finally {
@@ -705,6 +708,7 @@ class SourceRound {
 }
 
 const EMPTY = new Uint8Array(0);
+const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME]);
 
 function readAt(fd: number, buf: Buffer, length: number, position: number, rel: string): number {
   try {

@@ -303,3 +303,13 @@ export function writeMemo(stateDir: string, memo: RoundMemo): void {
 export function toMtimeUs(mtimeMs: number): number {
   return Math.round(mtimeMs * 1000);
 }
+
+/**
+ * A time in whole microseconds as fs.utimes/futimes/lutimes must get it to store exactly that microsecond:
+ * - as a numeric string, because Node replaces a negative *number* (any time before 1970) with the current time,
+ *   silently (a pre-1970 mtime came out as the copy time, and every later round saw it changed again);
+ * - aimed half a microsecond away from zero, because libuv truncates the fraction toward zero at microseconds.
+ */
+export function utimeArg(us: number): string {
+  return String((us >= 0 ? us + 0.5 : us - 0.5) / 1e6);
+}

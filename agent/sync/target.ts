@@ -40,12 +40,15 @@ import {
   isZero,
   sha256,
   statMatches,
+  utimeArg,
   writeMemo,
   ZERO_BLOCK,
   ZERO_BLOCK_HASH,
 } from "./state.js";
 import type { CacheEntry } from "./state.js";
 import { walk, walkError, metaOf, VolumeDigest } from "./walk.js";
+import { acquireVolumeLock, LOCK_NAME } from "./volume-lock.js";
+import type { VolumeLock } from "./volume-lock.js";
 
 export const STAGING_DIR = ".theseus-partial";
 /** Largest file the target accepts (16 TiB): bounds what a hostile peer's offsets can make us allocate or write. */
@@ -60,6 +63,8 @@ export interface SyncTargetOptions {
   preserveOwner?: boolean;
   /** Called at most every 250 ms while the round runs, with cumulative counters. */
   onProgress?: (progress: RoundProgress) => void;
+  /** Who writes, as the volume's lock names it to a second writer that is refused. */
+  writer?: string;
 }
 
 export interface RoundProgress {
@@ -109,12 +114,16 @@ export async function runTargetRound(options: SyncTargetOptions, connect: SyncCo
   }
   ACTIVE.add(root);
   ACTIVE.add(stateDir);
+  let lock: VolumeLock | undefined;
   try {
     fs.mkdirSync(stateDir, { recursive: true });
     fs.mkdirSync(root, { recursive: true });
+    // Across processes and agents too: the volume's lock file names who writes it.
+    lock = acquireVolumeLock(root, options.writer ?? "a sync round");
     const round = new TargetRound(root, stateDir, options.logger, options.preserveOwner ?? process.getuid?.() === 0, signal, options.onProgress);
     return await round.run(connect);
   } finally {
+    lock?.release();
     ACTIVE.delete(root);
     ACTIVE.delete(stateDir);
   }
@@ -286,7 +295,7 @@ class TargetRound {
     const firstOfInode = new Map<number, string>();
     let n = 0;
     try {
-      for (const e of walk(this.root, new Set([STAGING_DIR]))) {
+      for (const e of walk(this.root, new Set([STAGING_DIR, LOCK_NAME]))) {
         const st = e.st;
         const abs = e.path === "" ? this.root : `${this.root}/${e.path}`;
         let entry: IndexEntry;
@@ -422,9 +431,10 @@ class TargetRound {
     }
     this.lastPath = p;
     if (p === "") return p;
-    if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/")) {
-      throw new TheseusError("failed_precondition", `the source volume contains ${STAGING_DIR}, a name Theseus reserves`, {
-        hint: `rename ${STAGING_DIR} at the root of the source volume`,
+    if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/") || p === LOCK_NAME) {
+      const name = p === LOCK_NAME ? LOCK_NAME : STAGING_DIR;
+      throw new TheseusError("failed_precondition", `the source volume contains ${name}, a name Theseus reserves`, {
+        hint: `rename ${name} at the root of the source volume`,
       });
     }
     const parent = parentOf(p);
@@ -488,8 +498,8 @@ class TargetRound {
     // A file this round just created already has our owner and its mode (less the umask): skip what is already right.
     if (this.preserveOwner && !(fresh && m.uid === OWN_UID && m.gid === OWN_GID)) fs.fchownSync(fd, m.uid, m.gid);
     if (!(fresh && m.mode === createMode(m.mode) && (m.uid === OWN_UID || !this.preserveOwner))) fs.fchmodSync(fd, m.mode);
-    // libuv truncates to whole microseconds: aim at the middle of the microsecond so the value round-trips exactly.
-    const t = (m.mtimeUs + 0.5) / 1e6;
+    // Exactly the source's microsecond, before 1970 too (see utimeArg).
+    const t = utimeArg(m.mtimeUs);
     fs.futimesSync(fd, t, t);
   }
 
@@ -744,7 +754,7 @@ class TargetRound {
     fs.symlinkSync(target, staging);
     if (this.preserveOwner) fs.lchownSync(staging, meta.uid, meta.gid);
     // A symlink's own mtime is metadata like a file's (rsync -a keeps it); rename keeps what lutimes set.
-    const t = (meta.mtimeUs + 0.5) / 1e6;
+    const t = utimeArg(meta.mtimeUs);
     fs.lutimesSync(staging, t, t);
     const st = this.place(staging, this.abs(p));
     this.log({ path: p, type: "symlink", meta, size: 0, hash: EMPTY, linkTarget: target, hardlinkTo: "" }, st);

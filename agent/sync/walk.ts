@@ -72,16 +72,28 @@ function listDir(abs: string, rel: string, skip: ReadonlySet<string> | undefined
     if (mayVanish && (code === "ENOENT" || code === "ENOTDIR")) return undefined;
     throw walkError(e, rel);
   }
-  for (const n of names) {
-    // Node decodes names as UTF-8 and replaces invalid bytes; such a name could not be recreated faithfully.
-    if (n.includes("\uFFFD")) {
-      throw new TheseusError("invalid_argument", `a file name in ${rel === "" ? "the volume root" : rel} is not valid UTF-8`, {
-        hint: "rename the file; Theseus never skips a file silently",
-      });
-    }
-  }
+  // Node decodes names as UTF-8 and replaces invalid bytes with U+FFFD; such a name could not be recreated
+  // faithfully. But U+FFFD is also a valid character of a valid name: only the raw bytes tell the two apart.
+  if (names.some((n) => n.includes("\uFFFD"))) checkUtf8Names(abs, rel);
   if (skip !== undefined && skip.size > 0) names = names.filter((n) => !skip.has(n));
   return names.sort(compareNames);
+}
+
+function checkUtf8Names(abs: string, rel: string): void {
+  let raw: Buffer[];
+  try {
+    raw = fs.readdirSync(abs, { encoding: "buffer" });
+  } catch (e) {
+    throw walkError(e, rel);
+  }
+  for (const b of raw) {
+    if (Buffer.from(b.toString("utf8"), "utf8").equals(b)) continue;
+    const shown = [...b].map((c) => (c >= 0x20 && c < 0x7f && c !== 0x5c ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, "0")}`)).join("");
+    const where = rel === "" ? shown : `${rel}/${shown}`;
+    throw new TheseusError("invalid_argument", `the file name ${where} is not valid UTF-8 (bytes shown as \\xNN)`, {
+      hint: `Theseus never skips a file silently: rename it to a UTF-8 name (e.g. convmv -f latin1 -t utf8, or mv with the name from ls -b), then run the round again`,
+    });
+  }
 }
 
 function lstatOrThrow(abs: string, rel: string): fs.Stats {

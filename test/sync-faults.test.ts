@@ -1,0 +1,47 @@
+// Odd inputs a live volume holds, through the real sync engine (both halves in this process, real files): pre-1970
+// mtimes, names with U+FFFD, names that are not UTF-8 at all.
+import test from "ava";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { TheseusError } from "../common/index.js";
+import { describeTree, makePair, roundInMemory } from "./sync-helpers.js";
+
+const base = fs.mkdtempSync(path.join(os.tmpdir(), "theseus-sync-faults-"));
+test.after.always(() => fs.rmSync(base, { recursive: true, force: true }));
+
+test("pre-1970 mtimes of a file, a directory and a symlink are kept exactly, and a second round changes nothing", async (t) => {
+  const p = makePair(base, "negative-mtime");
+  fs.mkdirSync(path.join(p.src, "old"));
+  fs.writeFileSync(path.join(p.src, "old", "file"), "from 1960");
+  fs.symlinkSync("file", path.join(p.src, "old", "link"));
+  fs.writeFileSync(path.join(p.src, "future"), "from 2200");
+  // Fractions of a second too: a microsecond off would count as a change in every later round.
+  const t1960 = "-315619199.123456";
+  fs.utimesSync(path.join(p.src, "old", "file"), t1960, t1960);
+  fs.lutimesSync(path.join(p.src, "old", "link"), "-1.25", "-1.25");
+  fs.utimesSync(path.join(p.src, "old"), "-86400.5", "-86400.5");
+  fs.utimesSync(path.join(p.src, "future"), 7258118400, 7258118400);
+  await roundInMemory(p);
+  t.deepEqual(describeTree(p.dst), describeTree(p.src));
+  t.true(fs.lstatSync(path.join(p.dst, "old", "file")).mtimeMs < 0);
+  const again = await roundInMemory(p);
+  t.is(again.source.entriesChanged, 0, "nothing reported as changed again");
+});
+
+test("a valid UTF-8 name containing U+FFFD is copied", async (t) => {
+  const p = makePair(base, "fffd");
+  fs.writeFileSync(path.join(p.src, "caf\uFFFD.txt"), "replacement character, on purpose");
+  await roundInMemory(p);
+  t.is(fs.readFileSync(path.join(p.dst, "caf\uFFFD.txt"), "utf8"), "replacement character, on purpose");
+});
+
+test("a name that is not UTF-8 fails the round naming the file and what to do", async (t) => {
+  const p = makePair(base, "latin1");
+  fs.mkdirSync(path.join(p.src, "docs"));
+  fs.writeFileSync(Buffer.concat([Buffer.from(path.join(p.src, "docs") + "/caf"), Buffer.from([0xe9]), Buffer.from(".txt")]), "latin-1");
+  const error = await t.throwsAsync(roundInMemory(p), { instanceOf: TheseusError });
+  t.is(error?.code, "invalid_argument");
+  t.regex(error?.message ?? "", /docs\/caf\\xe9\.txt is not valid UTF-8/);
+  t.regex(error?.message ?? "", /rename it to a UTF-8 name/);
+});
