@@ -55,6 +55,7 @@ const SOURCE = { cluster: "eu-1", namespace: "ledger", storageClass: STORAGE_CLA
 const TARGET = { cluster: "us-2", namespace: "ledger-us", storageClass: STORAGE_CLASS_IMMEDIATE } as const;
 const MIN_SIZE_BYTES = 64 * 1024 * 1024;
 const LEASE_MS = 30_000;
+const MIN_ROUNDS_BEFORE_CONVERGED_CUTOVER = 3;
 
 export function resolveDemoOptions(options: DemoOptions): ResolvedDemoOptions {
   const sizeBytes = options.sizeBytes ?? 1024 ** 3;
@@ -209,6 +210,10 @@ async function followMigration(
   // The last prediction before the cutover began: the one the driver decided on, with its terms.
   let atCutover: DemoPrediction | undefined;
   let cuttingOver = false;
+  // Two rounds (the full copy and one incremental) fit the round model poorly: a negative intercept falls back to the
+  // whole incremental round as "fixed cost" and the prediction calls itself converged far above the truth. A third
+  // round gives the fit a small round to anchor the fixed cost.
+  let rounds = 0;
   for await (const event of migration.events) {
     switch (event.type) {
       case "phase":
@@ -216,6 +221,7 @@ async function followMigration(
         say(`   ${at(event.atMs)} phase ${event.phase}`);
         break;
       case "round": {
+        rounds++;
         const r = event.round;
         say(`   ${at(Date.now())} ${event.volume} round ${r.round}: ${formatBytes(Number(r.bytesChanged))} changed, ${formatBytes(Number(r.wireBytes))} on the wire, in ${formatDuration(Number(r.durationMs))} (app dirtied ${formatBytes(r.dirtyBytesPerSecond)}/s)`);
         break;
@@ -239,7 +245,7 @@ async function followMigration(
         say(`   ${at(Date.now())} predicted downtime ${formatDuration(prediction.downtimeMs)} (final round ${formatBytes(prediction.finalRoundBytes)} in ${formatDuration(prediction.finalRoundMs)}): ${decision.why}`);
         const kind = prediction.convergence.kind;
         const fits = kind !== "unknown" && kind !== "diverging" && prediction.downtimeMs <= maxDowntimeMs;
-        if (cutover === undefined && (fits || kind === "converged")) {
+        if (cutover === undefined && (fits || (kind === "converged" && rounds >= MIN_ROUNDS_BEFORE_CONVERGED_CUTOVER))) {
           say(`   ${at(Date.now())} cutting over: ${fits ? `the predicted downtime is within ${formatDuration(maxDowntimeMs)}` : `pre-sync has converged above the ${formatDuration(maxDowntimeMs)} target on this machine (load average ${loadavg()[0]?.toFixed(1) ?? "?"} on ${availableParallelism()} cores); more rounds would not shorten it`}`);
           cutover = migration.cutover().catch((error: unknown) => say(`   the cutover request failed: ${describeError(error)}`));
         }

@@ -5,10 +5,11 @@
 // Appends that arrive while a flush is running are committed together with one fdatasync (group commit), which keeps
 // the fsync rate bounded under load without ever acknowledging a record that is not on disk.
 //
-// The log is written in segments, as databases write their WAL (PostgreSQL's are 16 MiB): records.log is the active
-// one; once it holds segmentBytes, the next commit first renames it to records-<first seq>.log, which is never written
-// again, and starts a new records.log. An incremental sync round then re-reads only the active segment and the page
-// file instead of the whole history, so the final round of a cutover stays short however long the app has written.
+// The log is written in segments, as databases write their WAL (PostgreSQL's are 16 MiB): records.log is the first;
+// once the active segment holds segmentBytes, the next commit starts records-<its first seq>.log, and the full one is
+// never written again. An incremental sync round then re-reads only the active segment and the page file instead of
+// the whole history, so the final round of a cutover stays short however long the app has written. Segments are never
+// renamed: a renamed file is a new path to a sync round, which would send it whole again.
 //
 // Recovery on open:
 // - after a graceful close, clean-shutdown.json records the log's size and last frame; if the log still matches it,
@@ -30,17 +31,17 @@ import { RECORD_HEADER_BYTES, decodeRecordHeader, encodeRecord, scanRecordLog, s
 export const RECORDS_FILE = "records.log";
 export const PAGES_FILE = "pages.db";
 export const CLEAN_SHUTDOWN_FILE = "clean-shutdown.json";
-/** A closed segment of the log: records-<seq of its first record, 12 digits>.log. */
+/** A later segment of the log: records-<seq of its first record, 12 digits>.log. */
 export const SEGMENT_FILE = /^records-(\d{12})\.log$/;
 
 export function segmentFileName(firstSeq: number): string {
   return `records-${String(firstSeq).padStart(12, "0")}.log`;
 }
 
-/** The log's files in order: the closed segments by first seq, then the active records.log (whether or not it exists). */
+/** The log's files in order: records.log (whether or not it exists yet), then the later segments by first seq. The last is the active one. */
 export async function logFiles(dataDir: string): Promise<string[]> {
   const names = await readdir(dataDir).catch(() => [] as string[]);
-  return [...names.filter((n) => SEGMENT_FILE.test(n)).sort(), RECORDS_FILE];
+  return [RECORDS_FILE, ...names.filter((n) => SEGMENT_FILE.test(n)).sort()];
 }
 
 export interface RecordStoreOptions {
@@ -121,8 +122,6 @@ export class RecordStore {
     private lastSeq: number,
     private logBytes: number,
     private lastRecordOffset: number,
-    /** Seq of the active segment's first record (lastSeq + 1 while it is empty). */
-    private activeFirstSeq: number,
     readonly recovery: RecoveryReport,
     private readonly maxBatchBytes: number,
     private readonly segmentBytes: number,
@@ -141,7 +140,8 @@ export class RecordStore {
     if (lock.tookOver !== undefined) logger.warn({ previous: lock.tookOver }, "took over a stale lock: the previous server is gone");
     const handles: FileHandle[] = [];
     try {
-      const log = await openOrCreate(join(dataDir, RECORDS_FILE));
+      const activeFile = (await logFiles(dataDir)).at(-1) ?? RECORDS_FILE;
+      const log = await openOrCreate(join(dataDir, activeFile));
       handles.push(log);
       const logSize = (await log.stat()).size;
       const wanted = geometryFor(options.pageFileBytes ?? 16 * 1024 * 1024, options.pageSizeBytes ?? 4096);
@@ -170,10 +170,10 @@ export class RecordStore {
       await syncDir(dataDir);
 
       const clean = await readCleanShutdown(dataDir);
-      let state: { lastSeq: number; logBytes: number; lastRecordOffset: number; activeFirstSeq: number; truncatedBytes: number; pagesRepaired: number };
+      let state: { lastSeq: number; logBytes: number; lastRecordOffset: number; truncatedBytes: number; pagesRepaired: number };
       let mode: RecoveryReport["mode"];
       if (clean !== undefined && (await matchesLog(log, logSize, clean))) {
-        state = { ...clean, activeFirstSeq: (await firstSeqOf(log, logSize)) ?? clean.lastSeq + 1, truncatedBytes: 0, pagesRepaired: 0 };
+        state = { ...clean, truncatedBytes: 0, pagesRepaired: 0 };
         mode = fresh ? "fresh" : "clean";
       } else {
         state = await crashRecovery(dataDir, log, pages, geometry, logger);
@@ -191,7 +191,7 @@ export class RecordStore {
       };
       logger.info({ recovery, geometry }, "data directory opened");
       return new RecordStore(
-        dataDir, log, pages, geometry, lock, state.lastSeq, state.logBytes, state.lastRecordOffset, state.activeFirstSeq, recovery,
+        dataDir, log, pages, geometry, lock, state.lastSeq, state.logBytes, state.lastRecordOffset, recovery,
         options.maxBatchBytes ?? 8 * 1024 * 1024, options.segmentBytes ?? 16 * 1024 * 1024, options.checkpointIntervalMs ?? 1000, logger,
       );
     } catch (error) {
@@ -292,20 +292,16 @@ export class RecordStore {
   }
 
   /**
-   * Closes the full active segment under its first record's seq and opens an empty records.log. The rename comes
-   * first and is made durable before anything is written to the new file, so a crash in between leaves every record
-   * in exactly one segment (an empty or missing records.log is a valid active segment).
+   * Closes the full active segment and starts the next one, named after the seq of the first record it will hold. The
+   * new file is made durable before anything is written to it, so a crash in between leaves an empty active segment.
    */
   private async rotate(): Promise<void> {
     await this.log.sync();
     await this.log.close();
-    await rename(join(this.dataDir, RECORDS_FILE), join(this.dataDir, segmentFileName(this.activeFirstSeq)));
-    await syncDir(this.dataDir);
-    this.log = await open(join(this.dataDir, RECORDS_FILE), "w+");
+    this.log = await open(join(this.dataDir, segmentFileName(this.lastSeq + 1)), "w+");
     await syncDir(this.dataDir);
     this.logBytes = 0;
     this.lastRecordOffset = 0;
-    this.activeFirstSeq = this.lastSeq + 1;
   }
 
   private async commit(batch: readonly Pending[]): Promise<AppendResult[]> {
@@ -367,11 +363,11 @@ async function crashRecovery(
   pages: FileHandle,
   geometry: PageGeometry,
   logger: Logger,
-): Promise<{ lastSeq: number; logBytes: number; lastRecordOffset: number; activeFirstSeq: number; truncatedBytes: number; pagesRepaired: number }> {
+): Promise<{ lastSeq: number; logBytes: number; lastRecordOffset: number; truncatedBytes: number; pagesRepaired: number }> {
   const lastSeqOfPage = new Float64Array(geometry.pageCount);
   let lastSeq = 0;
-  // The closed segments first: each must be whole (they were fsync'd before the rename), and continue the seqs.
-  for (const name of (await logFiles(dataDir)).filter((n) => n !== RECORDS_FILE)) {
+  // The closed segments first: each must be whole (each was fsync'd before the next began), and continue the seqs.
+  for (const name of (await logFiles(dataDir)).slice(0, -1)) {
     const segment = await open(join(dataDir, name), "r");
     try {
       for await (const item of scanRecordLog(segment)) {
@@ -389,7 +385,6 @@ async function crashRecovery(
       await segment.close();
     }
   }
-  const activeFirstSeq = lastSeq + 1;
   let lastRecordOffset = 0;
   let damaged: { offset: number; seq: number } | undefined;
   let end: { offset: number; tornBytes: number } | undefined;
@@ -443,15 +438,7 @@ async function crashRecovery(
     await pages.sync();
     logger.info({ pagesRepaired }, "pages replayed from the log");
   }
-  return { lastSeq, logBytes: end.offset, lastRecordOffset, activeFirstSeq, truncatedBytes: end.tornBytes, pagesRepaired };
-}
-
-/** The seq of the first record of a log file, if it has one. */
-async function firstSeqOf(log: FileHandle, size: number): Promise<number | undefined> {
-  if (size < RECORD_HEADER_BYTES) return undefined;
-  const head = Buffer.alloc(RECORD_HEADER_BYTES);
-  await log.read(head, 0, RECORD_HEADER_BYTES, 0);
-  return decodeRecordHeader(head)?.seq;
+  return { lastSeq, logBytes: end.offset, lastRecordOffset, truncatedBytes: end.tornBytes, pagesRepaired };
 }
 
 function logDamage(what: string): TheseusError {

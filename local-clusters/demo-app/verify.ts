@@ -14,7 +14,7 @@ import { checkPage, pageForSeq, readGeometry } from "./page-file.js";
 import type { PageGeometry } from "./page-file.js";
 import { payloadFromSeed } from "./payload.js";
 import { scanRecordLog, sha256 } from "./record-log.js";
-import { CLEAN_SHUTDOWN_FILE, PAGES_FILE, RECORDS_FILE, logFiles } from "./record-store.js";
+import { CLEAN_SHUTDOWN_FILE, PAGES_FILE, logFiles } from "./record-store.js";
 
 export interface VerifyOptions {
   readonly dataDir: string;
@@ -130,15 +130,12 @@ export async function verifyVolume(options: VerifyOptions): Promise<VerifyReport
   const logged = new Map<number, LoggedRecord>();
   const lastSeqOfPage = new Float64Array(geometry?.pageCount ?? 0);
   const logStats = { bytes: 0, records: 0, lastSeq: 0, damagedRecords: 0, unreadableBytes: 0, tornTailBytes: 0 };
-  // The closed segments, then the active records.log; only the active one may end in a torn append.
+  // The segments in order; only the last, active one may end in a torn append.
   const files = await logFiles(options.dataDir);
-  for (const name of files) {
-    const active = name === RECORDS_FILE;
+  for (const [index, name] of files.entries()) {
+    const active = index === files.length - 1;
     const log = await open(join(options.dataDir, name), "r").catch((error: unknown) => {
-      // A crash between closing a segment and creating the next leaves no records.log: an empty active segment.
-      if (!(active && files.length > 1 && TheseusError.from(error).code === "not_found")) {
-        problem({ kind: "log", detail: `cannot open ${name}: ${TheseusError.from(error).message}` });
-      }
+      problem({ kind: "log", detail: `cannot open ${name}: ${TheseusError.from(error).message}` });
       return undefined;
     });
     if (log === undefined) continue;
