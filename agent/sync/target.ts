@@ -46,8 +46,9 @@ import {
 } from "./state.js";
 import type { CacheEntry } from "./state.js";
 import { walk, walkError, metaOf, VolumeDigest } from "./walk.js";
+import { STAGING_DIR, StagingDir } from "./staging.js";
 
-export const STAGING_DIR = ".theseus-partial";
+export { STAGING_DIR };
 /** Largest file the target accepts (16 TiB): bounds what a hostile peer's offsets can make us allocate or write. */
 const MAX_FILE_BYTES = 2 ** 44;
 const O_NOFOLLOW = fs.constants.O_NOFOLLOW;
@@ -167,7 +168,7 @@ const TOMBSTONE = "\0deleted";
 
 class TargetRound {
   private readonly blocks: BlockStore;
-  private readonly staging: string;
+  private readonly staging: StagingDir;
   private stagingSeq = 0;
   private readonly spoolFile: string;
   private readonly partialFile: string;
@@ -204,7 +205,7 @@ class TargetRound {
     private readonly onProgress: ((progress: RoundProgress) => void) | undefined,
   ) {
     this.blocks = new BlockStore(stateDir);
-    this.staging = path.join(root, STAGING_DIR);
+    this.staging = new StagingDir(root);
     this.spoolFile = path.join(stateDir, `spool.${process.pid}`);
     this.partialFile = path.join(stateDir, "partial");
     this.appliedFile = path.join(stateDir, `applied.${process.pid}`);
@@ -215,12 +216,14 @@ class TargetRound {
   async run(connect: SyncConnect): Promise<RoundResult> {
     // Leftovers of a round cut short are dropped (the files they would have become are resent, the rest is indexed),
     // except the large file that was being received, whose verified first blocks are resumed.
-    this.resume = loadPartial(this.partialFile, path.join(this.staging, RESUME_NAME));
+    // The staging directory is opened once and verified; everything after goes through its descriptor (staging.ts).
+    const hadStaging = this.staging.openExisting();
+    this.resume = hadStaging ? loadPartial(this.partialFile, this.staging.entry(RESUME_NAME)) : undefined;
     if (this.resume === undefined) {
       fs.rmSync(this.partialFile, { force: true });
-      fs.rmSync(this.staging, { recursive: true, force: true });
+      this.staging.remove();
     } else {
-      for (const name of fs.readdirSync(this.staging)) if (name !== RESUME_NAME) fs.rmSync(path.join(this.staging, name), { recursive: true, force: true });
+      this.staging.clear(RESUME_NAME);
       this.stagingReady = true;
     }
     const decoder = new FrameDecoder();
@@ -259,9 +262,9 @@ class TargetRound {
       const kept = ok ? false : this.salvage();
       this.closeFile();
       if (!kept) {
-        fs.rmSync(this.staging, { recursive: true, force: true });
+        this.staging.remove();
         fs.rmSync(this.partialFile, { force: true });
-      }
+      } else this.staging.close();
       fs.rmSync(this.spoolFile, { force: true });
       fs.rmSync(this.appliedFile, { force: true });
     }
@@ -386,7 +389,7 @@ class TargetRound {
         throw new TheseusError(asCode(rec.code), `the source failed: ${rec.message}`);
       case "end":
         // The staging directory goes before the root's mtime is restored, which removing it would change.
-        fs.rmSync(this.staging, { recursive: true, force: true });
+        this.staging.remove();
         this.leaveDirsUntil(undefined);
         this.sourceEnd = rec;
         return;
@@ -422,11 +425,7 @@ class TargetRound {
     }
     this.lastPath = p;
     if (p === "") return p;
-    if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/")) {
-      throw new TheseusError("failed_precondition", `the source volume contains ${STAGING_DIR}, a name Theseus reserves`, {
-        hint: `rename ${STAGING_DIR} at the root of the source volume`,
-      });
-    }
+    refuseReserved(p);
     const parent = parentOf(p);
     this.leaveDirsUntil(parent);
     // Verify and push the parents below the deepest verified one (normally none: the source sends every directory).
@@ -537,12 +536,12 @@ class TargetRound {
   private stagingReady = false;
   private newStaging(): string {
     if (!this.stagingReady) {
-      fs.mkdirSync(this.staging, { mode: 0o700 });
+      this.staging.create();
       this.stagingReady = true;
       const rootFrame = this.stack[0];
       if (rootFrame !== undefined) rootFrame.dirty = true;
     }
-    return `${this.staging}/${++this.stagingSeq}`;
+    return this.staging.entry(String(++this.stagingSeq));
   }
 
   /** Renames a finished staging entry over `abs`, replacing a directory there if need be. */
@@ -585,7 +584,7 @@ class TargetRound {
     if (mode === "whole") {
       // Large files are received under one fixed name, so that a cut round leaves at most one partial file to resume.
       this.newStaging();
-      const staging = path.join(this.staging, RESUME_NAME);
+      const staging = this.staging.entry(RESUME_NAME);
       const r = this.resume;
       this.resume = undefined;
       if (resumeFrom > 0) {
@@ -889,6 +888,15 @@ class TargetRound {
       spool.close();
       applied.close();
     }
+  }
+}
+
+/** The staging directory is the target's own: no record may name it or anything below it. */
+function refuseReserved(p: string): void {
+  if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/")) {
+    throw new TheseusError("failed_precondition", `the source volume contains ${STAGING_DIR}, a name Theseus reserves`, {
+      hint: `rename ${STAGING_DIR} at the root of the source volume`,
+    });
   }
 }
 
