@@ -95,3 +95,12 @@ test("defect 1: a staging directory that is not the agent's own fails the round 
   t.true(fs.existsSync(path.join(dst, ".theseus-partial", "someone-elses")));
   fs.rmSync(path.join(dst, ".theseus-partial"), { recursive: true, force: true });
 });
+
+test("defect 9: a hard link into the staging directory is refused, nothing unverified is published", async (t) => {
+  const dst = t.context.vol("link-staging");
+  await cutInsideLargeFile(t, "link-staging");
+  const r = await round(t, "link-staging", [ROOT, { t: "hardlink", path: "leak", to: ".theseus-partial/resume", hash: sha("") }, BOGUS_END]);
+  t.is(r.error?.code, "failed_precondition", r.error?.message);
+  t.false(fs.existsSync(path.join(dst, "leak")));
+});
+

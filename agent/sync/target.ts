@@ -750,7 +750,10 @@ class TargetRound {
   }
 
   private hardlink(p: string, to: string, hash: Uint8Array): void {
+    // The link's target is a path like any other: what enter() refuses as a record's path, it refuses here (a link
+    // into the staging directory would publish unverified contents).
     validatePeerPath(to);
+    refuseReserved(to);
     if (comparePaths(to, p) >= 0) throw new TheseusError("protocol", `hard link ${p} points forward to ${to}`);
     // The link's target was passed already: check its whole chain again, it is not on the current stack.
     let cur = "";
