@@ -5,7 +5,8 @@ import type { TestFn } from "ava";
 import fs from "node:fs";
 import path from "node:path";
 import type { AgentProcess } from "../coordinator/index.js";
-import { emptyRoundStats } from "../agent/sync/codec.js";
+import type { ErrorCode } from "../common/index.js";
+import { decodeFrameRecords, emptyRoundStats, FrameDecoder } from "../agent/sync/codec.js";
 import type { SyncRecord } from "../agent/sync/codec.js";
 import { answerAfterIndex, createWorld, framesOf, META, pull, ROOT, sha, startHostileSource } from "./sync-hostile-helpers.js";
 import type { HostileSource, HostileSourceScript, World } from "./sync-hostile-helpers.js";
@@ -20,7 +21,7 @@ interface Context {
 }
 const test = anyTest.serial as TestFn<Context>;
 
-const VOLUMES = ["staging-swap", "link-staging"];
+const VOLUMES = ["staging-swap", "link-staging", "far-patch"];
 
 test.before(async (t) => {
   const world = await createWorld("hostile-target");
@@ -104,3 +105,61 @@ test("defect 9: a hard link into the staging directory is refused, nothing unver
   t.false(fs.existsSync(path.join(dst, "leak")));
 });
 
+/** Reads the target's index until its end, remembering each entry's hash; then answers what `answer` builds from it. */
+function answerWithIndex(answer: (hashes: Map<string, Uint8Array>) => SyncRecord[]): HostileSourceScript {
+  return async function* (up) {
+    const decoder = new FrameDecoder();
+    const hashes = new Map<string, Uint8Array>();
+    for (let ended = false; !ended; ) {
+      const r = await up.next();
+      if (r.done === true) return;
+      for (const rec of decodeFrameRecords(decoder.decode(r.value.frame))) {
+        if (rec.t === "entry") hashes.set(rec.e.path, Buffer.from(rec.e.hash));
+        if (rec.t === "index_end") ended = true;
+      }
+    }
+    void (async () => {
+      try {
+        for (let r = await up.next(); r.done !== true; r = await up.next());
+      } catch {
+        // the call ended
+      }
+    })();
+    yield* framesOf(answer(hashes));
+  };
+}
+
+test("defect 3: a far patch block is refused before anything is written, and a lying end leaves the old size", async (t) => {
+  const dst = t.context.vol("far-patch");
+  const OLD = 2 * 1024 * 1024;
+  fs.writeFileSync(path.join(dst, "db"), Buffer.alloc(OLD, 3));
+  const TIB = 2 ** 40;
+  const patch = (hashes: Map<string, Uint8Array>): SyncRecord => ({
+    t: "file_begin",
+    path: "db",
+    meta: META,
+    mode: "patch",
+    baseHash: hashes.get("db") ?? new Uint8Array(32),
+    resumeFrom: 0,
+  });
+  const attacks: Array<[string, (h: Map<string, Uint8Array>) => SyncRecord[], ErrorCode]> = [
+    ["a data block at 1 TiB", (h) => [ROOT, patch(h), { t: "data", offset: TIB, data: Buffer.alloc(4096, 9) }], "protocol"],
+    [
+      // 4 GiB, not more: a large file's block list is still one Buffer (defects 2 and 4 are open).
+      "a zero run to 4 GiB and an end with a false hash",
+      (h) => [ROOT, patch(h), { t: "zero", offset: OLD, length: 2 ** 32 - OLD }, { t: "file_end", size: 2 ** 32, hash: sha("lie") }],
+      "data_loss",
+    ],
+    [
+      "a data block past the end and an end with a false hash",
+      (h) => [ROOT, patch(h), { t: "data", offset: OLD, data: Buffer.alloc(4096, 9) }, { t: "file_end", size: OLD + 4096, hash: sha("lie") }],
+      "data_loss",
+    ],
+  ];
+  for (const [name, records, code] of attacks) {
+    t.context.play.script = answerWithIndex(records);
+    const r = await pull(t.context.world, t.context.target, t.context.hostile.address, "far-patch");
+    t.is(r.error?.code, code, `${name}: ${r.error?.message ?? "accepted"}`);
+    t.is(fs.statSync(path.join(dst, "db")).size, OLD, `${name}: the file's size changed`);
+  }
+});

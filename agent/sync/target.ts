@@ -628,7 +628,15 @@ class TargetRound {
   }
 
   private checkRange(f: OpenFile, offset: number, length: number): void {
-    if (offset % BLOCK_BYTES !== 0 || offset + length > MAX_FILE_BYTES || (f.mode === "whole" ? offset !== f.offset : offset < f.offset)) {
+    // Checked before anything is written. A patch may rewrite any block of the old contents, but past the old end
+    // only contiguously: the source sends every block beyond the base list, so a far block is no real patch, and
+    // writing it would leave a huge apparent size that every later round must read (issue 13, defect 3).
+    const patchLimit = Math.max(blockCount(f.oldSize) * BLOCK_BYTES, f.offset);
+    if (
+      offset % BLOCK_BYTES !== 0 ||
+      offset + length > MAX_FILE_BYTES ||
+      (f.mode === "whole" ? offset !== f.offset : offset < f.offset || offset > patchLimit)
+    ) {
       throw new TheseusError("protocol", `the source sent a misplaced block for ${f.path} at offset ${offset}`);
     }
   }
@@ -660,8 +668,9 @@ class TargetRound {
     const blocks = length / BLOCK_BYTES;
     this.growList(f, offset / BLOCK_BYTES + blocks);
     for (let b = offset / BLOCK_BYTES, i = 0; i < blocks; i++, b++) ZERO_BLOCK_HASH.copy(f.list, b * 32);
-    // A new file keeps the hole; a patched one needs the zeros written over the old data (Node cannot punch holes).
-    if (f.mode === "patch") for (let o = 0; o < length; o += BLOCK_BYTES) writeAll(f.fd, ZERO_BLOCK, offset + o);
+    // A new file keeps the hole; a patched one needs the zeros written over the old data (Node cannot punch holes),
+    // but not past its old end, where the final truncate makes a hole.
+    if (f.mode === "patch") for (let o = 0; o < length && offset + o < f.oldSize; o += BLOCK_BYTES) writeAll(f.fd, ZERO_BLOCK, offset + o);
     f.offset = offset + length;
   }
 
@@ -669,7 +678,6 @@ class TargetRound {
     if (size > MAX_FILE_BYTES || (f.mode === "whole" && f.offset !== size) || (f.mode === "patch" && f.offset > size)) {
       throw new TheseusError("protocol", `the source's end of ${f.path} does not match its contents`);
     }
-    fs.ftruncateSync(f.fd, size);
     const n = blockCount(size);
     this.growList(f, n);
     // A patched file that shrank inside a block: that block's hash changed without being sent; rehash it from disk.
@@ -686,12 +694,14 @@ class TargetRound {
     }
     const list = f.list.subarray(0, n * 32);
     const got = sha256(list);
+    // Verified before the file takes its new size: a lying end record must not leave a huge apparent size behind.
     if (!got.equals(hash)) {
       this.closeFile();
       throw new TheseusError("data_loss", `the contents received for ${f.path} do not match the source's hash`, {
         hint: "run the round again; the file is re-read and repaired",
       });
     }
+    fs.ftruncateSync(f.fd, size);
     this.blocks.put(got, list);
     this.setMeta(f.fd, f.meta);
     fs.closeSync(f.fd);
@@ -705,7 +715,18 @@ class TargetRound {
     const f = this.file;
     if (f === undefined) return;
     this.file = undefined;
-    if (f.fd >= 0) fs.closeSync(f.fd);
+    if (f.fd >= 0) {
+      // A patch that failed leaves the old size: blocks it wrote past the old end go (the rest is repaired by the
+      // next round, which re-reads the file: its ctime changed).
+      if (f.mode === "patch") {
+        try {
+          if (fs.fstatSync(f.fd).size > f.oldSize) fs.ftruncateSync(f.fd, f.oldSize);
+        } catch {
+          // best effort: the next round re-reads the file anyway
+        }
+      }
+      fs.closeSync(f.fd);
+    }
     if (f.staging !== "" && !keep) fs.rmSync(f.staging, { force: true });
   }
 
