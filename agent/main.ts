@@ -19,12 +19,13 @@ interface Flags {
   kubeconfig?: string;
   nodeName?: string;
   stopWithStdin?: boolean;
+  healthListen?: string;
 }
 
 const program = new Command("theseus-agent")
   .description("The Theseus agent: serves this cluster's volumes to coordinators and to its peer agent over mTLS gRPC.")
   .version(VERSION)
-  .option("-c, --config <file>", "YAML config file (keys: clusterName, listen, volumes, pkiDir, tlsCa, tlsCert, tlsKey, stateDir, logLevel, kubeconfig, nodeName)")
+  .option("-c, --config <file>", "YAML config file (keys: clusterName, listen, volumes, pkiDir, tlsCa, tlsCert, tlsKey, stateDir, logLevel, kubeconfig, nodeName, healthListen)")
   .option("--cluster <name>", "this cluster's name; must match the agent certificate (env THESEUS_CLUSTER)")
   .option("--listen <host:port>", "address to listen on (env THESEUS_LISTEN; default 0.0.0.0:7443)")
   .option("--volume <name=path>", "serve a directory as a named volume; repeatable (env THESEUS_VOLUMES=a=/x,b=/y)", (v: string, all: string[]) => [...all, v], [])
@@ -34,6 +35,7 @@ const program = new Command("theseus-agent")
   .option("--tls-key <file>", "agent key (overrides --pki-dir)")
   .option("--state-dir <dir>", "where the agent keeps its own state, never inside a volume (env THESEUS_STATE_DIR)")
   .option("--kubeconfig <file>", "this cluster's kubeconfig, for an agent outside the cluster (env THESEUS_KUBECONFIG); in a pod its service account is used")
+  .option("--health-listen <host:port>", "plain HTTP port for /healthz, /readyz and /metrics (env THESEUS_HEALTH_LISTEN; default: not served)")
   .option("--node-name <name>", "the node whose volumes this agent reaches; holder pods are pinned there (env THESEUS_NODE_NAME)")
   .option("--stop-with-stdin", "stop when stdin closes: a tool that starts a throwaway agent (sync-dirs, the demo) keeps its stdin, so the agent dies with the tool, kill -9 included")
   .addOption(new Option("--log-level <level>", "log level (env THESEUS_LOG_LEVEL)").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
@@ -67,6 +69,7 @@ async function main(): Promise<void> {
     logLevel: flags.logLevel,
     kubeconfig: flags.kubeconfig,
     nodeName: flags.nodeName,
+    healthListen: flags.healthListen,
   };
   const options = resolveAgentOptions(fromFile, settingsFromEnv(process.env), fromFlags);
   const logger = createLogger({ level: options.logLevel, name: "theseus-agent" });
@@ -99,7 +102,7 @@ async function main(): Promise<void> {
     process.stdin.resume();
   }
   // Readiness line, printed once signals are handled, on stdout, for scripts and the local clusters' process supervisor.
-  process.stdout.write(`${JSON.stringify({ listening: agent.address, cluster: options.clusterName })}\n`);
+  process.stdout.write(`${JSON.stringify({ listening: agent.address, cluster: options.clusterName, ...(agent.healthAddress === undefined ? {} : { health: agent.healthAddress }) })}\n`);
 }
 
 // `theseus-agent hold`: the holder pod Stage starts so that a WaitForFirstConsumer claim binds. It only mounts the

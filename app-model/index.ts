@@ -28,3 +28,4 @@ export { mapImage } from "./rewrite.js";
 export { applyOrder, deleteOrder } from "./order.js";
 export { describeChange } from "./changes.js";
 export { parseQuantity } from "./quantity.js";
+export { REPLICATED_KINDS, containersOf, podSpecOf } from "./pod-templates.js";

@@ -16,6 +16,7 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import { once } from "node:events";
 import { TheseusError, silentLogger } from "../common/index.js";
 import type { Logger } from "../common/index.js";
+import { KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS } from "./client.js";
 import { methodDefinition } from "./codec.js";
 import { describeIdentity, identityOfCertificate } from "./identity.js";
 import type { PeerIdentity, Role } from "./identity.js";
@@ -65,6 +66,10 @@ export interface RpcServerOptions {
   readonly logger?: Logger;
   /** Largest message accepted; callers chunk bulk data below it. */
   readonly maxReceiveMessageBytes?: number;
+  /** The server pings each client connection this often (default 15 s, as clients do). */
+  readonly keepaliveTimeMs?: number;
+  /** A ping unanswered this long drops the connection, cancelling its calls (default 60 s). */
+  readonly keepaliveTimeoutMs?: number;
 }
 
 export interface RpcServer {
@@ -73,6 +78,8 @@ export interface RpcServer {
   listen(host: string, port: number): Promise<number>;
   /** Stops accepting, lets in-flight calls finish for up to graceMs, then cancels them. */
   shutdown(graceMs?: number): Promise<void>;
+  /** Serves new connections with new TLS material (a rotated certificate), without a restart. */
+  updateTls(material: TlsMaterial): void;
 }
 
 const DEFAULT_MAX_RECEIVE_BYTES = 8 * 1024 * 1024;
@@ -82,6 +89,11 @@ export function createRpcServer(options: RpcServerOptions): RpcServer {
   const server = new Server({
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_BYTES,
     "grpc.max_send_message_length": options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_BYTES,
+    // The server side of keepalive matters most: a round's source is a server whose client (the target) may freeze
+    // or vanish; the ping timeout then closes the connection, which cancels the call and ends the round, releasing
+    // the volume for the next one (see client.ts for the values).
+    "grpc.keepalive_time_ms": options.keepaliveTimeMs ?? KEEPALIVE_TIME_MS,
+    "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS,
   });
   const credentials = serverCredentials(options.tls);
 
@@ -96,6 +108,10 @@ export function createRpcServer(options: RpcServerOptions): RpcServer {
         handlers[method.localName] = handlerFor(method, fn as AnyImpl, serviceOptions, logger);
       }
       server.addService(definitions, handlers);
+    },
+
+    updateTls(material) {
+      credentials.update(material);
     },
 
     listen(host, port) {

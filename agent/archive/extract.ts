@@ -131,7 +131,9 @@ export async function extractVolume(
   } catch (error) {
     extract.destroy();
     await feeding;
-    throw wrapTarError(feedError ?? error);
+    // A bound or corrupt input (the feed's own error) explains a failing loop; a rule broken explains a failing feed.
+    if (feedError instanceof TheseusError) throw feedError;
+    throw wrapTarError(error instanceof TheseusError ? error : (feedError ?? error));
   }
   await feeding;
   if (feedError !== undefined) throw wrapTarError(feedError);

@@ -6,6 +6,8 @@ import { register as registerAgents } from "./agents.js";
 import { register as registerCerts } from "./certs.js";
 import { register as registerCopy } from "./copy.js";
 import { register as registerDemo } from "./demo.js";
+import { register as registerExport } from "./export.js";
+import { register as registerImport } from "./import.js";
 import { localCommandHooks } from "./local.js";
 import { register as registerMigrate } from "./migrate.js";
 import { register as registerPlan } from "./plan.js";
@@ -38,6 +40,8 @@ asked for (0); see each command's --help.`,
   registerAgents(program);
   registerPlan(program);
   registerMigrate(program);
+  registerExport(program);
+  registerImport(program);
   registerCopy(program);
   registerDemo(program);
   registerSyncDirs(program);

@@ -25,6 +25,8 @@ export interface AgentProcessOptions {
    * dies, kill -9 included: a throwaway agent never outlives the tool that started it. Default true.
    */
   readonly stopWithParent?: boolean;
+  /** Extra environment (THESEUS_FAILPOINTS, THESEUS_KEEPALIVE_MS...), over this process's. */
+  readonly env?: Readonly<Record<string, string>>;
   /** What the agent is for, in messages ("the source agent"); default `agent CLUSTER`. */
   readonly role?: string;
 }
@@ -65,7 +67,10 @@ export async function spawnAgent(options: AgentProcessOptions): Promise<AgentPro
   if (stopWithParent) args.push("--stop-with-stdin");
   // A small young generation: sync rounds allocate a stream of short-lived frame buffers, and V8's default 16 MiB
   // semi-spaces let ~100 MiB of them pile up before a scavenge (peak RSS ~170 MiB against the 160 MiB budget).
-  const child = spawn(process.execPath, ["--max-semi-space-size=2", ...args], { stdio: [stopWithParent ? "pipe" : "ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--max-semi-space-size=2", ...args], {
+    stdio: [stopWithParent ? "pipe" : "ignore", "pipe", "pipe"],
+    env: { ...process.env, ...options.env },
+  });
   // The pipe is only there to close when we die; it must not keep this process alive, nor fail it when the agent goes.
   child.stdin?.on("error", () => undefined);
   (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();

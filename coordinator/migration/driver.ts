@@ -272,6 +272,8 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     const stopSignal = detachSignal === undefined ? stop.signal : AbortSignal.any([stop.signal, detachSignal]);
     const queue = createChannel<Input>();
     inputs = queue;
+    // An abort asked before this queue existed (right after a resume) is not lost.
+    if (abortRequest !== undefined) queue.push({ kind: "abort", reason: abortRequest });
     void pumpWatch(queue, stopSignal);
     void pumpRequests(queue, stopSignal);
     let timer: NodeJS.Timeout | undefined;

@@ -2,7 +2,7 @@
 // options they take, and the plan as a document. Used by `theseus plan|stage|unstage` and by the transaction.
 export { resolvePlanInput, validateNamespace } from "./options.js";
 export type { AppSelection, PlanInput, ResolvedPlanInput } from "./options.js";
-export { createPlan, planErrors, stagePlan, unstageMigration } from "./plan.js";
+export { createPlan, describeTarget, discoverInventory, planErrors, stagePlan, unstageMigration } from "./plan.js";
 export type { PlanRequest, PlanResult, StageRequestOptions, StageResult, StagedObject, UnstageRequestOptions } from "./plan.js";
 export { newMigrationId, planReport, validateMigrationId } from "./report.js";
 export type { PlanReport, ReportObject } from "./report.js";

@@ -43,6 +43,26 @@ export async function createPlan(request: PlanRequest): Promise<PlanResult> {
   }
 }
 
+/** Discovery alone, on the source agent (`theseus export` plans without a target). */
+export async function discoverInventory(from: AgentTarget, app: AppSelection, tls: TlsMaterial, signal?: AbortSignal): Promise<Inventory> {
+  const source = dialAgent(from, tls);
+  try {
+    return await naming(from, "source", discover(source, from, app, signal));
+  } finally {
+    source.close();
+  }
+}
+
+/** DescribeCluster alone, on the target agent (`theseus import` plans from an archive instead of a source). */
+export async function describeTarget(to: AgentTarget, namespace: string, lookups: readonly ObjectRef[], tls: TlsMaterial, signal?: AbortSignal): Promise<ClusterFacts> {
+  const target = dialAgent(to, tls);
+  try {
+    return await naming(to, "target", describeCluster(target, to, namespace, lookups, signal));
+  } finally {
+    target.close();
+  }
+}
+
 export function planErrors(plan: Plan): Problem[] {
   return plan.problems.filter((p) => p.severity === "error");
 }
