@@ -163,3 +163,9 @@ test("defect 3: a far patch block is refused before anything is written, and a l
     t.is(fs.statSync(path.join(dst, "db")).size, OLD, `${name}: the file's size changed`);
   }
 });
+
+test("a peer's error text reaches the coordinator without escape sequences or newlines", async (t) => {
+  const r = await round(t, "far-patch", [ROOT, { t: "error", code: "internal", message: "\u001b[2J\u001b[31mall good\nerror (ok): \u0007done" }]);
+  t.is(r.error?.code, "internal");
+  t.notRegex(r.error?.message ?? "", /[\u0000-\u001f\u007f-\u009f]/);
+});

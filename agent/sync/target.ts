@@ -386,7 +386,8 @@ class TargetRound {
     }
     switch (rec.t) {
       case "error":
-        throw new TheseusError(asCode(rec.code), `the source failed: ${rec.message}`);
+        // What a peer says reaches a coordinator's terminal: no escape sequences, newlines or other control bytes.
+        throw new TheseusError(asCode(rec.code), `the source failed: ${printable(rec.message)}`);
       case "end":
         // The staging directory goes before the root's mtime is restored, which removing it would change.
         this.staging.remove();
@@ -913,6 +914,11 @@ class TargetRound {
       applied.close();
     }
   }
+}
+
+/** A peer's text made safe to print: control characters (C0, DEL, C1) become "?". */
+function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?");
 }
 
 /** The staging directory is the target's own: no record may name it or anything below it. */
