@@ -49,8 +49,9 @@ import type { CacheEntry } from "./state.js";
 import { walk, walkError, metaOf, VolumeDigest } from "./walk.js";
 import { acquireVolumeLock, LOCK_NAME } from "./volume-lock.js";
 import type { VolumeLock } from "./volume-lock.js";
+import { STAGING_DIR, StagingDir } from "./staging.js";
 
-export const STAGING_DIR = ".theseus-partial";
+export { STAGING_DIR };
 /** Largest file the target accepts (16 TiB): bounds what a hostile peer's offsets can make us allocate or write. */
 const MAX_FILE_BYTES = 2 ** 44;
 const O_NOFOLLOW = fs.constants.O_NOFOLLOW;
@@ -176,7 +177,7 @@ const TOMBSTONE = "\0deleted";
 
 class TargetRound {
   private readonly blocks: BlockStore;
-  private readonly staging: string;
+  private readonly staging: StagingDir;
   private stagingSeq = 0;
   private readonly spoolFile: string;
   private readonly partialFile: string;
@@ -213,7 +214,7 @@ class TargetRound {
     private readonly onProgress: ((progress: RoundProgress) => void) | undefined,
   ) {
     this.blocks = new BlockStore(stateDir);
-    this.staging = path.join(root, STAGING_DIR);
+    this.staging = new StagingDir(root);
     this.spoolFile = path.join(stateDir, `spool.${process.pid}`);
     this.partialFile = path.join(stateDir, "partial");
     this.appliedFile = path.join(stateDir, `applied.${process.pid}`);
@@ -224,12 +225,14 @@ class TargetRound {
   async run(connect: SyncConnect): Promise<RoundResult> {
     // Leftovers of a round cut short are dropped (the files they would have become are resent, the rest is indexed),
     // except the large file that was being received, whose verified first blocks are resumed.
-    this.resume = loadPartial(this.partialFile, path.join(this.staging, RESUME_NAME));
+    // The staging directory is opened once and verified; everything after goes through its descriptor (staging.ts).
+    const hadStaging = this.staging.openExisting();
+    this.resume = hadStaging ? loadPartial(this.partialFile, this.staging.entry(RESUME_NAME)) : undefined;
     if (this.resume === undefined) {
       fs.rmSync(this.partialFile, { force: true });
-      fs.rmSync(this.staging, { recursive: true, force: true });
+      this.staging.remove();
     } else {
-      for (const name of fs.readdirSync(this.staging)) if (name !== RESUME_NAME) fs.rmSync(path.join(this.staging, name), { recursive: true, force: true });
+      this.staging.clear(RESUME_NAME);
       this.stagingReady = true;
     }
     const decoder = new FrameDecoder();
@@ -268,9 +271,9 @@ class TargetRound {
       const kept = ok ? false : this.salvage();
       this.closeFile();
       if (!kept) {
-        fs.rmSync(this.staging, { recursive: true, force: true });
+        this.staging.remove();
         fs.rmSync(this.partialFile, { force: true });
-      }
+      } else this.staging.close();
       fs.rmSync(this.spoolFile, { force: true });
       fs.rmSync(this.appliedFile, { force: true });
     }
@@ -392,10 +395,11 @@ class TargetRound {
     }
     switch (rec.t) {
       case "error":
-        throw new TheseusError(asCode(rec.code), `the source failed: ${rec.message}`);
+        // What a peer says reaches a coordinator's terminal: no escape sequences, newlines or other control bytes.
+        throw new TheseusError(asCode(rec.code), `the source failed: ${printable(rec.message)}`);
       case "end":
         // The staging directory goes before the root's mtime is restored, which removing it would change.
-        fs.rmSync(this.staging, { recursive: true, force: true });
+        this.staging.remove();
         this.leaveDirsUntil(undefined);
         this.sourceEnd = rec;
         return;
@@ -431,12 +435,7 @@ class TargetRound {
     }
     this.lastPath = p;
     if (p === "") return p;
-    if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/") || p === LOCK_NAME) {
-      const name = p === LOCK_NAME ? LOCK_NAME : STAGING_DIR;
-      throw new TheseusError("failed_precondition", `the source volume contains ${name}, a name Theseus reserves`, {
-        hint: `rename ${name} at the root of the source volume`,
-      });
-    }
+    refuseReserved(p);
     const parent = parentOf(p);
     this.leaveDirsUntil(parent);
     // Verify and push the parents below the deepest verified one (normally none: the source sends every directory).
@@ -547,12 +546,12 @@ class TargetRound {
   private stagingReady = false;
   private newStaging(): string {
     if (!this.stagingReady) {
-      fs.mkdirSync(this.staging, { mode: 0o700 });
+      this.staging.create();
       this.stagingReady = true;
       const rootFrame = this.stack[0];
       if (rootFrame !== undefined) rootFrame.dirty = true;
     }
-    return `${this.staging}/${++this.stagingSeq}`;
+    return this.staging.entry(String(++this.stagingSeq));
   }
 
   /** Renames a finished staging entry over `abs`, replacing a directory there if need be. */
@@ -595,7 +594,7 @@ class TargetRound {
     if (mode === "whole") {
       // Large files are received under one fixed name, so that a cut round leaves at most one partial file to resume.
       this.newStaging();
-      const staging = path.join(this.staging, RESUME_NAME);
+      const staging = this.staging.entry(RESUME_NAME);
       const r = this.resume;
       this.resume = undefined;
       if (resumeFrom > 0) {
@@ -639,7 +638,15 @@ class TargetRound {
   }
 
   private checkRange(f: OpenFile, offset: number, length: number): void {
-    if (offset % BLOCK_BYTES !== 0 || offset + length > MAX_FILE_BYTES || (f.mode === "whole" ? offset !== f.offset : offset < f.offset)) {
+    // Checked before anything is written. A patch may rewrite any block of the old contents, but past the old end
+    // only contiguously: the source sends every block beyond the base list, so a far block is no real patch, and
+    // writing it would leave a huge apparent size that every later round must read (issue 13, defect 3).
+    const patchLimit = Math.max(blockCount(f.oldSize) * BLOCK_BYTES, f.offset);
+    if (
+      offset % BLOCK_BYTES !== 0 ||
+      offset + length > MAX_FILE_BYTES ||
+      (f.mode === "whole" ? offset !== f.offset : offset < f.offset || offset > patchLimit)
+    ) {
       throw new TheseusError("protocol", `the source sent a misplaced block for ${f.path} at offset ${offset}`);
     }
   }
@@ -671,8 +678,9 @@ class TargetRound {
     const blocks = length / BLOCK_BYTES;
     this.growList(f, offset / BLOCK_BYTES + blocks);
     for (let b = offset / BLOCK_BYTES, i = 0; i < blocks; i++, b++) ZERO_BLOCK_HASH.copy(f.list, b * 32);
-    // A new file keeps the hole; a patched one needs the zeros written over the old data (Node cannot punch holes).
-    if (f.mode === "patch") for (let o = 0; o < length; o += BLOCK_BYTES) writeAll(f.fd, ZERO_BLOCK, offset + o);
+    // A new file keeps the hole; a patched one needs the zeros written over the old data (Node cannot punch holes),
+    // but not past its old end, where the final truncate makes a hole.
+    if (f.mode === "patch") for (let o = 0; o < length && offset + o < f.oldSize; o += BLOCK_BYTES) writeAll(f.fd, ZERO_BLOCK, offset + o);
     f.offset = offset + length;
   }
 
@@ -680,7 +688,6 @@ class TargetRound {
     if (size > MAX_FILE_BYTES || (f.mode === "whole" && f.offset !== size) || (f.mode === "patch" && f.offset > size)) {
       throw new TheseusError("protocol", `the source's end of ${f.path} does not match its contents`);
     }
-    fs.ftruncateSync(f.fd, size);
     const n = blockCount(size);
     this.growList(f, n);
     // A patched file that shrank inside a block: that block's hash changed without being sent; rehash it from disk.
@@ -697,12 +704,14 @@ class TargetRound {
     }
     const list = f.list.subarray(0, n * 32);
     const got = sha256(list);
+    // Verified before the file takes its new size: a lying end record must not leave a huge apparent size behind.
     if (!got.equals(hash)) {
       this.closeFile();
       throw new TheseusError("data_loss", `the contents received for ${f.path} do not match the source's hash`, {
         hint: "run the round again; the file is re-read and repaired",
       });
     }
+    fs.ftruncateSync(f.fd, size);
     this.blocks.put(got, list);
     this.setMeta(f.fd, f.meta);
     fs.closeSync(f.fd);
@@ -716,7 +725,18 @@ class TargetRound {
     const f = this.file;
     if (f === undefined) return;
     this.file = undefined;
-    if (f.fd >= 0) fs.closeSync(f.fd);
+    if (f.fd >= 0) {
+      // A patch that failed leaves the old size: blocks it wrote past the old end go (the rest is repaired by the
+      // next round, which re-reads the file: its ctime changed).
+      if (f.mode === "patch") {
+        try {
+          if (fs.fstatSync(f.fd).size > f.oldSize) fs.ftruncateSync(f.fd, f.oldSize);
+        } catch {
+          // best effort: the next round re-reads the file anyway
+        }
+      }
+      fs.closeSync(f.fd);
+    }
     if (f.staging !== "" && !keep) fs.rmSync(f.staging, { force: true });
   }
 
@@ -761,7 +781,10 @@ class TargetRound {
   }
 
   private hardlink(p: string, to: string, hash: Uint8Array): void {
+    // The link's target is a path like any other: what enter() refuses as a record's path, it refuses here (a link
+    // into the staging directory would publish unverified contents).
     validatePeerPath(to);
+    refuseReserved(to);
     if (comparePaths(to, p) >= 0) throw new TheseusError("protocol", `hard link ${p} points forward to ${to}`);
     // The link's target was passed already: check its whole chain again, it is not on the current stack.
     let cur = "";
@@ -899,6 +922,21 @@ class TargetRound {
       spool.close();
       applied.close();
     }
+  }
+}
+
+/** A peer's text made safe to print: control characters (C0, DEL, C1) become "?". */
+function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?");
+}
+
+/** The staging directory is the target's own: no record may name it or anything below it. */
+function refuseReserved(p: string): void {
+  if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/") || p === LOCK_NAME) {
+    const name = p === LOCK_NAME ? LOCK_NAME : STAGING_DIR;
+    throw new TheseusError("failed_precondition", `the source volume contains ${name}, a name Theseus reserves`, {
+      hint: `rename ${name} at the root of the source volume`,
+    });
   }
 }
 
