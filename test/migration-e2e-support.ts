@@ -199,7 +199,7 @@ export async function deploymentReplicas(c: Clusters, where: "source" | "target"
   return (o?.["spec"] as { replicas?: number } | undefined)?.replicas;
 }
 
-export type StatusJson = MigrationSummary & { participants?: { target?: { status?: { volumes?: { rounds?: unknown[] }[] } } } };
+export type StatusJson = MigrationSummary & { participants?: { target?: { status?: { volumes?: { rounds?: { round?: number }[] }[] } } } };
 
 export async function migrationStatusOf(c: Clusters, id: string): Promise<StatusJson> {
   return JSON.parse(ok(await theseus(c.home, ["status", id, "-o", "json"]), `theseus status ${id}`).stdout) as StatusJson;
@@ -225,7 +225,8 @@ export async function assertUndone(t: ExecutionContext, c: Clusters, app: Runnin
 /** Two clusters for a test file: up before its tests, down (and the private home removed) after them. */
 export function withClusters(test: TestFn<{ clusters: Clusters }>, sourceName: string, targetName: string): void {
   test.before(async (t) => {
-    t.timeout(10 * 60_000);
+    // Generous: on a machine shared by many clusters a first `local up` alone has taken minutes.
+    t.timeout(15 * 60_000);
     const home = privateTheseusHome();
     try {
       t.context.clusters = await upClusters(home, sourceName, targetName);
