@@ -91,6 +91,9 @@ export interface AppOptions {
   readonly recordBytes?: number;
 }
 
+/** Load clients still running (a test that failed before stopping its app): stopped after the file, so it can exit. */
+const runningLoads = new Set<AbortController>();
+
 export async function startApp(c: Clusters, dir: string, namespace: string, options: AppOptions = {}): Promise<RunningApp> {
   const url = await deployDemoApp(c.source, { namespace, storageClass: SOURCE_CLASS, sizeBytes: options.sizeBytes ?? 64 * 1024 * 1024 });
   const urlsFile = join(dir, `${namespace}.urls`);
@@ -98,6 +101,7 @@ export async function startApp(c: Clusters, dir: string, namespace: string, opti
   await writeFile(urlsFile, `${url}\n`);
   const recordBytes = options.recordBytes ?? 16 * 1024;
   const stopping = new AbortController();
+  runningLoads.add(stopping);
   const load = runLoad({ urlsFile, acksFile, recordBytes, ratePerSecond: (options.writeBytesPerSecond ?? 1_000_000) / recordBytes }, stopping.signal);
   load.catch(() => undefined);
   return {
@@ -199,7 +203,7 @@ export async function deploymentReplicas(c: Clusters, where: "source" | "target"
   return (o?.["spec"] as { replicas?: number } | undefined)?.replicas;
 }
 
-export type StatusJson = MigrationSummary & { participants?: { target?: { status?: { volumes?: { rounds?: unknown[] }[] } } } };
+export type StatusJson = MigrationSummary & { participants?: { target?: { status?: { volumes?: { rounds?: { round?: number }[] }[] } } } };
 
 export async function migrationStatusOf(c: Clusters, id: string): Promise<StatusJson> {
   return JSON.parse(ok(await theseus(c.home, ["status", id, "-o", "json"]), `theseus status ${id}`).stdout) as StatusJson;
@@ -225,7 +229,8 @@ export async function assertUndone(t: ExecutionContext, c: Clusters, app: Runnin
 /** Two clusters for a test file: up before its tests, down (and the private home removed) after them. */
 export function withClusters(test: TestFn<{ clusters: Clusters }>, sourceName: string, targetName: string): void {
   test.before(async (t) => {
-    t.timeout(10 * 60_000);
+    // Generous: on a machine shared by many clusters a first `local up` alone has taken minutes.
+    t.timeout(15 * 60_000);
     const home = privateTheseusHome();
     try {
       t.context.clusters = await upClusters(home, sourceName, targetName);
@@ -235,6 +240,7 @@ export function withClusters(test: TestFn<{ clusters: Clusters }>, sourceName: s
     }
   });
   test.after.always(async (t) => {
+    for (const load of runningLoads) load.abort();
     for (const name of [sourceName, targetName]) await downCluster(name).catch(() => undefined);
     const home = (t.context as { clusters?: Clusters }).clusters?.home;
     if (home !== undefined) await rm(home, { recursive: true, force: true });
