@@ -1,8 +1,9 @@
 // The agent daemon: one mTLS gRPC endpoint serving the control service to coordinators and the transfer service to its
 // peer agent, over the volumes it is configured with.
-import { mkdir, readFile } from "node:fs/promises";
-import { TheseusError, VERSION, silentLogger } from "../common/index.js";
+import { mkdir } from "node:fs/promises";
+import { VERSION, silentLogger } from "../common/index.js";
 import type { Logger } from "../common/index.js";
+import { createKubeRest } from "../kube/index.js";
 import { createRpcServer } from "../rpc/index.js";
 import type { TlsMaterial } from "../rpc/index.js";
 import { AgentService } from "../proto/gen/theseus/v1/agent_pb.js";
@@ -19,11 +20,18 @@ import { SessionRegistry } from "./migration/index.js";
 import { SyncSources } from "./sync/index.js";
 import { createTransferService } from "./transfer-service.js";
 import { VolumeRegistry } from "./volumes.js";
+import { createTlsReloader, startHealthServer, validateTls } from "./health/index.js";
+import type { HealthServer, ReadinessCheck, TlsReloader } from "./health/index.js";
+import { createAgentMetrics, observeService, observeSteps, participantCollector, syncVolumeRounds } from "./metrics/index.js";
+import type { AgentMetrics } from "./metrics/index.js";
 
 export interface Agent {
   /** host:port the agent listens on (the real port when configured with port 0). */
   readonly address: string;
   readonly port: number;
+  /** host:port of the plain HTTP health and metrics port, when configured. */
+  readonly healthAddress: string | undefined;
+  readonly metrics: AgentMetrics;
   /** Stops accepting calls, lets in-flight work finish within the grace time, then cancels it. */
   close(graceMs?: number): Promise<void>;
 }
@@ -36,14 +44,25 @@ export interface AgentDependencies {
 
 export async function startAgent(options: AgentOptions, deps: AgentDependencies = {}): Promise<Agent> {
   const logger = (deps.logger ?? silentLogger()).child({ component: "agent", cluster: options.clusterName });
-  const tls = deps.tls ?? (await readTls(options));
+  const metrics = createAgentMetrics({ cluster: options.clusterName });
+  // The TLS files are watched for rotation; material given directly (tests) is used as it is. `tls` reads through to
+  // the reloader's latest good material, so the dialers to the peer agent pick a rotation up on their next dial.
+  let onTlsChange: (material: TlsMaterial) => void = () => undefined;
+  let reloader: TlsReloader | undefined;
+  let tls: TlsMaterial;
+  if (deps.tls !== undefined) {
+    tls = deps.tls;
+  } else {
+    reloader = await createTlsReloader({ paths: options.tls, intervalMs: options.tlsReloadIntervalMs, logger, onChange: (m) => onTlsChange(m), onLoad: (r, n) => metrics.tlsLoaded(r, n) });
+    tls = reloader.material;
+  }
   await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
   const cluster = connectCluster(options.cluster, options.nodeName);
   const volumes = new VolumeRegistry(options.volumes, cluster?.volumes);
   const sessions = new SessionRegistry();
   const syncSources = new SyncSources(options.stateDir, logger.child({ component: "sync-source" }));
 
-  const migrations = createMigrations({
+  const migrations = observeSteps(createMigrations({
     clusterName: options.clusterName,
     cluster,
     namespace: options.namespace,
@@ -56,12 +75,14 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
     defaultTimeoutMs: options.kubeTimeoutMs,
     minRoundIntervalMs: 1000,
     retryDelayMs: 2000,
-  });
+  }), metrics);
+  metrics.onCollect(participantCollector((signal) => migrations.list(signal), metrics));
 
-  const server = createRpcServer({ tls, logger });
+  const server = createRpcServer({ tls, logger, keepaliveTimeMs: options.keepaliveMs, keepaliveTimeoutMs: options.keepaliveMs * 4 });
+  onTlsChange = (material) => server.updateTls(material);
   server.add(
     AgentService,
-    createControlService({
+    observeService("AgentService", createControlService({
       clusterName: options.clusterName,
       version: VERSION,
       volumes,
@@ -73,44 +94,47 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
       syncSources,
       app: createAppService({ clusterName: options.clusterName, cluster, logger, defaultTimeoutMs: options.kubeTimeoutMs }),
       archive: createArchiveService({ cluster, volumes, logger }),
-    }),
+    }), metrics, syncVolumeRounds(metrics)),
     { allowedRoles: ["coordinator"] },
   );
-  server.add(MigrationService, createMigrationService(migrations), { allowedRoles: ["coordinator"] });
-  server.add(TransferService, createTransferService({ volumes, sessions, logger, syncSources }), { allowedRoles: ["agent"] });
+  server.add(MigrationService, observeService("MigrationService", createMigrationService(migrations), metrics), { allowedRoles: ["coordinator"] });
+  server.add(TransferService, observeService("TransferService", createTransferService({ volumes, sessions, logger, syncSources }), metrics), { allowedRoles: ["agent"] });
+
+  // Ready once serving, with usable TLS material and an API server that answers with our credentials.
+  let serving = false;
+  const checks: ReadinessCheck[] = [
+    { name: "grpc", check: () => (serving ? Promise.resolve() : Promise.reject(new Error("not serving yet (resuming migrations)"))) },
+    { name: "tls", check: () => Promise.resolve(void validateTls(tls)) },
+  ];
+  if (cluster !== undefined) {
+    const rest = createKubeRest(cluster.kubeConfig);
+    // /api needs an authenticated caller (system:discovery), so it proves the credentials work, not just the network.
+    checks.push({ name: "kubernetes", check: (signal) => rest.json({ path: "/api", what: "reach the API server", signal }).then(() => undefined) });
+  }
+  const health: HealthServer | undefined =
+    options.health === undefined ? undefined : await startHealthServer({ ...options.health, registry: metrics.registry, checks, logger });
+
   const port = await server.listen(options.listenHost, options.listenPort);
   const address = `${options.listenHost.includes(":") ? `[${options.listenHost}]` : options.listenHost}:${port}`;
   logger.info({ address, volumes: volumes.names(), cluster: options.cluster.kind, version: VERSION }, "agent listening");
   // The migrations persisted in the cluster carry on: sessions restored, rounds pulled again, leases watched.
   await migrations.resume();
+  serving = true;
 
   return {
     address,
     port,
+    healthAddress: health?.address,
+    metrics,
     async close(graceMs = options.shutdownGraceMs) {
       logger.info({ graceMs }, "agent shutting down");
+      serving = false;
+      reloader?.close();
       // Rounds first: cancelled, they checkpoint what they applied before the calls that watch them end.
       await migrations.close();
       await server.shutdown(graceMs);
       await volumes.close();
+      await health?.close();
     },
-  };
-}
-
-async function readTls(options: AgentOptions): Promise<TlsMaterial> {
-  const read = async (path: string, what: string): Promise<string> => {
-    try {
-      return await readFile(path, "utf8");
-    } catch (error) {
-      throw new TheseusError("invalid_argument", `cannot read the agent's ${what} at ${path}`, {
-        cause: error,
-        hint: "create it with `theseus certs init` and `theseus certs issue agent --cluster NAME`",
-      });
-    }
-  };
-  return {
-    caPem: await read(options.tls.caPath, "CA certificate"),
-    certPem: await read(options.tls.certPath, "certificate"),
-    keyPem: await read(options.tls.keyPath, "key"),
   };
 }

@@ -5,7 +5,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { TheseusError, systemErrorCode } from "../common/index.js";
 import type { LogLevel } from "../common/index.js";
-import { validateIdentityName } from "../rpc/index.js";
+import { KEEPALIVE_TIME_MS, validateIdentityName } from "../rpc/index.js";
 import type { ClusterSource } from "./cluster/index.js";
 
 export interface AgentOptions {
@@ -28,6 +28,12 @@ export interface AgentOptions {
   readonly kubeTimeoutMs: number;
   /** The agent's own namespace in its cluster: its migrations' records and leases live there. */
   readonly namespace: string;
+  /** The plain HTTP port for /healthz, /readyz and /metrics; undefined: not served. */
+  readonly health: { readonly host: string; readonly port: number } | undefined;
+  /** How often the TLS files are read for a rotation. */
+  readonly tlsReloadIntervalMs: number;
+  /** HTTP/2 keepalive of its server: a client connection unanswered for 4x this long is dropped with its calls. */
+  readonly keepaliveMs: number;
 }
 
 /** The raw, optional settings each source may supply; strings as a user typed them. */
@@ -47,6 +53,10 @@ export interface AgentSettings {
   inCluster?: boolean | undefined;
   nodeName?: string | undefined;
   namespace?: string | undefined;
+  /** HOST:PORT of the health and metrics port. */
+  healthListen?: string | undefined;
+  /** THESEUS_KEEPALIVE_MS only: tests freeze a peer and need it noticed in seconds, not a minute. */
+  keepaliveMs?: number | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -69,7 +79,7 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
   }
   if (data === null || data === undefined) return {};
   if (typeof data !== "object" || Array.isArray(data)) throw new TheseusError("invalid_argument", `${path} must hold a YAML mapping`);
-  const known = new Set(["clusterName", "listen", "volumes", "pkiDir", "tlsCa", "tlsCert", "tlsKey", "stateDir", "logLevel", "sessionTtlSeconds", "kubeconfig", "nodeName", "namespace"]);
+  const known = new Set(["clusterName", "listen", "volumes", "pkiDir", "tlsCa", "tlsCert", "tlsKey", "stateDir", "logLevel", "sessionTtlSeconds", "kubeconfig", "nodeName", "namespace", "healthListen"]);
   for (const key of Object.keys(data)) {
     if (!known.has(key)) throw new TheseusError("invalid_argument", `${path}: unknown setting "${key}"`, { hint: `known settings: ${[...known].join(", ")}` });
   }
@@ -100,6 +110,7 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
     kubeconfig: str("kubeconfig"),
     nodeName: str("nodeName"),
     namespace: str("namespace"),
+    healthListen: str("healthListen"),
   };
 }
 
@@ -121,6 +132,8 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): AgentSettings {
     inCluster: env["KUBERNETES_SERVICE_HOST"] === undefined ? undefined : true,
     nodeName: env["THESEUS_NODE_NAME"],
     namespace: env["THESEUS_NAMESPACE"],
+    healthListen: env["THESEUS_HEALTH_LISTEN"],
+    keepaliveMs: env["THESEUS_KEEPALIVE_MS"] === undefined ? undefined : Number(env["THESEUS_KEEPALIVE_MS"]),
   };
 }
 
@@ -179,6 +192,11 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
   const ttl = merged.sessionTtlSeconds ?? 3600;
   if (!Number.isFinite(ttl) || ttl <= 0) throw new TheseusError("invalid_argument", `session TTL must be a positive number of seconds, not ${ttl}`);
 
+  const keepaliveMs = merged.keepaliveMs ?? KEEPALIVE_TIME_MS;
+  if (!Number.isInteger(keepaliveMs) || keepaliveMs < 100) {
+    throw new TheseusError("invalid_argument", `THESEUS_KEEPALIVE_MS must be a whole number of milliseconds of at least 100, not ${String(merged.keepaliveMs)}`);
+  }
+
   const kubeconfig = merged.kubeconfig === undefined || merged.kubeconfig === "" ? undefined : resolve(merged.kubeconfig);
   const cluster: ClusterSource = kubeconfig !== undefined ? { kind: "kubeconfig", path: kubeconfig } : merged.inCluster === true ? { kind: "in-cluster" } : { kind: "none" };
 
@@ -196,14 +214,17 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
     nodeName: merged.nodeName === undefined || merged.nodeName === "" ? undefined : merged.nodeName,
     kubeTimeoutMs: 300_000,
     namespace: validateIdentityName(merged.namespace ?? "theseus-system", "agent namespace"),
+    health: merged.healthListen === undefined || merged.healthListen === "" ? undefined : parseListen(merged.healthListen, "health listen address"),
+    tlsReloadIntervalMs: 2000,
+    keepaliveMs,
   };
 }
 
-function parseListen(listen: string): { host: string; port: number } {
+function parseListen(listen: string, what = "listen address"): { host: string; port: number } {
   const match = /^(.*):(\d+)$/.exec(listen);
   const port = Number(match?.[2]);
   if (match === null || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new TheseusError("invalid_argument", `listen address "${listen}" is not HOST:PORT`, { hint: "for example 0.0.0.0:7443, or 127.0.0.1:0 for any free port" });
+    throw new TheseusError("invalid_argument", `${what} "${listen}" is not HOST:PORT`, { hint: "for example 0.0.0.0:7443, or 127.0.0.1:0 for any free port" });
   }
   return { host: (match[1] ?? "").replace(/^\[(.*)\]$/, "$1") || "0.0.0.0", port };
 }

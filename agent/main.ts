@@ -18,12 +18,14 @@ interface Flags {
   logLevel?: string;
   kubeconfig?: string;
   nodeName?: string;
+  stopWithStdin?: boolean;
+  healthListen?: string;
 }
 
 const program = new Command("theseus-agent")
   .description("The Theseus agent: serves this cluster's volumes to coordinators and to its peer agent over mTLS gRPC.")
   .version(VERSION)
-  .option("-c, --config <file>", "YAML config file (keys: clusterName, listen, volumes, pkiDir, tlsCa, tlsCert, tlsKey, stateDir, logLevel, kubeconfig, nodeName)")
+  .option("-c, --config <file>", "YAML config file (keys: clusterName, listen, volumes, pkiDir, tlsCa, tlsCert, tlsKey, stateDir, logLevel, kubeconfig, nodeName, healthListen)")
   .option("--cluster <name>", "this cluster's name; must match the agent certificate (env THESEUS_CLUSTER)")
   .option("--listen <host:port>", "address to listen on (env THESEUS_LISTEN; default 0.0.0.0:7443)")
   .option("--volume <name=path>", "serve a directory as a named volume; repeatable (env THESEUS_VOLUMES=a=/x,b=/y)", (v: string, all: string[]) => [...all, v], [])
@@ -33,7 +35,9 @@ const program = new Command("theseus-agent")
   .option("--tls-key <file>", "agent key (overrides --pki-dir)")
   .option("--state-dir <dir>", "where the agent keeps its own state, never inside a volume (env THESEUS_STATE_DIR)")
   .option("--kubeconfig <file>", "this cluster's kubeconfig, for an agent outside the cluster (env THESEUS_KUBECONFIG); in a pod its service account is used")
+  .option("--health-listen <host:port>", "plain HTTP port for /healthz, /readyz and /metrics (env THESEUS_HEALTH_LISTEN; default: not served)")
   .option("--node-name <name>", "the node whose volumes this agent reaches; holder pods are pinned there (env THESEUS_NODE_NAME)")
+  .option("--stop-with-stdin", "stop when stdin closes: a tool that starts a throwaway agent (sync-dirs, the demo) keeps its stdin, so the agent dies with the tool, kill -9 included")
   .addOption(new Option("--log-level <level>", "log level (env THESEUS_LOG_LEVEL)").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addHelpText(
     "after",
@@ -45,6 +49,9 @@ Examples:
 
 It logs JSON lines to stderr and stops gracefully on SIGTERM or SIGINT.`,
   );
+
+/** Grace for in-flight rounds when the tool that started us died (--stop-with-stdin). */
+const STDIN_GRACE_MS = 2000;
 
 async function main(): Promise<void> {
   program.parse();
@@ -62,19 +69,20 @@ async function main(): Promise<void> {
     logLevel: flags.logLevel,
     kubeconfig: flags.kubeconfig,
     nodeName: flags.nodeName,
+    healthListen: flags.healthListen,
   };
   const options = resolveAgentOptions(fromFile, settingsFromEnv(process.env), fromFlags);
   const logger = createLogger({ level: options.logLevel, name: "theseus-agent" });
   const agent = await startAgent(options, { logger });
   let stopping = false;
-  const stop = (signal: string): void => {
+  const stop = (signal: string, graceMs?: number): void => {
     if (stopping) {
       logger.warn({ signal }, "second signal: exiting now");
       process.exit(130);
     }
     stopping = true;
     logger.info({ signal }, "stopping");
-    agent.close().then(
+    agent.close(graceMs).then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, "shutdown failed");
@@ -84,8 +92,17 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  if (flags.stopWithStdin === true) {
+    // Our parent is gone (or closed the pipe on purpose): nobody waits for our rounds, so a short grace is enough
+    // for them to checkpoint what they applied.
+    process.stdin.on("error", () => undefined);
+    process.stdin.once("end", () => {
+      if (!stopping) stop("stdin closed", STDIN_GRACE_MS);
+    });
+    process.stdin.resume();
+  }
   // Readiness line, printed once signals are handled, on stdout, for scripts and the local clusters' process supervisor.
-  process.stdout.write(`${JSON.stringify({ listening: agent.address, cluster: options.clusterName })}\n`);
+  process.stdout.write(`${JSON.stringify({ listening: agent.address, cluster: options.clusterName, ...(agent.healthAddress === undefined ? {} : { health: agent.healthAddress }) })}\n`);
 }
 
 // `theseus-agent hold`: the holder pod Stage starts so that a WaitForFirstConsumer claim binds. It only mounts the

@@ -25,7 +25,7 @@ export function createMigrationService(migrations: Migrations): Implementation<t
       return { volumes: result.volumes, durationMs: BigInt(result.durationMs) };
     },
     commit: async (request, ctx) => ({ status: await migrations.commit(request.migrationId, ms(request.timeoutSeconds), ctx.signal) }),
-    abort: async (request, ctx) => ({ status: await migrations.abort(request.migrationId, request.reason, ctx.signal) }),
+    abort: async (request, ctx) => ({ status: await migrations.abort(request.migrationId, request.reason, ctx.signal, request.rollback) }),
     renew: async (request, ctx) => ({ leaseExpiresAtUnixMs: BigInt(await migrations.renew(request.migrationId, request.leaseSeconds, ctx.signal)) }),
     finish: async (request, ctx) => ({ status: await migrations.finish(request.migrationId, ctx.signal) }),
   };

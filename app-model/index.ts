@@ -9,6 +9,7 @@ export {
   ANNOTATION_STAGED,
   LABEL_MIGRATION,
   PARKED_NODE_LABEL,
+  SWITCHED_KINDS,
   activationPatch,
   podMountsClaim,
   quiescePatch,

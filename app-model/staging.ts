@@ -59,6 +59,12 @@ const SWITCHES: Readonly<Record<string, Switch>> = {
   },
 };
 
+/**
+ * The kinds that quiesce stops and activation starts (every other kind has no switch): the agent lists only these
+ * while the application is down, not every kind the API server serves.
+ */
+export const SWITCHED_KINDS: ReadonlySet<string> = new Set(Object.keys(SWITCHES));
+
 function withoutParked(selector: JsonMap | undefined): JsonMap | undefined {
   if (selector === undefined) return undefined;
   const { [PARKED_NODE_LABEL]: _parked, ...rest } = selector;

@@ -37,6 +37,10 @@ export class TheseusError extends Error {
   /** Normalises anything thrown into a TheseusError, mapping Node's system errors to codes a user can act on. */
   static from(reason: unknown, fallback: ErrorCode = "internal"): TheseusError {
     if (reason instanceof TheseusError) return reason;
+    // AbortSignal.timeout() aborts with a TimeoutError: a deadline passed, which is not the user cancelling.
+    if (reason instanceof Error && reason.name === "TimeoutError") {
+      return new TheseusError("deadline_exceeded", reason.message || "the operation timed out", { cause: reason });
+    }
     if (isAbortError(reason)) return new TheseusError("cancelled", "the operation was cancelled", { cause: reason });
     if (reason instanceof Error) {
       const sys = systemErrorCode(reason);

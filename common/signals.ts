@@ -9,6 +9,7 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
 export function abortReason(signal: AbortSignal): TheseusError {
   const reason: unknown = signal.reason;
   if (reason instanceof TheseusError) return reason;
+  if (reason instanceof Error && reason.name === "TimeoutError") return TheseusError.from(reason);
   return new TheseusError("cancelled", "the operation was cancelled", { cause: reason });
 }
 

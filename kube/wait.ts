@@ -28,14 +28,22 @@ export async function waitUntil<T>(options: WaitOptions<T>): Promise<T> {
   const stop = (): void => stopWatches.abort(options.signal?.reason);
   options.signal?.addEventListener("abort", stop, { once: true });
   const signal = stopWatches.signal;
+  // A change seen while the probe runs may come after the probe read the state: `changed` makes the loop probe
+  // again at once instead of sleeping a whole interval on it.
   let wake: (() => void) | undefined;
+  let changed = false;
+  const onChange = (): void => {
+    changed = true;
+    wake?.();
+  };
   const watch = options.watch;
   for (const path of watch?.paths ?? []) {
-    if (watch !== undefined) void watchTrigger(watch.kubeConfig, path, {}, () => wake?.(), signal, options.logger ?? silentLogger());
+    if (watch !== undefined) void watchTrigger(watch.kubeConfig, path, {}, onChange, signal, options.logger ?? silentLogger());
   }
   try {
     for (;;) {
       throwIfAborted(options.signal);
+      changed = false;
       const result = await options.probe();
       if (result.done) return result.value;
       const left = deadline - Date.now();
@@ -44,10 +52,12 @@ export async function waitUntil<T>(options: WaitOptions<T>): Promise<T> {
           hint: "look at the objects' events (kubectl describe), or retry with a longer timeout",
         });
       }
-      await new Promise<void>((resolve, reject) => {
-        wake = resolve;
-        sleep(Math.min(left, options.intervalMs ?? 1000), signal).then(resolve, reject);
-      });
+      if (!changed) {
+        await new Promise<void>((resolve, reject) => {
+          wake = resolve;
+          sleep(Math.min(left, options.intervalMs ?? 1000), signal).then(resolve, reject);
+        });
+      }
       wake = undefined;
     }
   } finally {

@@ -3,7 +3,7 @@
 // runs the local-path provisioner and the DeploymentConfig controller. All of them are detached, so the cluster keeps
 // running after the CLI exits; state.json records how to restart or stop each of them.
 import { request } from "node:https";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CoreV1Api, StorageV1Api } from "@kubernetes/client-node";
@@ -165,6 +165,9 @@ async function claimIndex(dir: string): Promise<number> {
     if (holder === dir) return index;
     const holderState = holder === "" ? undefined : await readState(holder).catch(() => undefined);
     if (holderState?.index === index) continue;
+    // A cluster being created has its directory but no state yet: still its claim (two test files starting at once
+    // took each other's claims here, and their pods shared addresses).
+    if (holder !== "" && holderState === undefined && (await stat(holder).then(() => true, () => false))) continue;
     // Stale: take it over. A racing taker may win; then the exclusive create below fails and we move on.
     await rm(claim, { force: true });
     try {
@@ -180,6 +183,8 @@ async function claimIndex(dir: string): Promise<number> {
 }
 
 async function createState(name: string, dir: string, nodeCount: number): Promise<ClusterState> {
+  // The directory first: it is what tells another process that the claim below is live while the state is written.
+  await mkdir(dir, { recursive: true });
   const index = await claimIndex(dir);
   for (const sub of ["logs", "pki", "etcd", "pv", "pods"]) await mkdir(join(dir, sub), { recursive: true });
   const serviceCidr = `10.${index}.0.0/16`;

@@ -43,7 +43,8 @@ type ContainerPhase = "waiting" | "running" | "terminated";
 
 interface ProbeState {
   readonly probe: V1Probe;
-  nextAt: number;
+  /** The prober's ticker (one per probe, as the kubelet's probe workers), set once the pod starts. */
+  timer: NodeJS.Timeout | undefined;
   successes: number;
   failures: number;
   ok: boolean;
@@ -151,7 +152,7 @@ export class PodWorker {
     await this.tick();
   }
 
-  /** Runs due probes and restarts and pushes status when it changed; called about once a second. */
+  /** Runs due restarts and pushes status when it changed; called about once a second. Probes have their own tickers. */
   async tick(): Promise<void> {
     if (this.terminating !== undefined || !this.started) return;
     const now = Date.now();
@@ -165,12 +166,45 @@ export class PodWorker {
         run.waitingMessage = "";
         this.spawnContainer(run);
       }
-      if (run.phase === "running" && !run.killing) {
-        if (run.liveness !== undefined && !run.liveness.running && now >= run.liveness.nextAt) void this.probe(run, run.liveness, "Liveness");
-        if (run.readiness !== undefined && !run.readiness.running && now >= run.readiness.nextAt) void this.probe(run, run.readiness, "Readiness");
-      }
     }
     await this.pushStatus();
+  }
+
+  /**
+   * One ticker per probe, started when the pod starts and running until it terminates, as the kubelet's prober
+   * workers do: the first tick at once, then every periodSeconds; a tick is skipped while the container is not
+   * running, during initialDelaySeconds after its start, or while the previous probe still runs. So readiness comes
+   * at the first tick after the app serves, never later than one period; a probe schedule restarted with each
+   * container start would add a failed probe and a whole period to every start-up.
+   */
+  private startProbers(): void {
+    for (const run of this.containers.values()) {
+      for (const [state, kind] of [
+        [run.liveness, "Liveness"],
+        [run.readiness, "Readiness"],
+      ] as const) {
+        if (state === undefined || state.timer !== undefined) continue;
+        const tick = (): void => {
+          if (this.terminating !== undefined || state.running || run.phase !== "running" || run.killing) return;
+          const startedAt = run.startedAt?.getTime() ?? Date.now();
+          // The kubelet compares whole seconds since the container started.
+          if (Math.floor((Date.now() - startedAt) / 1000) < (state.probe.initialDelaySeconds ?? 0)) return;
+          void this.probe(run, state, kind);
+        };
+        state.timer = setInterval(tick, Math.max(1, state.probe.periodSeconds ?? 10) * 1000);
+        setImmediate(tick);
+      }
+    }
+  }
+
+  private stopProbers(): void {
+    for (const run of this.containers.values()) {
+      for (const state of [run.liveness, run.readiness]) {
+        if (state?.timer === undefined) continue;
+        clearInterval(state.timer);
+        state.timer = undefined;
+      }
+    }
   }
 
   private async start(): Promise<void> {
@@ -208,6 +242,7 @@ export class PodWorker {
         if (record !== undefined) await stopProcess(record, 2000);
       }
       this.started = true;
+      this.startProbers();
       for (const run of this.containers.values()) this.spawnContainer(run);
       await this.pushStatus();
     } finally {
@@ -444,7 +479,7 @@ export class PodWorker {
     const argv = [...command, ...args].map((a) => rewritePath(expand(a, env), mounts));
     const cwd = run.spec.workingDir !== undefined ? rewritePath(run.spec.workingDir, mounts) : this.ctx.podDir;
     const logFile = join(this.ctx.podDir, `${run.spec.name}.log`);
-    await this.ctx.events.record(
+    void this.ctx.events.record(
       this.containerRef(run.spec.name),
       "Normal",
       "Pulled",
@@ -472,8 +507,8 @@ export class PodWorker {
     run.finishedAt = undefined;
     run.exitCode = undefined;
     run.killing = false;
-    if (run.readiness !== undefined) Object.assign(run.readiness, newProbe(run.readiness.probe));
-    if (run.liveness !== undefined) Object.assign(run.liveness, newProbe(run.liveness.probe));
+    // A new container starts unready, with fresh counters; the probers' tickers keep their rhythm.
+    for (const state of [run.readiness, run.liveness]) if (state !== undefined) Object.assign(state, { successes: 0, failures: 0, ok: false });
     child.once("exit", (code, signal) => void this.onExit(run, child, code, signal));
     this.ctx.logger.info({ pod: this.ref.name, container: run.spec.name, pid: child.pid, argv }, "container started");
     await this.ctx.events.record(this.containerRef(run.spec.name), "Normal", "Created", `Created container ${run.spec.name}`);
@@ -529,7 +564,6 @@ export class PodWorker {
       }
     } finally {
       state.running = false;
-      state.nextAt = Date.now() + (p.periodSeconds ?? 10) * 1000;
     }
     await this.pushStatus();
   }
@@ -551,13 +585,16 @@ export class PodWorker {
   }
 
   private async terminate(): Promise<void> {
+    this.stopProbers();
     const grace = this.gracePeriodSeconds();
     for (const run of this.containers.values()) run.restartAt = undefined;
     await Promise.all(
       [...this.containers.values()]
         .filter((r) => r.child !== undefined)
         .map(async (run) => {
-          await this.ctx.events.record(this.containerRef(run.spec.name), "Normal", "Killing", `Stopping container ${run.spec.name}`);
+          // The signal goes out at once; the event is recorded beside it (as the kubelet's asynchronous recorder does),
+          // so that an API round trip never delays the stop that a cutover waits for.
+          void this.ctx.events.record(this.containerRef(run.spec.name), "Normal", "Killing", `Stopping container ${run.spec.name}`);
           await this.kill(run, grace);
         }),
     );
@@ -582,6 +619,7 @@ export class PodWorker {
   /** Stops the pod's processes without touching the API (node daemon shutdown). */
   async shutdown(maxGraceSeconds: number): Promise<void> {
     this.terminating ??= Promise.resolve();
+    this.stopProbers();
     for (const run of this.containers.values()) run.restartAt = undefined;
     await Promise.all([...this.containers.values()].map((run) => this.kill(run, Math.min(this.gracePeriodSeconds(), maxGraceSeconds))));
   }
@@ -703,7 +741,7 @@ export class PodWorker {
 }
 
 function newProbe(probe: V1Probe): ProbeState {
-  return { probe, nextAt: Date.now() + (probe.initialDelaySeconds ?? 0) * 1000, successes: 0, failures: 0, ok: false, running: false };
+  return { probe, timer: undefined, successes: 0, failures: 0, ok: false, running: false };
 }
 
 async function runProbe(p: V1Probe, podIp: string, spec: V1Container, cwd: string): Promise<{ ok: boolean; message: string }> {

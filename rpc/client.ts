@@ -42,7 +42,19 @@ export interface RpcClientOptions {
   readonly maxReceiveMessageBytes?: number;
   /** HTTP/2 flow-control window: large windows let a pulled server stream run at memory speed. */
   readonly flowControlWindowBytes?: number;
+  /** HTTP/2 pings on an idle-looking connection, so that a peer that froze or vanished ends our calls (default 15 s). */
+  readonly keepaliveTimeMs?: number;
+  /** How long a ping may go unanswered before the connection, and every call on it, is dropped (default 60 s). */
+  readonly keepaliveTimeoutMs?: number;
 }
+
+/**
+ * Keepalive: without it, a peer that freezes or whose network path breaks without a reset leaves our calls waiting
+ * forever (TCP alone notices after hours), and a sync round holding its volume never ends. 15 s pings with 4x as long
+ * to answer tolerate a busy peer's event loop and a slow link, yet end a dead peer's calls within about a minute.
+ */
+export const KEEPALIVE_TIME_MS = 15_000;
+export const KEEPALIVE_TIMEOUT_MS = 60_000;
 
 const DEFAULT_MAX_RECEIVE_BYTES = 8 * 1024 * 1024;
 const DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024;
@@ -60,6 +72,10 @@ export function createRpcClient<S extends GenServiceMethods>(
     "grpc.default_compression_algorithm": 0,
     // SNI must not be an IP address (RFC 6066); the name is never checked, the certificate identity is (see tls.ts).
     "grpc.ssl_target_name_override": "theseus-agent",
+    "grpc.keepalive_time_ms": options.keepaliveTimeMs ?? KEEPALIVE_TIME_MS,
+    "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS,
+    // A long round is one call: pings must run while it streams, and between calls on a kept channel.
+    "grpc.keepalive_permit_without_calls": 1,
   });
   const methods: Record<string, unknown> = { close: () => client.close() };
   for (const method of service.methods) methods[method.localName] = clientMethod(client, method, address);
@@ -78,7 +94,8 @@ function clientMethod(client: Client, method: DescMethod, address: string): unkn
         new Promise((resolve, reject) => {
           const call = client.makeUnaryRequest(path, serialize, deserialize, request, toMetadata(options), grpcOptions(options), (error: ServiceError | null, response?: unknown) => {
             cleanup();
-            if (error !== null) reject(fromServiceError(error, context));
+            // Our own signal ended the call: its reason (a cancel, a passed deadline) is the error, not grpc's CANCELLED.
+            if (error !== null) reject(options.signal?.aborted === true ? abortReason(options.signal) : fromServiceError(error, context));
             else resolve(response);
           });
           const cleanup = linkSignal(options.signal, () => call.cancel());
@@ -91,7 +108,8 @@ function clientMethod(client: Client, method: DescMethod, address: string): unkn
         new Promise((resolve, reject) => {
           const call = client.makeClientStreamRequest(path, serialize, deserialize, toMetadata(options), grpcOptions(options), (error: ServiceError | null, response?: unknown) => {
             cleanup();
-            if (error !== null) reject(fromServiceError(error, context));
+            // Our own signal ended the call: its reason (a cancel, a passed deadline) is the error, not grpc's CANCELLED.
+            if (error !== null) reject(options.signal?.aborted === true ? abortReason(options.signal) : fromServiceError(error, context));
             else resolve(response);
           });
           const cleanup = linkSignal(options.signal, () => call.cancel());

@@ -16,6 +16,7 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import { once } from "node:events";
 import { TheseusError, silentLogger } from "../common/index.js";
 import type { Logger } from "../common/index.js";
+import { KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS } from "./client.js";
 import { methodDefinition } from "./codec.js";
 import { describeIdentity, identityOfCertificate } from "./identity.js";
 import type { PeerIdentity, Role } from "./identity.js";
@@ -30,6 +31,12 @@ export interface CallContext {
   readonly peer: PeerIdentity;
   /** Request metadata, first value per key; binary keys are left out. */
   readonly metadata: Readonly<Record<string, string>>;
+  /**
+   * Ends the call from the server's side, now, with `reason` as its status: aborts `signal` (so the handler's work
+   * stops) and, for streams, sends the status at once, whatever the handler is waiting for (a peer that never sends
+   * or never reads). What revokes a call's authority after it started (a closed or expired session) uses this.
+   */
+  cancel(reason: TheseusError): void;
 }
 
 type MethodInfo = Pick<DescMethod, "input" | "output" | "methodKind">;
@@ -59,6 +66,10 @@ export interface RpcServerOptions {
   readonly logger?: Logger;
   /** Largest message accepted; callers chunk bulk data below it. */
   readonly maxReceiveMessageBytes?: number;
+  /** The server pings each client connection this often (default 15 s, as clients do). */
+  readonly keepaliveTimeMs?: number;
+  /** A ping unanswered this long drops the connection, cancelling its calls (default 60 s). */
+  readonly keepaliveTimeoutMs?: number;
 }
 
 export interface RpcServer {
@@ -67,6 +78,8 @@ export interface RpcServer {
   listen(host: string, port: number): Promise<number>;
   /** Stops accepting, lets in-flight calls finish for up to graceMs, then cancels them. */
   shutdown(graceMs?: number): Promise<void>;
+  /** Serves new connections with new TLS material (a rotated certificate), without a restart. */
+  updateTls(material: TlsMaterial): void;
 }
 
 const DEFAULT_MAX_RECEIVE_BYTES = 8 * 1024 * 1024;
@@ -76,6 +89,11 @@ export function createRpcServer(options: RpcServerOptions): RpcServer {
   const server = new Server({
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_BYTES,
     "grpc.max_send_message_length": options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_BYTES,
+    // The server side of keepalive matters most: a round's source is a server whose client (the target) may freeze
+    // or vanish; the ping timeout then closes the connection, which cancels the call and ends the round, releasing
+    // the volume for the next one (see client.ts for the values).
+    "grpc.keepalive_time_ms": options.keepaliveTimeMs ?? KEEPALIVE_TIME_MS,
+    "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS,
   });
   const credentials = serverCredentials(options.tls);
 
@@ -90,6 +108,10 @@ export function createRpcServer(options: RpcServerOptions): RpcServer {
         handlers[method.localName] = handlerFor(method, fn as AnyImpl, serviceOptions, logger);
       }
       server.addService(definitions, handlers);
+    },
+
+    updateTls(material) {
+      credentials.update(material);
     },
 
     listen(host, port) {
@@ -162,7 +184,7 @@ function handlerFor(method: DescMethod, fn: AnyImpl, options: ServiceOptions, lo
         void (async () => {
           let ctx: CallContext | undefined;
           try {
-            ctx = contextOf(call, options, name);
+            ctx = contextOf(call, options, name, { endStream: true });
             const input = method.methodKind === "bidi_streaming" ? (call as AsyncIterable<unknown>) : (call as ServerWritableStream<unknown, unknown>).request;
             for await (const message of fn(input, ctx) as AsyncIterable<unknown>) {
               // Backpressure: a slow client must slow the producer down, never make us buffer without bound.
@@ -178,7 +200,7 @@ function handlerFor(method: DescMethod, fn: AnyImpl, options: ServiceOptions, lo
   }
 }
 
-function contextOf(call: AnyCall, options: ServiceOptions, name: string, { closeCancels = true } = {}): CallContext {
+function contextOf(call: AnyCall, options: ServiceOptions, name: string, { closeCancels = true, endStream = false } = {}): CallContext {
   const controller = new AbortController();
   call.on("cancelled", () => controller.abort(new TheseusError("cancelled", `${name} was cancelled by the client`)));
   // For streams we write, a client that vanishes shows up as the stream closing before we ended it.
@@ -194,7 +216,24 @@ function contextOf(call: AnyCall, options: ServiceOptions, name: string, { close
       hint: `only ${options.allowedRoles.join(" or ")} certificates may call this service`,
     });
   }
-  return { signal: controller.signal, peer, metadata: flattenMetadata(call.metadata) };
+  const cancel = (reason: TheseusError): void => {
+    if (controller.signal.aborted) return;
+    controller.abort(reason);
+    if (!endStream) return; // a unary handler answers through its callback once the signal stops its work
+    // The handler's catch sees the signal aborted and stays silent, so the status is sent here, once, and at once.
+    // Emitting "error" would end the stream only after the messages buffered for a peer that does not read (maybe
+    // never), and a status sent while messages are still buffered makes grpc-js fail their writes and the stream
+    // stall. So: drop what is buffered (destroying grpc-js's stream wrapper stops its writes, nothing else), then send
+    // the status through the call the wrapper keeps in its undeclared `call` field.
+    const status = toStatus(reason);
+    const wrapper = call as unknown as { destroy?: () => void; emit(event: "error", s: typeof status): void; call?: { sendStatus?: (s: typeof status) => void } };
+    const inner = wrapper.call;
+    if (typeof inner?.sendStatus === "function" && typeof wrapper.destroy === "function") {
+      wrapper.destroy();
+      inner.sendStatus(status);
+    } else wrapper.emit("error", status);
+  };
+  return { signal: controller.signal, peer, metadata: flattenMetadata(call.metadata), cancel };
 }
 
 function flattenMetadata(metadata: Metadata): Record<string, string> {

@@ -27,9 +27,16 @@ class Tls13ServerCredentials extends ServerCredentials {
   override _equals(other: ServerCredentials): boolean {
     return other === this;
   }
+
+  /** New material for the listening servers (grpc-js calls setSecureContext on each); connections open keep theirs. */
+  update(material: TlsMaterial): void {
+    this.updateSecureContextOptions({ ca: material.caPem, cert: material.certPem, key: material.keyPem, minVersion: "TLSv1.3" });
+  }
 }
 
-export function serverCredentials(material: TlsMaterial): ServerCredentials {
+export type ReloadableServerCredentials = ServerCredentials & { update(material: TlsMaterial): void };
+
+export function serverCredentials(material: TlsMaterial): ReloadableServerCredentials {
   return new Tls13ServerCredentials(material);
 }
 

@@ -31,6 +31,8 @@ const E = {
   expired: { type: "lease-expired", nowMs: 3000, leaseExpiresAtMs: 2000 },
   renewedMeanwhile: { type: "lease-expired", nowMs: 1000, leaseExpiresAtMs: 2000 },
   abort: { type: "abort", failure },
+  rollback: { type: "abort", failure, rollback: true },
+  activationFailed: { type: "activation-failed", failure: { code: "deadline_exceeded", message: "not ready" } },
   cleaned: { type: "cleaned-up" },
   finish: { type: "finish" },
 } satisfies Record<string, ParticipantEvent>;
@@ -85,6 +87,14 @@ const rows: Array<[ParticipantRole, Phase, keyof typeof E, Expect]> = [
   ["target", "aborted", "abort", "same"],
   ["source", "committed", "abort", "failed_precondition"],
   ["target", "committing", "abort", "failed_precondition"],
+  // past the commit point only a rollback (the target not ready, its volumes proven untouched) undoes it
+  ["target", "committing", "activationFailed", "committing"],
+  ["target", "committing", "rollback", "aborting"],
+  ["source", "committed", "rollback", "aborting"],
+  ["target", "committed", "rollback", "failed_precondition"],
+  ["source", "finished", "rollback", "failed_precondition"],
+  ["target", "aborted", "commitTarget", "same"],
+  ["source", "presyncing", "rollback", "aborting"],
   ["target", "committed", "abort", "failed_precondition"],
   ["target", "aborting", "cleaned", "aborted"],
   ["target", "aborted", "cleaned", "same"],

@@ -3,7 +3,7 @@
 import test from "ava";
 import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { appendFile, cp, mkdtemp, open, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
+import { appendFile, cp, mkdtemp, open, readFile, readdir, rm, stat, truncate, unlink, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +14,7 @@ import {
   PAGES_FILE,
   RECORD_HEADER_BYTES,
   RECORDS_FILE,
+  SEGMENT_FILE,
   encodeRecord,
   payloadFromSeed,
   runLoad,
@@ -183,6 +184,57 @@ test("acknowledged records survive a kill -9; the torn tail is cut, a torn page 
   t.is(third.stats().store?.recovery.mode, "clean");
   t.is(third.stats().store?.lastSeq, lastSeq + 1);
   await third.close();
+});
+
+test("the log rolls into closed segments; restarts and the verifier read across them, and a damaged closed segment refuses the start", async (t) => {
+  const dataDir = freshDir();
+  const acksFile = join(root, "segments.acks");
+  // Ten frames per segment: an incremental sync round then re-reads only the active one.
+  const segmentBytes = 10 * FRAME_BYTES;
+  const first = await startDemoServer({ dataDir, pageFileBytes: PAGE_FILE_BYTES, checkpointIntervalMs: 100, segmentBytes });
+  servers.add(first);
+  const { done } = loadUntil({ url: first.url }, acksFile, 300, (n) => n >= 45);
+  const summary = await done;
+  await first.close();
+  const segments = (await readdir(dataDir)).filter((n) => SEGMENT_FILE.test(n)).sort();
+  t.true(segments.length >= 3, `closed segments: ${segments.join(", ")}`);
+  for (const name of segments) t.true((await stat(join(dataDir, name))).size >= segmentBytes, `${name} was closed full`);
+  t.true((await stat(join(dataDir, RECORDS_FILE))).size <= segmentBytes + 8 * 1024 * 1024, "the active segment is the tail only");
+  const report = await verifyVolume({ dataDir, acksFile });
+  t.true(report.ok, report.problems.map((p) => p.detail).join("; "));
+  t.is(report.acks.present, summary.acked);
+
+  // A clean restart continues the numbering; a start without the clean marker scans every segment (and redoes the pages).
+  const second = await startDemoServer({ dataDir, pageFileBytes: PAGE_FILE_BYTES, segmentBytes });
+  t.is(second.stats().store?.recovery.mode, "clean");
+  const lastSeq = second.stats().store?.lastSeq ?? 0;
+  t.true(lastSeq >= summary.acked);
+  await second.close();
+  await unlink(join(dataDir, CLEAN_SHUTDOWN_FILE));
+  const third = await startDemoServer({ dataDir, pageFileBytes: PAGE_FILE_BYTES, segmentBytes });
+  t.is(third.stats().store?.recovery.mode, "crash");
+  t.is(third.stats().store?.lastSeq, lastSeq);
+  const next = await postRecord(third.url, Buffer.from("after a full scan"));
+  t.is(next.seq, lastSeq + 1);
+  await third.close();
+  t.true((await verifyVolume({ dataDir, acksFile })).ok);
+
+  // A closed segment never ends torn: damage there is refused, not truncated away, and the verifier names it.
+  const damagedDir = `${dataDir}-damaged`;
+  await cp(dataDir, damagedDir, { recursive: true });
+  await unlink(join(damagedDir, CLEAN_SHUTDOWN_FILE));
+  const victim = segments[1] ?? "";
+  await truncate(join(damagedDir, victim), (await stat(join(damagedDir, victim))).size - 100);
+  const refused = await startDemoServer({ dataDir: damagedDir, pageFileBytes: PAGE_FILE_BYTES, segmentBytes }).then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  t.true(refused instanceof TheseusError && refused.code === "data_loss", String(refused));
+  t.regex(refused instanceof Error ? refused.message : "", new RegExp(victim.replace(/\./g, "\\.")));
+  const damaged = await verifyVolume({ dataDir: damagedDir, acksFile });
+  t.false(damaged.ok);
+  t.true(damaged.acks.corrupt + damaged.acks.missing >= 1);
+  t.true(damaged.problems.some((p) => p.kind === "log" && p.detail.includes(victim)));
 });
 
 test("the verifier names a missing record, a corrupt record and a corrupt or stale page", async (t) => {

@@ -55,3 +55,23 @@ test("the text report has the timeline, each round, both downtimes beside the pr
   t.regex(text, /measured by the coordinator: +1\.70 s/);
   t.regex(text.split("\n").at(-1) ?? "", /^verdict: VERIFIED/);
 });
+
+test("the text report shows what the prediction was made of: quiesce, the final round's model, start-up, each with its source", (t) => {
+  const prediction = {
+    downtimeMs: 1400,
+    quiesceMs: 800,
+    quiesceBasis: "estimated: 600 ms for the scale-down + 200 ms for the app to stop",
+    finalRoundMs: 300,
+    finalRoundBytes: 2 * 1024 ** 2,
+    startupMs: 1500,
+    startupBasis: "observed: pod status of 1 running source pod",
+    fixedMs: 120,
+    throughputBytesPerSecond: 40 * 1024 ** 2,
+    dirtyBytesPerSecond: 5 * 1024 ** 2,
+  };
+  const text = formatDemoReport({ ...base, prediction, ...verdictOf(base) });
+  t.regex(text, /quiesce +800 ms \(estimated: 600 ms/);
+  t.regex(text, /final round +300 ms \(2\.00 MiB: fixed 120 ms, 40\.0 MiB\/s, app writing 5\.00 MiB\/s\)/);
+  t.regex(text, /start-up +1\.50 s \(observed: pod status/);
+  t.notRegex(formatDemoReport({ ...base, ...verdictOf(base) }), /start-up/, "no terms without a prediction");
+});

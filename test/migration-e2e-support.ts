@@ -1,21 +1,26 @@
-// Shared by the migration's end-to-end tests: two local clusters brought up through the real CLI (each with its agent
-// registered by name) in a private THESEUS_HOME, the demo app deployed per test in its own namespace with a load
+// Shared by the migration's end-to-end tests (migration-e2e*.test.ts, one pair of clusters per file so that the files
+// run side by side): two local clusters brought up through the real CLI (each with its agent registered by name) in a
+// private THESEUS_HOME, the demo app deployed per test in its own namespace with a load
 // client that follows it, the CLI as a child process (so that a failpoint's crash kills a coordinator, not the test),
 // and the checks every test makes: the source as it was, the target as before staging, every ack on a volume.
 import { execFile } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { ExecutionContext, TestFn } from "ava";
 import type { KubeObject } from "../app-model/index.js";
-import { anySignal } from "../common/index.js";
+import { anySignal, silentLogger } from "../common/index.js";
 import type { AgentTarget } from "../coordinator/agents/index.js";
 import { loadTlsMaterial } from "../coordinator/certs/index.js";
+import { startMigration } from "../coordinator/migration/index.js";
+import type { MigrationEvent, MigrationHandle, MigrationSummary } from "../coordinator/migration/index.js";
 import { DEMO_APP_NAME, demoCluster, demoVolumeDir, deployDemoApp, waitForAppUrl } from "../coordinator/demo/index.js";
 import type { DemoCluster } from "../coordinator/demo/index.js";
 import type { TlsMaterial } from "../rpc/index.js";
-import { runLoad, verifyVolume } from "../local-clusters/demo-app/index.js";
+import { formatVerifyReport, runLoad, verifyVolume } from "../local-clusters/demo-app/index.js";
 import type { AckLine, LoadSummary, VerifyReport } from "../local-clusters/demo-app/index.js";
-import { getCluster } from "../local-clusters/index.js";
+import { downCluster, getCluster } from "../local-clusters/index.js";
+import { eventually, privateTheseusHome } from "./local-clusters-support.js";
 
 export const CLI = fileURLToPath(new URL("../coordinator/main.js", import.meta.url));
 export const SOURCE_CLASS = "local-path";
@@ -159,3 +164,79 @@ export async function namespaceObjects(where: DemoCluster, namespace: string): P
 }
 
 const ref = (o: KubeObject): string => `${o.apiVersion}/${o.kind}/${o.metadata.name ?? ""}`;
+
+/** An in-process migration of the app's namespace, with its events collected (the driver never waits on a reader). */
+export async function migrate(
+  c: Clusters,
+  app: RunningApp,
+  id: string,
+  options: { mode: "move" | "copy"; autoCutover: boolean },
+): Promise<{ handle: MigrationHandle; events: MigrationEvent[]; drained: Promise<void> }> {
+  const handle = await startMigration({
+    from: c.from,
+    to: c.to,
+    plan: { namespace: app.namespace, toNamespace: app.targetNamespace, storageClass: [`${SOURCE_CLASS}=${TARGET_CLASS}`] },
+    mode: options.mode,
+    bandwidthBytesPerSecond: 0,
+    autoCutover: options.autoCutover,
+    // Cut over as soon as the prediction can say anything: the tests prove the transaction, the demo the downtime.
+    maxDowntimeMs: 3_600_000,
+    leaseMs: 30_000,
+    migrationId: id,
+    tls: c.tls,
+    home: c.home,
+    logger: silentLogger(),
+  });
+  const events: MigrationEvent[] = [];
+  const drained = (async () => {
+    for await (const event of handle.events) events.push(event);
+  })();
+  return { handle, events, drained };
+}
+
+export async function deploymentReplicas(c: Clusters, where: "source" | "target", namespace: string): Promise<number | undefined> {
+  const o = await c[where].objects.get({ apiVersion: "apps/v1", kind: "Deployment", namespace, name: DEMO_APP_NAME });
+  return (o?.["spec"] as { replicas?: number } | undefined)?.replicas;
+}
+
+export type StatusJson = MigrationSummary & { participants?: { target?: { status?: { volumes?: { rounds?: unknown[] }[] } } } };
+
+export async function migrationStatusOf(c: Clusters, id: string): Promise<StatusJson> {
+  return JSON.parse(ok(await theseus(c.home, ["status", id, "-o", "json"]), `theseus status ${id}`).stdout) as StatusJson;
+}
+
+export function assertAllAcked(t: ExecutionContext, report: VerifyReport, summary?: LoadSummary): void {
+  t.true(report.ok, formatVerifyReport(report));
+  t.is(report.acks.missing + report.acks.corrupt, 0);
+  if (summary !== undefined) t.is(report.acks.acked, summary.acked, "the verifier read every ack the load client saw");
+  t.true(report.acks.acked > 0, "the app acknowledged writes during the test");
+}
+
+/** The source's objects as they were and the target's namespace as before staging (it may take a moment to go). */
+export async function assertUndone(t: ExecutionContext, c: Clusters, app: RunningApp, before: { source: Record<string, unknown>; target: string[] }): Promise<void> {
+  t.deepEqual(await appObjects(c.source, app.namespace), before.source, "the source's objects are as they were");
+  await eventually(
+    "the target as before staging",
+    async () => (JSON.stringify(await namespaceObjects(c.target, app.targetNamespace)) === JSON.stringify(before.target) ? true : undefined),
+    120_000,
+  );
+}
+
+/** Two clusters for a test file: up before its tests, down (and the private home removed) after them. */
+export function withClusters(test: TestFn<{ clusters: Clusters }>, sourceName: string, targetName: string): void {
+  test.before(async (t) => {
+    t.timeout(10 * 60_000);
+    const home = privateTheseusHome();
+    try {
+      t.context.clusters = await upClusters(home, sourceName, targetName);
+    } catch (error) {
+      for (const name of [sourceName, targetName]) await downCluster(name).catch(() => undefined);
+      throw error;
+    }
+  });
+  test.after.always(async (t) => {
+    for (const name of [sourceName, targetName]) await downCluster(name).catch(() => undefined);
+    const home = (t.context as { clusters?: Clusters }).clusters?.home;
+    if (home !== undefined) await rm(home, { recursive: true, force: true });
+  });
+}

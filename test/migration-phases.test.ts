@@ -37,6 +37,7 @@ const transitions: Record<Transition["type"], Transition> = {
   "target-committed": { type: "target-committed", measuredDowntimeMs: 1500 },
   "abort-decided": { type: "abort-decided", reason: "user" },
   "source-aborted": { type: "source-aborted", reason: "lease" },
+  "target-rolled-back": { type: "target-rolled-back", reason: "not ready, no write" },
   aborted: { type: "aborted" },
   finished: { type: "finished" },
 };
@@ -56,6 +57,7 @@ const allowed: Partial<Record<Transition["type"], Partial<Record<Phase, Phase>>>
   "target-committed": { "committing-target": "committed" },
   "abort-decided": { ...Object.fromEntries(ABORTABLE.map((p) => [p, "aborting"])), aborting: "aborting" },
   "source-aborted": { ...Object.fromEntries(ABORTABLE.map((p) => [p, "aborting"])), "committing-source": "aborting" },
+  "target-rolled-back": { "committing-target": "aborting" },
   aborted: { aborting: "aborted" },
   finished: { committed: "finished" },
 };
@@ -91,6 +93,10 @@ test("the transitions carry what later phases need: placement, volumes, the cuto
   t.deepEqual(transition(states.planning, transitions["abort-decided"]), { phase: "aborting", reason: "user", placement: undefined }, "nothing staged: nothing to unstage");
   t.deepEqual(transition(states.aborting, transitions.aborted), { phase: "aborted", reason: "because", placement });
   t.is(transition(states.aborting, transitions["abort-decided"]), states.aborting, "asking again while aborting changes nothing");
+  // Past the commit point only the target's proven rollback (not ready, no write taken) leads to an abort, marked as one.
+  const rolling = transition(states["committing-target"], transitions["target-rolled-back"]);
+  t.deepEqual(rolling, { phase: "aborting", reason: "not ready, no write", placement, rollback: true });
+  t.deepEqual(transition(rolling, transitions.aborted), { phase: "aborted", reason: "not ready, no write", placement, rollback: true });
 });
 
 test("a resumed coordinator carries on before the cutover, aborts a cutover without its decision, rolls forward after it", (t) => {

@@ -1,24 +1,48 @@
 // The pre-copy model: rounds simulated from known costs and write rates must be fitted back, converge when the app
 // writes slower than a round moves data, be refused when it does not, and predict the final round and the downtime.
 import test from "ava";
-import { decideAfterRound, fitRoundCost, predict } from "../coordinator/migration/prediction.js";
+import { decideAfterRound, dirtyRate, fitRoundCost, predict } from "../coordinator/migration/prediction.js";
 import type { RoundObservation } from "../coordinator/migration/prediction.js";
+import { DEFAULT_ALLOWANCES, cutoverCosts } from "../coordinator/migration/index.js";
+import type { CostSource } from "../coordinator/migration/index.js";
+import type { KubeObject } from "../app-model/index.js";
 
 const MiB = 1024 * 1024;
 
-/** Rounds as the model says they run: round 0 copies `volumeBytes`, each later one what was dirtied meanwhile. */
+/**
+ * Rounds as the model says they run, back to back: round 0 copies `volumeBytes`; each later one carries what was
+ * written between the previous round's reading of the files and its own, midpoint to midpoint, so that
+ * bytes = D * (previous / 2 + this / 2) with this = fixed + bytes / T. Each round's own statistic divides by the time
+ * between round ends instead, as the sync engine's does.
+ */
 function simulate(opts: { volumeBytes: number; fixedMs: number; throughput: number; dirty: number; rounds: number; startMs?: number }): RoundObservation[] {
   const rounds: RoundObservation[] = [];
   let now = opts.startMs ?? 1_000_000;
-  let bytes = opts.volumeBytes;
+  let previousMs = 0;
   for (let i = 0; i < opts.rounds; i++) {
+    const ratio = opts.dirty / opts.throughput;
+    const bytes = i === 0 ? opts.volumeBytes : ((opts.dirty / 1000) * (previousMs + opts.fixedMs)) / (2 - ratio);
     const durationMs = opts.fixedMs + (bytes * 1000) / opts.throughput;
     now += durationMs;
-    rounds.push({ bytesChanged: bytes, durationMs, dirtyBytesPerSecond: i === 0 ? 0 : opts.dirty, endedAtMs: now });
-    bytes = (opts.dirty * durationMs) / 1000;
+    rounds.push({ bytesChanged: bytes, durationMs, dirtyBytesPerSecond: i === 0 ? 0 : (bytes * 1000) / durationMs, endedAtMs: now });
+    previousMs = durationMs;
   }
   return rounds;
 }
+
+test("the write rate is measured between the rounds' scans, not between their ends", (t) => {
+  const rounds = simulate({ volumeBytes: 1024 * MiB, fixedMs: 300, throughput: 100 * MiB, dirty: 5 * MiB, rounds: 3 });
+  // The first incremental round carries the full copy's writes in a fraction of its time: its own statistic says ~10x.
+  t.true((rounds[1]?.dirtyBytesPerSecond ?? 0) > 8 * 5 * MiB);
+  t.true(Math.abs(dirtyRate(rounds) / (5 * MiB) - 1) < 1e-9, `${dirtyRate(rounds) / MiB} MiB/s`);
+  t.is(dirtyRate(rounds.slice(0, 1)), 0, "a full round alone says nothing about writes");
+  // Without a usable interval (the coordinator saw two rounds end at once) a round keeps its own statistic.
+  const same = [
+    { bytesChanged: 1000, durationMs: 0, dirtyBytesPerSecond: 0, endedAtMs: 5000 },
+    { bytesChanged: 1000, durationMs: 0, dirtyBytesPerSecond: 777, endedAtMs: 5000 },
+  ];
+  t.is(dirtyRate(same), 777);
+});
 
 test("the round cost is fitted back from rounds of different sizes", (t) => {
   const rounds = simulate({ volumeBytes: 1024 * MiB, fixedMs: 300, throughput: 100 * MiB, dirty: 5 * MiB, rounds: 4 });
@@ -79,4 +103,87 @@ test("the cutover policy: measure first, continue while improving, cut over when
   const tooTight = decideAfterRound(p, { autoCutover: true, maxDowntimeMs: 100 });
   t.is(tooTight.action, "refuse");
   t.regex(tooTight.why, /above --max-downtime/);
+});
+
+/** A source pod as Discover lists it: mounting the claim, its container started and Ready at the given times. */
+function pod(opts: { name: string; startedAt?: string; readyAt?: string; ready?: boolean; claim?: string; probe?: { periodSeconds?: number; initialDelaySeconds?: number; successThreshold?: number } }): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name: opts.name, namespace: "shop" },
+    spec: {
+      containers: [{ name: "app", image: "x", ...(opts.probe === undefined ? {} : { readinessProbe: { httpGet: { path: "/", port: 80 }, ...opts.probe } }) }],
+      volumes: [{ name: "data", persistentVolumeClaim: { claimName: opts.claim ?? "data" } }],
+    },
+    status: {
+      phase: "Running",
+      conditions: [{ type: "Ready", status: opts.ready === false ? "False" : "True", ...(opts.readyAt === undefined ? {} : { lastTransitionTime: opts.readyAt }) }],
+      containerStatuses: [{ name: "app", state: opts.startedAt === undefined ? { waiting: {} } : { running: { startedAt: opts.startedAt } } }],
+    },
+  };
+}
+const claim: KubeObject = { apiVersion: "v1", kind: "PersistentVolumeClaim", metadata: { name: "data", namespace: "shop" } };
+const A = DEFAULT_ALLOWANCES;
+
+const costCases: readonly { name: string; objects: KubeObject[]; measured?: { quiesceMs?: number; startupMs?: number }; startup: [number, CostSource]; quiesce: [number, CostSource] }[] = [
+  {
+    name: "a Ready pod: container start to Ready from its status, plus the control plane",
+    objects: [claim, pod({ name: "a", startedAt: "2026-12-02T10:00:01Z", readyAt: "2026-12-02T10:00:04Z", probe: { periodSeconds: 1 } })],
+    startup: [3000 + A.controlPlaneMs, "observed"],
+    quiesce: [A.stopMs + A.shutdownMs, "estimated"],
+  },
+  {
+    name: "whole seconds that round below the readiness probe's first period: the period bounds it",
+    objects: [claim, pod({ name: "a", startedAt: "2026-12-02T10:00:01Z", readyAt: "2026-12-02T10:00:01Z", probe: { periodSeconds: 2 } })],
+    startup: [2000 + A.controlPlaneMs, "observed"],
+    quiesce: [A.stopMs + A.shutdownMs, "estimated"],
+  },
+  {
+    name: "an initial delay and a success threshold above one add to the bound",
+    objects: [claim, pod({ name: "a", startedAt: "2026-12-02T10:00:01Z", readyAt: "2026-12-02T10:00:02Z", probe: { periodSeconds: 1, initialDelaySeconds: 5, successThreshold: 3 } })],
+    startup: [7000 + A.controlPlaneMs, "observed"],
+    quiesce: [A.stopMs + A.shutdownMs, "estimated"],
+  },
+  {
+    name: "the slowest of several writers counts; a pod that mounts none of the claims does not",
+    objects: [
+      claim,
+      pod({ name: "a", startedAt: "2026-12-02T10:00:01Z", readyAt: "2026-12-02T10:00:02Z" }),
+      pod({ name: "b", startedAt: "2026-12-02T10:00:01Z", readyAt: "2026-12-02T10:00:05Z" }),
+      pod({ name: "cache", claim: "other", startedAt: "2026-12-02T10:00:01Z", readyAt: "2026-12-02T10:00:31Z" }),
+    ],
+    startup: [4000 + A.controlPlaneMs, "observed"],
+    quiesce: [A.stopMs + A.shutdownMs, "estimated"],
+  },
+  {
+    name: "no Ready pod to learn from: the allowances",
+    objects: [claim, pod({ name: "a", ready: false, startedAt: "2026-12-02T10:00:01Z" }), pod({ name: "b" })],
+    startup: [A.startToReadyMs + A.controlPlaneMs, "estimated"],
+    quiesce: [A.stopMs + A.shutdownMs, "estimated"],
+  },
+  {
+    name: "what the participants measured wins",
+    objects: [claim, pod({ name: "a", startedAt: "2026-12-02T10:00:01Z", readyAt: "2026-12-02T10:00:04Z" })],
+    measured: { quiesceMs: 420, startupMs: 1310 },
+    startup: [1310, "measured"],
+    quiesce: [420, "measured"],
+  },
+];
+
+for (const c of costCases) {
+  test(`cutover costs: ${c.name}`, (t) => {
+    const costs = cutoverCosts({ sourceObjects: c.objects, ...(c.measured === undefined ? {} : { measured: c.measured }) });
+    t.deepEqual([costs.startup.ms, costs.startup.source], c.startup, costs.startup.basis);
+    t.deepEqual([costs.quiesce.ms, costs.quiesce.source], c.quiesce, costs.quiesce.basis);
+    t.true(costs.startup.basis.length > 0 && costs.quiesce.basis.length > 0);
+  });
+}
+
+test("the prediction shows its quiesce and start-up terms, and adds them to the final round", (t) => {
+  const rounds = simulate({ volumeBytes: 256 * MiB, fixedMs: 200, throughput: 80 * MiB, dirty: 4 * MiB, rounds: 5 });
+  const costs = cutoverCosts({ sourceObjects: costCases[0]?.objects ?? [] });
+  const p = predict({ rounds, quiesceMs: costs.quiesce.ms, startupMs: costs.startup.ms, cutoverAtMs: rounds.at(-1)?.endedAtMs ?? 0 });
+  t.is(p?.quiesceMs, A.stopMs + A.shutdownMs);
+  t.is(p?.startupMs, 3000 + A.controlPlaneMs);
+  t.true(Math.abs((p?.downtimeMs ?? 0) - ((p?.quiesceMs ?? 0) + (p?.finalRoundMs ?? 0) + (p?.startupMs ?? 0))) < 1e-6);
 });

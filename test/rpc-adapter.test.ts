@@ -134,3 +134,30 @@ test("a client stream's handler keeps a live signal after the client's last mess
     await server.shutdown(100);
   }
 });
+
+test("a call whose deadline passes fails with deadline_exceeded, not cancelled, and the handler's signal fires", async (t) => {
+  let calls = 0;
+  let resolveAborted: () => void = () => undefined;
+  const aborted = new Promise<void>((resolve) => (resolveAborted = resolve));
+  const { server, address, coordinator } = await serve({
+    async getInfo(_request, ctx) {
+      // The first call only opens the connection, so that the deadlines below run out in the handler, not the handshake.
+      if (++calls === 1) return {};
+      ctx.signal.addEventListener("abort", () => resolveAborted());
+      await new Promise(() => undefined);
+      return {};
+    },
+  });
+  const client = createRpcClient(AgentService, address, { tls: coordinator, expectedPeer: { role: "agent" } });
+  try {
+    await client.getInfo({});
+    const byTimeout = await t.throwsAsync(client.getInfo({}, { timeoutMs: 1000 }), { instanceOf: TheseusError });
+    t.is(byTimeout?.code, "deadline_exceeded");
+    await aborted;
+    const bySignal = await t.throwsAsync(client.getInfo({}, { signal: AbortSignal.timeout(1000) }), { instanceOf: TheseusError });
+    t.is(bySignal?.code, "deadline_exceeded");
+  } finally {
+    client.close();
+    await server.shutdown(100);
+  }
+});

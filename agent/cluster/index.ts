@@ -17,3 +17,4 @@ export { quiesceApp, unquiesceApp } from "./quiesce.js";
 export { activateApp } from "./activate.js";
 export { validateMigrationId, validateNamespace } from "./staged.js";
 export type { AppSelection } from "./selection.js";
+export { retireApp } from "./retire.js";

@@ -1,13 +1,15 @@
 // Quiesce and Unquiesce on the source: app-model says per kind how to stop a writer (and remembers the original value
 // in an annotation); this applies those merge patches, then waits until every pod that mounts one of the
 // application's claims is gone (not merely terminating: a copy taken while a database still shuts down is corrupt).
-import { podMountsClaim, quiescePatch, refOf, unquiescePatch } from "../../app-model/index.js";
+import { SWITCHED_KINDS, podMountsClaim, quiescePatch, refOf, unquiescePatch } from "../../app-model/index.js";
 import type { KubeObject, ObjectRef } from "../../app-model/index.js";
 import type { Logger } from "../../common/index.js";
 import { waitUntil } from "../../kube/index.js";
 import type { ClusterAccess } from "./cluster.js";
 import { listApp } from "./selection.js";
 import type { AppSelection } from "./selection.js";
+
+const QUIESCE_LISTED_KINDS: ReadonlySet<string> = new Set([...SWITCHED_KINDS, "PersistentVolumeClaim"]);
 
 export async function quiesceApp(
   cluster: ClusterAccess,
@@ -18,7 +20,9 @@ export async function quiesceApp(
   signal?: AbortSignal,
 ): Promise<{ changed: ObjectRef[]; durationMs: number }> {
   const { objects } = cluster;
-  const listing = await listApp(objects, selection, signal);
+  // Only the kinds quiesce switches, and the claims, from the discovery the plan already loaded: listing every served
+  // kind after a discovery refresh took seconds on a busy API server, all of it downtime.
+  const listing = await listApp(objects, selection, signal, { kinds: QUIESCE_LISTED_KINDS, refreshDiscovery: false });
   const started = Date.now();
   const changed: ObjectRef[] = [];
   for (const object of listing.objects) {

@@ -44,14 +44,23 @@ export function listableResources(discovery: Discovery, namespaced: boolean): Se
   return [...chosen.values()].sort((a, b) => legacy(a) - legacy(b));
 }
 
-export async function listApp(objects: KubeObjects, selection: AppSelection, signal?: AbortSignal): Promise<Listing> {
+/** Narrows a listing: only these kinds, from the cached discovery (quiesce runs while the app is down). */
+export interface ListAppOptions {
+  readonly kinds?: ReadonlySet<string>;
+  /** Refresh API discovery first (default true: the plan must see a CRD created a moment ago). */
+  readonly refreshDiscovery?: boolean;
+}
+
+export async function listApp(objects: KubeObjects, selection: AppSelection, signal?: AbortSignal, options: ListAppOptions = {}): Promise<Listing> {
   if (selection.labelSelector !== "" && selection.helmRelease !== "") {
     throw new TheseusError("invalid_argument", "choose a label selector or a Helm release, not both");
   }
   // Checked here, so that a typo is one error naming the selector rather than one per kind from the API server.
   if (selection.labelSelector !== "") parseLabelSelector(selection.labelSelector);
-  const discovery = await objects.discovery(signal, true);
-  const found = await listEach(objects, listableResources(discovery, true), { namespace: selection.namespace, labelSelector: selection.labelSelector }, signal);
+  const discovery = await objects.discovery(signal, options.refreshDiscovery ?? true);
+  const kinds = options.kinds;
+  const resources = listableResources(discovery, true).filter((r) => kinds === undefined || kinds.has(r.kind));
+  const found = await listEach(objects, resources, { namespace: selection.namespace, labelSelector: selection.labelSelector }, signal);
   const release = selection.helmRelease;
   const secretName = new RegExp(`^sh\\.helm\\.release\\.v1\\.${release.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.v\\d+$`);
   const selected =

@@ -29,10 +29,16 @@ export async function listStaged(
   migrationId: string,
   namespace: string,
   signal?: AbortSignal,
+  /**
+   * Only these kinds (activation needs the workloads alone), from the cached discovery: staging refreshed it when it
+   * created a CRD, and a restarted agent loads it afresh. Default: every served kind, after a refresh (unstage).
+   */
+  kinds?: ReadonlySet<string>,
 ): Promise<{ namespaced: KubeObject[]; clusterScoped: KubeObject[]; warnings: string[] }> {
-  const discovery = await cluster.objects.discovery(signal, true);
+  const discovery = await cluster.objects.discovery(signal, kinds === undefined);
   const labelSelector = `${LABEL_MIGRATION}=${migrationId}`;
-  const inNamespace = await listEach(cluster.objects, listableResources(discovery, true), { namespace, labelSelector }, signal);
-  const clusterWide = await listEach(cluster.objects, listableResources(discovery, false), { labelSelector }, signal);
+  const wanted = (namespaced: boolean): ReturnType<typeof listableResources> => listableResources(discovery, namespaced).filter((r) => kinds === undefined || kinds.has(r.kind));
+  const inNamespace = await listEach(cluster.objects, wanted(true), { namespace, labelSelector }, signal);
+  const clusterWide = await listEach(cluster.objects, wanted(false), { labelSelector }, signal);
   return { namespaced: inNamespace.objects, clusterScoped: clusterWide.objects, warnings: [...inNamespace.warnings, ...clusterWide.warnings] };
 }

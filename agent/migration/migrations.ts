@@ -18,7 +18,7 @@ import { RoundStatsSchema } from "../../proto/gen/theseus/v1/agent_pb.js";
 import type { RoundStats } from "../../proto/gen/theseus/v1/agent_pb.js";
 import { Mode, ParticipantStatusSchema, Role, VolumeStatusSchema } from "../../proto/gen/theseus/v1/migration_pb.js";
 import type { BeginRequest, ParticipantStatus, VolumePairSchema, VolumeStatus } from "../../proto/gen/theseus/v1/migration_pb.js";
-import { activateApp, quiesceApp, requireCluster, unquiesceApp, unstageApp, validateMigrationId, validateNamespace } from "../cluster/index.js";
+import { activateApp, quiesceApp, requireCluster, retireApp, unquiesceApp, unstageApp, validateMigrationId, validateNamespace } from "../cluster/index.js";
 import type { ClusterAccess } from "../cluster/index.js";
 import type { SessionRegistry } from "./sessions.js";
 import type { RoundProgress, SyncSources } from "../sync/index.js";
@@ -27,6 +27,7 @@ import { pullRound, roundStatsOf } from "./rounds.js";
 import { END_PHASES, LEASED_PHASES, PRESYNC_PHASES, transition } from "./state.js";
 import type { Failure, ParticipantEvent, ParticipantState, QuiescedObject } from "./state.js";
 import { ROUNDS_KEPT, createParticipantStore } from "./store.js";
+import { firstWriteSince } from "./volume-writes.js";
 import type { ParticipantRecord, ParticipantStore, StoredRecord, VolumeRecord } from "./store.js";
 
 /** How the participant reaches a volume's files (the agent's VolumeRegistry: static names and claims). */
@@ -63,7 +64,8 @@ export interface Migrations {
   quiesce(id: string, timeoutMs: number, signal: AbortSignal): Promise<{ durationMs: number; changed: readonly QuiescedObject[] }>;
   finalRound(id: string, signal: AbortSignal): Promise<{ volumes: VolumeStatus[]; durationMs: number }>;
   commit(id: string, timeoutMs: number, signal: AbortSignal): Promise<ParticipantStatus>;
-  abort(id: string, reason: string, signal: AbortSignal): Promise<ParticipantStatus>;
+  /** rollback: past the commit point, after a target failed to become ready (see ParticipantEvent "abort"). */
+  abort(id: string, reason: string, signal: AbortSignal, rollback?: boolean): Promise<ParticipantStatus>;
   renew(id: string, leaseSeconds: number, signal: AbortSignal): Promise<number>;
   finish(id: string, signal: AbortSignal): Promise<ParticipantStatus>;
   /** Picks up every migration persisted in the cluster: a presyncing target's rounds, a quiesced source's watchdog. */
@@ -146,13 +148,13 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   };
 
   /** Writes a transition by compare-and-swap; a refused event throws, an already applied one changes nothing. */
-  const apply = async (live: Live, event: ParticipantEvent, signal?: AbortSignal): Promise<ParticipantState> => {
+  const apply = async (live: Live, event: ParticipantEvent, signal?: AbortSignal, extra: Partial<ParticipantRecord> = {}): Promise<ParticipantState> => {
     const stored = await store().update(
       record(live).id,
       (current) => {
         const next = transition(current.role, current.state, event);
         if (!next.ok) throw next.error;
-        return next.changed ? { ...current, state: next.state, updatedAtMs: Date.now() } : undefined;
+        return next.changed ? { ...current, ...extra, state: next.state, updatedAtMs: Date.now() } : undefined;
       },
       signal,
     );
@@ -289,6 +291,8 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       const state = await apply(live, { type: "lease-expired", nowMs: Date.now(), leaseExpiresAtMs: expiresAt });
       if (state.phase === "aborting") {
         log(live).warn({ expiredAtMs: expiresAt }, "lease expired before Commit: restoring the application");
+        // A Quiesce still in flight would scale the application down after the restore: stop it and wait first.
+        await stopSteps(live, `the lease of migration ${record(live).id} expired`);
         await failpoint(FP.sourceLeaseExpiredBeforeRestore);
         await cleanup(live);
       }
@@ -324,6 +328,14 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       },
       new AbortController().signal,
     );
+
+  /** Cancels the steps in flight (all but the cleanup) and waits until each has stopped touching the cluster. */
+  const stopSteps = async (live: Live, why: string): Promise<void> => {
+    const running = [...live.steps.entries()].filter(([name]) => name !== "cleanup").map(([, p]) => p.catch(() => undefined));
+    live.stepsController.abort(new TheseusError("cancelled", why));
+    await Promise.all(running);
+    live.stepsController = new AbortController();
+  };
 
   const closeSessions = (rec: ParticipantRecord): void => {
     for (const v of rec.volumes) options.sessions.close(v.sessionId);
@@ -483,14 +495,20 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           // Check before the lease starts: a refused Quiesce leaves nothing counting.
           const check = transition(rec.role, rec.state, { type: "quiesce-started" });
           if (!check.ok) throw check.error;
-          // The lease is written before the phase that makes it count, so a restarted agent always finds it.
-          live.leaseExpiresAtMs = await store().renewLease(id, rec.leaseSeconds, Date.now(), stepSignal);
+          // The lease is written before the phase that makes it count, so a restarted agent always finds it. While
+          // this step stops the writers (bounded by its timeout) the coordinator is plainly there: the lease covers
+          // the step and then the lease proper, which counts from the end of the quiesce. Should this agent die
+          // mid-step, the restarted one restores the application once that runs out.
+          const quiesceTimeoutMs = timeoutMs > 0 ? timeoutMs : options.defaultTimeoutMs;
+          live.leaseExpiresAtMs = await store().renewLease(id, rec.leaseSeconds + Math.ceil(quiesceTimeoutMs / 1000), Date.now(), stepSignal);
           await apply(live, { type: "quiesce-started" }, stepSignal);
           armWatchdog(live);
           await failpoint(FP.sourceQuiesceBefore);
-          const result = await quiesceApp(cluster(), id, rec.app, timeoutMs > 0 ? timeoutMs : options.defaultTimeoutMs, log(live), stepSignal);
+          const result = await quiesceApp(cluster(), id, rec.app, quiesceTimeoutMs, log(live), stepSignal);
           await failpoint(FP.sourceQuiesceAfterWritersStopped);
           const changed = result.changed.map((r) => ({ apiVersion: r.apiVersion, kind: r.kind, namespace: r.namespace, name: r.name }));
+          live.leaseExpiresAtMs = await store().renewLease(id, rec.leaseSeconds, Date.now(), stepSignal);
+          armWatchdog(live);
           await apply(live, { type: "quiesced", quiesceMs: result.durationMs, changed }, stepSignal);
           log(live).info({ durationMs: result.durationMs, changed: changed.length }, "quiesced; the lease counts");
           return { durationMs: result.durationMs, changed };
@@ -511,7 +529,9 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           await failpoint(FP.targetFinalRoundBefore);
           const started = Date.now();
           await Promise.all(record(live).volumes.map((_, index) => runRound(live, index, stepSignal)));
-          await apply(live, { type: "final-round-done", durationMs: Date.now() - started }, stepSignal);
+          // The end of the final round is what a rollback later proves the volumes unchanged since.
+          const syncedAtMs = Date.now();
+          await apply(live, { type: "final-round-done", durationMs: syncedAtMs - started }, stepSignal, { syncedAtMs });
           await failpoint(FP.targetFinalRoundAfter);
           return finalAnswer(live);
         },
@@ -545,7 +565,21 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           await apply(live, { type: "commit", nowMs: Date.now(), leaseExpiresAtMs: undefined }, stepSignal);
           if (record(live).state.phase === "committing") {
             await failpoint(FP.targetCommitBeforeActivate);
-            const result = await activateApp(cluster(), id, validateNamespace(rec.app.namespace), { waitReady: true, timeoutMs: timeoutMs > 0 ? timeoutMs : options.defaultTimeoutMs }, log(live), stepSignal);
+            const readyTimeoutMs = timeoutMs > 0 ? timeoutMs : options.defaultTimeoutMs;
+            let result: { durationMs: number };
+            try {
+              result = await activateApp(cluster(), id, validateNamespace(rec.app.namespace), { waitReady: true, timeoutMs: readyTimeoutMs }, log(live), stepSignal);
+            } catch (error) {
+              if (stepSignal.aborted) throw error;
+              // Not ready in time: the answer says so, and whether anything wrote to the volumes meanwhile, so that the
+              // coordinator can tell a rollback that loses nothing from one that would lose writes made here.
+              const e = TheseusError.from(error);
+              const writes = await describeWrites(live, stepSignal);
+              const message = `the application did not become ready within ${Math.round(readyTimeoutMs / 1000)} s: ${e.message}; ${writes}`;
+              log(live).warn({ err: e.message, writes }, "activation failed");
+              await apply(live, { type: "activation-failed", failure: { code: e.code === "deadline_exceeded" ? "deadline_exceeded" : e.code, message } }, stepSignal);
+              return statusOf(live);
+            }
             await apply(live, { type: "activated", startupMs: result.durationMs }, stepSignal);
             await store().release(id, stepSignal);
             log(live).info({ startupMs: result.durationMs }, "committed: the application runs here");
@@ -557,16 +591,18 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       );
     },
 
-    async abort(id, reason, signal) {
+    async abort(id, reason, signal, rollback = false) {
       const live = await find(id, signal);
       const failure: Failure = { code: "cancelled", message: reason === "" ? "aborted by the coordinator" : reason };
-      const state = await apply(live, { type: "abort", failure }, signal);
+      if (rollback && record(live).role === "target" && record(live).state.phase === "committing") {
+        // Past the commit point a target gives up only with proof that it took no write: its workloads stopped first,
+        // then every volume unchanged since the final round; otherwise it refuses and runs on as it was.
+        await step(live, "rollback-check", (stepSignal) => rollbackCheck(live, stepSignal), signal);
+      }
+      const state = await apply(live, { type: "abort", failure, rollback }, signal);
       if (state.phase === "aborting") {
         // Stop whatever step runs (a Quiesce, a final round), wait for it, then undo.
-        const running = [...live.steps.entries()].filter(([name]) => name !== "cleanup").map(([, p]) => p.catch(() => undefined));
-        live.stepsController.abort(new TheseusError("cancelled", `migration ${id} is aborting`));
-        await Promise.all(running);
-        live.stepsController = new AbortController();
+        await stopSteps(live, `migration ${id} is aborting`);
         await raceSignal(cleanup(live), signal);
       }
       return statusOf(live);
@@ -588,7 +624,11 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     },
 
     async finish(id, signal) {
-      const live = await find(id, signal);
+      const live = await find(id, signal).catch((error: unknown) => {
+        if (TheseusError.from(error).code !== "not_found") throw error;
+        return undefined;
+      });
+      if (live === undefined) return create(ParticipantStatusSchema, { migrationId: id, phase: "finished" });
       return step(
         live,
         "finish",
@@ -597,10 +637,21 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           if (rec.state.phase === "finished") return statusOf(live);
           const check = transition(rec.role, rec.state, { type: "finish" });
           if (!check.ok) throw check.error;
-          // A copy leaves the source running as it was; a move keeps it quiesced (scaled to zero) for its owner.
+          // A copy leaves the source running as it was; a move's source, kept at rest until now, is removed.
           if (rec.role === "source" && rec.mode === "copy" && rec.state.phase === "committed") await unquiesceApp(cluster(), id, rec.app, log(live), stepSignal);
+          if (rec.role === "source" && rec.mode === "move" && rec.state.phase === "committed") await retireApp(cluster(), id, rec.app, options.defaultTimeoutMs, log(live), stepSignal);
+          closeSessions(rec);
           await apply(live, { type: "finish" }, stepSignal);
-          return statusOf(live);
+          const answer = statusOf(live);
+          if (rec.role === "source") {
+            // Nothing of the migration stays behind on the source: record, tokens, lease (a retried Finish finds none
+            // and answers finished). The target keeps its record as the history of how the application arrived.
+            await store().remove(id, stepSignal);
+            lives.delete(id);
+          } else {
+            await store().release(id, stepSignal);
+          }
+          return answer;
         },
         signal,
       );
@@ -679,6 +730,49 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     return undefined;
   }
 
+  /** The first write to any of the target's volumes since the final round, or undefined when there is none. */
+  async function firstWrite(live: Live, signal: AbortSignal): Promise<{ volume: string; path: string; atMs: number } | "unknown" | undefined> {
+    const rec = record(live);
+    if (rec.syncedAtMs === undefined) return "unknown";
+    for (const v of rec.volumes) {
+      const write = await firstWriteSince(await options.volumes.root(v.targetVolume, signal), rec.syncedAtMs, signal);
+      if (write !== undefined) return { volume: v.targetVolume, ...write };
+    }
+    return undefined;
+  }
+
+  async function describeWrites(live: Live, signal: AbortSignal): Promise<string> {
+    try {
+      const write = await firstWrite(live, signal);
+      if (write === undefined) return "the volumes have taken no write since the final round";
+      if (write === "unknown") return "when the final round ended is not recorded, so writes since cannot be ruled out";
+      return `the volumes have been written since the final round (${write.volume}: ${write.path === "" ? "its root" : write.path} at ${new Date(write.atMs).toISOString()})`;
+    } catch (error) {
+      return `whether the volumes were written since the final round cannot be told: ${TheseusError.from(error).message}`;
+    }
+  }
+
+  /** Stops the target's workloads, then proves the volumes untouched; throws (after restarting them) when not. */
+  async function rollbackCheck(live: Live, signal: AbortSignal): Promise<void> {
+    const rec = record(live);
+    const selection = { namespace: validateNamespace(rec.app.namespace), labelSelector: "", helmRelease: "" };
+    await quiesceApp(cluster(), rec.id, selection, options.defaultTimeoutMs, log(live), signal);
+    const write = await firstWrite(live, signal).catch((error: unknown) => `unreadable: ${TheseusError.from(error).message}` as const);
+    if (write === undefined) {
+      log(live).warn("rolling back: the target's workloads are stopped and its volumes took no write since the final round");
+      return;
+    }
+    // Not provably clean: put the workloads back as they were and let the operator decide.
+    await unquiesceApp(cluster(), rec.id, selection, log(live), signal);
+    const what =
+      write === "unknown" || typeof write === "string"
+        ? `whether its volumes were written since the final round cannot be proved (${write})`
+        : `${write.volume} was written since the final round (${write.path === "" ? "its root" : write.path} at ${new Date(write.atMs).toISOString()})`;
+    throw new TheseusError("failed_precondition", `migration ${rec.id}: the target cannot roll back: ${what}, so rolling back to the source could lose writes made here`, {
+      hint: "fix what keeps the target's workloads from becoming ready and retry its Commit (theseus resume ID), or decide by hand which copy to keep",
+    });
+  }
+
   function finalAnswer(live: Live): { volumes: VolumeStatus[]; durationMs: number } {
     const rec = record(live);
     const durationMs = rec.state.phase === "synced" ? rec.state.finalRoundMs : 0;
@@ -707,7 +801,7 @@ function nextRoundNumber(v: VolumeRecord): number {
 }
 
 function failureOf(state: ParticipantState): Failure | undefined {
-  return state.phase === "aborting" || state.phase === "aborted" ? state.failure : undefined;
+  return state.phase === "aborting" || state.phase === "aborted" || state.phase === "committing" ? state.failure : undefined;
 }
 
 function quiesceMsOf(rec: ParticipantRecord): number {

@@ -31,8 +31,11 @@ export type ParticipantState =
   /** Target: background rounds stopped, the final round running. */
   | { readonly phase: "final-round" }
   | { readonly phase: "synced"; readonly finalRoundMs: number }
-  /** Target: activating the staged application (the source has committed). */
-  | { readonly phase: "committing" }
+  /**
+   * Target: activating the staged application (the source has committed). `failure` says why the last activation did
+   * not end ready in time; Commit tries again, or the coordinator rolls back (Abort with rollback) if nothing wrote.
+   */
+  | { readonly phase: "committing"; readonly failure?: Failure }
   /** Source: fenced, will never restore itself (the commit point). Target: activated and ready. */
   | { readonly phase: "committed"; readonly startupMs: number }
   /** Cleaning up: the target unstages, the source closes its sessions and unquiesces. */
@@ -51,8 +54,13 @@ export type ParticipantEvent =
   /** leaseExpiresAtMs: the source's lease (undefined on the target). */
   | { readonly type: "commit"; readonly nowMs: number; readonly leaseExpiresAtMs: number | undefined }
   | { readonly type: "activated"; readonly startupMs: number }
+  | { readonly type: "activation-failed"; readonly failure: Failure }
   | { readonly type: "lease-expired"; readonly nowMs: number; readonly leaseExpiresAtMs: number }
-  | { readonly type: "abort"; readonly failure: Failure }
+  /**
+   * rollback: past the commit point, only when the target failed to become ready and has proved that it took no
+   * write: the target (committing) gives up its activation, the fenced source (committed) restores itself after it.
+   */
+  | { readonly type: "abort"; readonly failure: Failure; readonly rollback?: boolean }
   | { readonly type: "cleaned-up" }
   | { readonly type: "finish" };
 
@@ -125,10 +133,15 @@ export function transition(role: ParticipantRole, state: ParticipantState, event
       }
       if (state.phase === "synced") return to({ phase: "committing" });
       if (state.phase === "committing" || state.phase === "committed" || (state.phase === "finished" && state.outcome === "committed")) return same;
+      // Rolled back after a failed activation: the answer is the state, and the coordinator finishes the rollback.
+      if (state.phase === "aborting" || state.phase === "aborted") return same;
       return refuse("commit", "the target commits after its final round, once the source has committed");
 
     case "activated":
       return only("target", "activation") ?? (state.phase === "committing" ? to({ phase: "committed", startupMs: event.startupMs }) : state.phase === "committed" ? same : refuse("finish activating"));
+
+    case "activation-failed":
+      return only("target", "activation") ?? (state.phase === "committing" ? to({ phase: "committing", failure: event.failure }) : refuse("fail activating"));
 
     case "lease-expired":
       if (role !== "source" || !LEASED_PHASES.has(state.phase) || event.nowMs < event.leaseExpiresAtMs) return same;
@@ -136,6 +149,9 @@ export function transition(role: ParticipantRole, state: ParticipantState, event
 
     case "abort":
       if (BEFORE_COMMIT.has(state.phase)) return to({ phase: "aborting", failure: event.failure });
+      if (event.rollback === true && ((role === "target" && state.phase === "committing") || (role === "source" && state.phase === "committed"))) {
+        return to({ phase: "aborting", failure: event.failure });
+      }
       if (state.phase === "aborting" || state.phase === "aborted" || (state.phase === "finished" && state.outcome === "aborted")) return same;
       return refuse("abort", "the migration is past its commit point: it can only roll forward");
 

@@ -33,6 +33,8 @@ export interface ParticipantRecord {
   readonly state: ParticipantState;
   readonly createdAtMs: number;
   readonly updatedAtMs: number;
+  /** Target: when the final round ended (Unix ms); a rollback proves that nothing wrote to the volumes since. */
+  readonly syncedAtMs?: number;
 }
 
 export const ROUNDS_KEPT = 50;
@@ -67,6 +69,8 @@ export interface ParticipantStore {
   leaseExpiry(id: string, signal?: AbortSignal): Promise<number | undefined>;
   /** Removes the secret and the lease (the record stays, as the participant's history). */
   release(id: string, signal?: AbortSignal): Promise<void>;
+  /** Removes the record too (a finished move's source leaves nothing of the migration behind). */
+  remove(id: string, signal?: AbortSignal): Promise<void>;
 }
 
 export function objectName(id: string): string {
@@ -209,6 +213,12 @@ export function createParticipantStore(objects: KubeObjects, namespace: string):
     async release(id, signal) {
       await objects.delete(secretRef(id), signal);
       await objects.delete(leaseRef(id), signal);
+    },
+
+    async remove(id, signal) {
+      await objects.delete(secretRef(id), signal);
+      await objects.delete(leaseRef(id), signal);
+      await objects.delete(configMapRef(id), signal);
     },
   };
 }

@@ -22,7 +22,7 @@
 // - Transport-independent: a round is `runTargetRound(options, connect)` where `connect(up)` carries the target's
 //   frames to `source.serve(up)` and returns its frames (in memory in tests, TransferService.Sync between agents).
 export { createSyncSource } from "./source.js";
-export type { CompressionSetting, SyncSource, SyncSourceOptions } from "./source.js";
+export type { CompressionSetting, RoundOptions, SyncSource, SyncSourceOptions } from "./source.js";
 export { runTargetRound, STAGING_DIR } from "./target.js";
 export type { RoundProgress, RoundResult, SyncConnect, SyncTargetOptions } from "./target.js";
 export type { RoundStatsWire } from "./codec.js";

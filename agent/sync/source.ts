@@ -52,11 +52,42 @@ export interface SyncSourceOptions {
   clock?: Clock;
 }
 
+export interface RoundOptions {
+  /**
+   * The limit the peer asked for this round (0 = none): applied to this round only, once it runs, and never above the
+   * volume's limit. A refused round applies nothing.
+   */
+  bandwidthBytesPerSecond?: number;
+}
+
 export interface SyncSource {
   /** Runs one round: consumes the target's frames, produces frames for the target. */
-  serve(up: AsyncIterable<Uint8Array>, signal?: AbortSignal): AsyncGenerator<Uint8Array>;
-  /** Changes the bandwidth limit, also while a round runs. */
+  serve(up: AsyncIterable<Uint8Array>, signal?: AbortSignal, round?: RoundOptions): AsyncGenerator<Uint8Array>;
+  /**
+   * Changes the volume's limit (the coordinator's), also while a round runs: it then replaces what the round's peer
+   * asked for, since the coordinator's latest word wins.
+   */
   setBandwidth(bytesPerSecond: number): void;
+}
+
+/** What a round's frames wait for: the volume's bucket and the round's own, whichever is stricter. */
+interface Limiter {
+  readonly bytesPerSecond: number;
+  take(bytes: number, signal?: AbortSignal): Promise<void>;
+}
+
+function pairedLimiter(volume: TokenBucket, round: TokenBucket): Limiter {
+  return {
+    get bytesPerSecond() {
+      const a = volume.bytesPerSecond;
+      const b = round.bytesPerSecond;
+      return a === 0 ? b : b === 0 ? a : Math.min(a, b);
+    },
+    async take(bytes, signal) {
+      await round.take(bytes, signal);
+      await volume.take(bytes, signal);
+    },
+  };
 }
 
 // One frame's worth: frames stay ~256 KiB, so the transport's 16-message write buffer holds ~4 MiB, not 16.
@@ -71,20 +102,24 @@ export function createSyncSource(options: SyncSourceOptions): SyncSource {
   const stateDir = path.resolve(options.stateDir);
   const bucket = new TokenBucket(options.bandwidthBytesPerSecond ?? 0, options.clock);
   const compression = options.compression ?? "auto";
-  let running = false;
+  let running: TokenBucket | undefined;
   return {
     setBandwidth(bytesPerSecond) {
       bucket.setRate(bytesPerSecond);
+      running?.setRate(0);
     },
-    async *serve(up, signal) {
-      if (running) throw new TheseusError("failed_precondition", `a round is already running for ${root}`);
-      running = true;
+    async *serve(up, signal, roundOptions = {}) {
+      if (running !== undefined) throw new TheseusError("failed_precondition", `a round is already running for ${root}`);
+      const requested = roundOptions.bandwidthBytesPerSecond ?? 0;
+      if (!Number.isSafeInteger(requested) || requested < 0) throw new TheseusError("invalid_argument", `bandwidth limit ${requested} is not a byte rate`);
+      const roundBucket = new TokenBucket(requested, options.clock);
+      running = roundBucket;
       try {
         fs.mkdirSync(stateDir, { recursive: true });
-        const round = new SourceRound(root, stateDir, options.logger, bucket, compression, up, signal);
+        const round = new SourceRound(root, stateDir, options.logger, pairedLimiter(bucket, roundBucket), compression, up, signal);
         yield* round.run();
       } finally {
-        running = false;
+        running = undefined;
       }
     },
   };
@@ -126,6 +161,8 @@ interface PendingLarge {
   abs: string;
   rel: string;
   meta: Meta;
+  /** The size the walk saw: a round sends the file up to there (what is appended meanwhile is the next round's). */
+  size: number;
   baseList: Buffer | undefined;
   baseHash: Uint8Array;
   finish(hash: Uint8Array, size: number): void;
@@ -156,7 +193,7 @@ class SourceRound {
     private readonly root: string,
     private readonly stateDir: string,
     private readonly logger: Logger,
-    private readonly bucket: TokenBucket,
+    private readonly bucket: Limiter,
     private readonly compression: CompressionSetting,
     private readonly up: AsyncIterable<Uint8Array>,
     private readonly signal: AbortSignal | undefined,
@@ -214,12 +251,15 @@ class SourceRound {
           this.emit({ t: "delete", path: e.path });
           this.stats.entriesDeleted++;
           if (e.type === "dir") dropWithin = e.path;
+          // Any number of deletions may fall between two of our entries (a mass delete, or a flood from a hostile
+          // target): flush them in frames of the usual size, never one frame per gap.
+          if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
         }
         // A directory on the target replaced by something else here: its subtree goes with it.
         if (t !== undefined && t.type === "dir" && w.type !== "dir") dropWithin = t.path;
         const pending = this.entry(w, t, start, cache, next, digest, groups, keepBlocks);
         if (pending !== undefined) {
-          const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash);
+          const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash, pending.size);
           pending.finish(res.hash, res.size);
         }
         if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
@@ -238,6 +278,7 @@ class SourceRound {
         this.emit({ t: "delete", path: e.path });
         this.stats.entriesDeleted++;
         if (e.type === "dir") dropWithin = e.path;
+        if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
       }
       if (!this.indexEnded) throw new TheseusError("protocol", "the target's index ended without its end record");
       cache.close();
@@ -497,6 +538,7 @@ class SourceRound {
           abs,
           rel: w.path,
           meta,
+          size,
           baseList,
           baseHash: tFile?.hash ?? EMPTY,
           finish: (h, n) => finish(h, n, true),
@@ -572,6 +614,7 @@ class SourceRound {
     meta: Meta,
     baseList: Buffer | undefined,
     baseHash: Uint8Array,
+    sizeAtWalk: number,
   ): AsyncGenerator<Uint8Array, { hash: Buffer; size: number }> {
     const mode = baseList === undefined ? "whole" : "patch";
     const fd = this.openFile(abs, rel);
@@ -597,9 +640,13 @@ class SourceRound {
       this.stats.entriesChanged++;
       for (;;) {
         throwIfAborted(this.signal);
+        // Read no further than the walk's stat: a log appended faster than the round reads it would otherwise keep
+        // the round going for ever (and a pre-copy round never ends), while its tail belongs to the next round.
+        const want = Math.min(this.readBuf.length, sizeAtWalk - pos);
+        if (want <= 0) break;
         let n: number;
         try {
-          n = fs.readSync(fd, this.readBuf, 0, this.readBuf.length, pos);
+          n = fs.readSync(fd, this.readBuf, 0, want, pos);
         } catch (e) {
           throw walkError(e, rel);
         }

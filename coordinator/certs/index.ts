@@ -15,3 +15,5 @@ export {
 export type { LocalInstallationOptions } from "./store.js";
 export { createThrowawayPki } from "./throwaway.js";
 export type { ThrowawayPki } from "./throwaway.js";
+export { DEFAULT_AGENT_SECRET, agentMaterialFor, agentSecretManifest, agentSecretYaml, applyAgentSecret } from "./secret.js";
+export type { AgentSecret, AgentSecretOptions } from "./secret.js";

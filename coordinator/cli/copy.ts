@@ -2,7 +2,7 @@
 import type { Command } from "commander";
 import { formatBytes, formatDuration, parseRate } from "../../common/index.js";
 import { createAgentRegistry } from "../agents/index.js";
-import { copyVolume } from "../copy/index.js";
+import { copyVolume, skippedNotice } from "../copy/index.js";
 import { coordinatorTls, globalOptions, interruptSignal, progressLine } from "./context.js";
 
 interface CopyFlags {
@@ -60,7 +60,7 @@ Examples:
       const s = result.stats;
       if (flags.json === true) {
         process.stdout.write(
-          `${JSON.stringify({ migrationId: result.migrationId, source: result.sourceCluster, target: result.targetCluster, entries: Number(s.entriesChanged), bytes: Number(s.bytesChanged), wireBytes: Number(s.wireBytes), durationMs: Number(s.durationMs) })}\n`,
+          `${JSON.stringify({ migrationId: result.migrationId, source: result.sourceCluster, target: result.targetCluster, entries: Number(s.entriesChanged), bytes: Number(s.bytesChanged), wireBytes: Number(s.wireBytes), durationMs: Number(s.durationMs), specialFilesSkipped: Number(s.specialFilesSkipped), firstSpecialFile: s.firstSpecialFile })}\n`,
         );
         return;
       }
@@ -68,5 +68,7 @@ Examples:
         `copied volume "${flags.volume}" from ${result.sourceCluster} to ${result.targetCluster}: ${s.entriesChanged} entries, ${formatBytes(Number(s.bytesChanged))} ` +
           `in ${formatDuration(Number(s.durationMs))}, ${formatBytes(Number(s.wireBytes))} on the wire\n`,
       );
+      const skipped = skippedNotice(s);
+      if (skipped !== undefined) process.stdout.write(`${skipped}\n`);
     });
 }

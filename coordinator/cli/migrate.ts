@@ -41,6 +41,7 @@ interface MigrateFlags extends AppFlags {
   maxDowntime: string;
   cutoverAt?: string;
   lease: string;
+  readyTimeout: string;
   detach?: boolean;
   migrationId?: string;
 }
@@ -59,6 +60,7 @@ export function register(program: Command): void {
     .option("--max-downtime <duration>", "the downtime --auto-cutover accepts, e.g. 3s or 1500ms", "3s")
     .option("--cutover-at <time>", "cut over at this time (ISO 8601, e.g. 2026-12-02T02:00:00Z), whatever the prediction")
     .option("--lease <duration>", "how long a quiesced source waits for this coordinator before it restores itself", "30s")
+    .option("--ready-timeout <duration>", "how long the target may take to become ready after the commit; then it rolls back to the source if the target took no write", "5m")
     .option("--detach", "print the id and drive the migration in the background (follow with `theseus status ID -w`)")
     .option("--migration-id <id>", "the migration's id (default: a new one, printed first)")
     .addHelpText(
@@ -69,8 +71,15 @@ Prints the migration id first, plans and stages the target (workloads at zero re
 predicted downtime. Without --auto-cutover or --cutover-at it waits for \`theseus cutover ID\`. The cutover prepares
 both agents, quiesces the source, runs the final round, compares both digests and commits: the source first (the
 commit point), then the target, which is activated and waited for. Anything failing before the commit point aborts:
-the target's staging is removed and the source unquiesced. Every decision is journaled (THESEUS_HOME/migrations/ID)
+the target's staging is removed and the source unquiesced. A target not ready within --ready-timeout is rolled back
+to the source when it took no write (its workloads stopped, its volumes unchanged since the final round: it says
+so); otherwise nothing is undone and the error says what happened. A move keeps the source scaled to zero until
+\`theseus finish ID\` removes it; a copy unquiesces the source and the target runs as a clone. Every decision is journaled (THESEUS_HOME/migrations/ID)
 before it is acted on; after a crash \`theseus resume ID\` carries on. Ctrl-C asks whether to abort or to detach.
+
+Exit codes: 0 committed (or detached with --detach); 1 the migration ended aborted (the reason is printed: the plan
+failed, a vote was no, pre-sync cannot converge, ...), or a step failed after the commit point; 2 bad usage or input;
+3 an agent unreachable or refusing us; 4 integrity or protocol error; 130 cancelled.
 
 Examples:
   theseus migrate --from eu --to us -n shop --auto-cutover --max-downtime 3s
@@ -101,7 +110,10 @@ Examples:
       "after",
       `
 Reads the journal: before the cutover it reattaches to pre-sync (the agents kept it running); a cutover interrupted
-before its decision is aborted (the source unquiesced); one interrupted after it is rolled forward to the commit.`,
+before its decision is aborted (the source unquiesced); one interrupted after it is rolled forward to the commit.
+
+Exit codes: 0 the migration committed; 1 it ended aborted (the reason is printed) or cannot go on; 2 unknown id;
+3 an agent unreachable; 130 cancelled (detached: the agents carry on).`,
     )
     .action(async (id: string, flags: { output: Output }, command: Command) => {
       const detach = new AbortController();
@@ -132,6 +144,7 @@ before its decision is aborted (the source unquiesced); one interrupted after it
     .description("cut a pre-syncing migration over now, whatever the prediction says")
     .argument("<id>", "the migration id")
     .addOption(outputOption())
+    .addHelpText("after", "\nExit codes: 0 the migration committed; 1 it ended aborted (the reason is printed); 2 unknown id or nothing to cut over.")
     .action(async (id: string, flags: { output: Output }, command: Command) => {
       await request(validateMigrationId(id), { request: "cutover" }, flags.output, command);
     });
@@ -142,6 +155,14 @@ before its decision is aborted (the source unquiesced); one interrupted after it
     .argument("<id>", "the migration id")
     .option("--reason <text>", "why (journaled, and shown by status)", "aborted by the user")
     .addOption(outputOption())
+    .addHelpText(
+      "after",
+      `
+An abort that did what was asked is not an error of the command: it exits 0 when the migration ends aborted (also
+when it was aborted already). Exit codes: 0 aborted; 1 it could not be aborted (past its commit decision: it only goes
+forward) or the abort could not finish (run it again once the agents are reachable); 2 unknown id; 3 an agent
+unreachable; 130 cancelled.`,
+    )
     .action(async (id: string, flags: { reason: string; output: Output }, command: Command) => {
       await request(validateMigrationId(id), { request: "abort", reason: flags.reason }, flags.output, command);
     });
@@ -175,7 +196,7 @@ before its decision is aborted (the source unquiesced); one interrupted after it
 
   program
     .command("finish")
-    .description("retire a committed move's source (its objects removed) and close the migration")
+    .description("retire a committed move's source (its objects and claims removed) and close the migration on both agents")
     .argument("<id>", "the migration id")
     .addOption(outputOption())
     .action(async (id: string, flags: { output: Output }, command: Command) => {
@@ -194,9 +215,10 @@ async function migrateOptions(flags: MigrateFlags, command: Command): Promise<Om
   const bandwidthBytesPerSecond = parseRate(flags.bandwidth);
   const maxDowntimeMs = parseDuration(flags.maxDowntime, "--max-downtime");
   const leaseMs = parseDuration(flags.lease, "--lease");
+  const readyTimeoutMs = parseDuration(flags.readyTimeout, "--ready-timeout");
   const cutoverAtMs = flags.cutoverAt === undefined ? undefined : parseTime(flags.cutoverAt);
   const registry = createAgentRegistry();
-  const { from: fromName, to: toName, mode, autoCutover, output: _output, bandwidth: _b, maxDowntime: _m, cutoverAt: _c, lease: _l, detach: _d, migrationId, ...plan } = flags;
+  const { from: fromName, to: toName, mode, autoCutover, output: _output, bandwidth: _b, maxDowntime: _m, cutoverAt: _c, lease: _l, readyTimeout: _r, detach: _d, migrationId, ...plan } = flags;
   return {
     from: await registry.resolve(fromName),
     to: await registry.resolve(toName),
@@ -207,6 +229,7 @@ async function migrateOptions(flags: MigrateFlags, command: Command): Promise<Om
     maxDowntimeMs,
     ...(cutoverAtMs === undefined ? {} : { cutoverAtMs }),
     leaseMs,
+    readyTimeoutMs,
     ...(migrationId === undefined ? {} : { migrationId }),
     tls: await tls(command),
     home: theseusHome(),
@@ -252,9 +275,15 @@ async function request(
   const detach = new AbortController();
   const home = theseusHome();
   const material = await tls(command);
+  // What the command asked for is what success means: an abort succeeds when the migration ends aborted.
+  const wanted = what.request === "abort" ? "aborted" : "committed";
   const answer = await requestMigration(id, what, { tls: material, home, signal: detach.signal });
+  if ("alreadyAborted" in answer) {
+    print(output, { migrationId: id, phase: "aborted", reason: answer.alreadyAborted }, () => `migration ${id} was aborted already: ${answer.alreadyAborted}\n`);
+    return;
+  }
   if ("handle" in answer) {
-    await follow(answer.handle, output, detach);
+    await follow(answer.handle, output, detach, wanted);
     return;
   }
   if (output === "text") process.stdout.write(`asked process ${answer.driverPid}, which drives migration ${id}, to ${what.request}; following it (Ctrl-C stops following)\n`);
@@ -264,10 +293,18 @@ async function request(
   const report = await migrationStatus(id, { home, tls: material });
   if (output !== "text") print(output, report, () => "");
   else process.stdout.write(formatStatus(report));
+  if (stop.signal.aborted) return; // stopped following: the driver carries on, nothing is known yet
+  process.exitCode = exitForPhase(report.phase, wanted);
+}
+
+/** 0 when the migration ended as the command asked (committed for migrate, resume and cutover; aborted for abort). */
+function exitForPhase(phase: string, wanted: "committed" | "aborted"): number {
+  const ended = phase === "finished" ? "committed" : phase;
+  return ended === wanted ? EXIT.ok : EXIT.failed;
 }
 
 /** Shows a driver's events until its outcome; Ctrl-C asks to abort or detach (without a terminal: detaches). */
-async function follow(handle: MigrationHandle, output: Output, detach: AbortController): Promise<void> {
+async function follow(handle: MigrationHandle, output: Output, detach: AbortController, wanted: "committed" | "aborted" = "committed"): Promise<void> {
   if (output === "text") process.stdout.write(`migration ${handle.id}\n`);
   else process.stdout.write(`${JSON.stringify({ migrationId: handle.id })}\n`);
   const display = output === "text" ? createMigrationDisplay(process.stdout) : undefined;
@@ -292,7 +329,7 @@ async function follow(handle: MigrationHandle, output: Output, detach: AbortCont
     }
     if (output === "text") process.stdout.write(formatOutcome(outcome));
     else process.stdout.write(`${JSON.stringify({ outcome: outcomeJson(outcome) })}\n`);
-    if (outcome.outcome === "aborted") process.exitCode = EXIT.failed;
+    process.exitCode = exitForPhase(outcome.outcome, wanted);
   } finally {
     process.removeListener("SIGINT", onInterrupt);
   }

@@ -33,7 +33,8 @@ Getting started:
   theseus migrate --from eu --to us -n shop --auto-cutover   then: theseus status ID -w, cutover ID, abort ID
 
 Exit codes: 0 done, 1 failed, 2 bad usage or input, 3 an agent unreachable or refusing us, 4 integrity or protocol
-error, 130 cancelled.`,
+error, 130 cancelled. A migration that ends aborted is a failure of migrate, resume and cutover (1), and what abort
+asked for (0); see each command's --help.`,
     );
   registerCerts(program);
   registerAgents(program);

@@ -9,12 +9,12 @@
 // run and deleted at the end.
 import type { Command } from "commander";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readdir, rm, stat } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { TheseusError, formatBytes, formatDuration, parseRate } from "../../common/index.js";
 import { createLocalInstallation } from "../certs/index.js";
-import { copyVolume } from "../copy/index.js";
+import { copyVolume, skippedNotice } from "../copy/index.js";
 import { spawnAgent } from "../demo/index.js";
 import type { AgentProcess } from "../demo/index.js";
 import { interruptSignal } from "./context.js";
@@ -61,6 +61,8 @@ Example:
           `(wall ${formatDuration(result.wallMs)}); peak RSS source ${formatBytes(result.sourcePeakRssBytes)}, target ${formatBytes(result.targetPeakRssBytes)}; ` +
           `digest ${result.digest.slice(0, 16)}\n`,
       );
+      const skipped = skippedNotice(result);
+      if (skipped !== undefined) process.stdout.write(`${skipped}\n`);
     });
 }
 
@@ -99,7 +101,7 @@ export interface SyncDirsResult {
 }
 
 export async function syncDirs(request: SyncDirsRequest): Promise<SyncDirsResult> {
-  const started = performance.now();
+  const started0 = performance.now();
   const src = resolve(request.src);
   const dst = resolve(request.dst);
   const srcInfo = await stat(src).catch((cause: unknown) => {
@@ -113,23 +115,43 @@ export async function syncDirs(request: SyncDirsRequest): Promise<SyncDirsResult
   const stateDir = resolve(request.stateDir ?? defaultStateDir(src, dst));
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
 
-  const pki = await mkdtemp(join(tmpdir(), "theseus-sync-dirs-pki-"));
+  await sweepStalePki();
+  // The pid in the name lets a later run remove the keys of a run that was killed before its own clean-up.
+  const pki = await mkdtemp(join(tmpdir(), `${PKI_PREFIX}${process.pid}-`));
   const agents: AgentProcess[] = [];
+  // An agent that dies mid-round ends the run at once, as a failure naming it; and SIGTERM cancels like Ctrl-C, so
+  // that the clean-up below runs (Node's default for SIGTERM would exit on the spot and leave the keys behind).
+  const controller = new AbortController();
+  const onTerm = (): void => controller.abort(new TheseusError("cancelled", "sync-dirs was terminated (SIGTERM)"));
+  process.once("SIGTERM", onTerm);
+  const signal = request.signal === undefined ? controller.signal : AbortSignal.any([request.signal, controller.signal]);
   try {
     const tls = await createLocalInstallation(pki, { installation: "sync-dirs", agentClusters: ["sync-src", "sync-dst"], coordinator: "sync-dirs", validityDays: 2 });
-    const [source, target] = await Promise.all([
-      spawnAgent({ cluster: "sync-src", pkiDir: pki, volumes: { data: src }, stateDir: join(stateDir, "source-agent"), logLevel: "warn" }),
-      spawnAgent({ cluster: "sync-dst", pkiDir: pki, volumes: { data: dst }, stateDir: join(stateDir, "target-agent"), logLevel: "warn" }),
+    const started = await Promise.allSettled([
+      spawnAgent({ cluster: "sync-src", role: "the source agent", pkiDir: pki, volumes: { data: src }, stateDir: join(stateDir, "source-agent"), logLevel: "warn" }),
+      spawnAgent({ cluster: "sync-dst", role: "the target agent", pkiDir: pki, volumes: { data: dst }, stateDir: join(stateDir, "target-agent"), logLevel: "warn" }),
     ]);
-    agents.push(source, target);
-    const result = await copyVolume({
-      from: source.address,
-      to: target.address,
-      volume: "data",
-      tls,
-      bandwidthBytesPerSecond: request.bandwidthBytesPerSecond,
-      ...(request.signal === undefined ? {} : { signal: request.signal }),
-    });
+    for (const s of started) if (s.status === "fulfilled") agents.push(s.value);
+    for (const s of started) if (s.status === "rejected") throw s.reason;
+    const [source, target] = agents as [AgentProcess, AgentProcess];
+    let death: unknown;
+    for (const agent of agents) {
+      agent.died.catch((error: unknown) => {
+        death ??= error;
+        controller.abort(error);
+      });
+    }
+    const result = await copyVolume({ from: source.address, to: target.address, volume: "data", tls, bandwidthBytesPerSecond: request.bandwidthBytesPerSecond, signal }).catch(
+      (error: unknown) => {
+        // The agent's death is the cause; the broken call it left behind is only its symptom.
+        throw death ?? error;
+      },
+    );
+    // The round may have ended just as an agent died: a dead agent is a failure, whatever the round said.
+    for (const agent of agents) {
+      const exit = agent.exitStatus();
+      if (exit !== undefined) await agent.died;
+    }
     const [sourceRss, targetRss] = await Promise.all([peakRss(source.pid), peakRss(target.pid)]);
     const s = result.stats;
     return {
@@ -147,7 +169,7 @@ export async function syncDirs(request: SyncDirsRequest): Promise<SyncDirsResult
       bytesWritten: Number(s.bytesWritten),
       targetBytesRead: Number(s.targetBytesRead),
       durationMs: Number(s.durationMs),
-      wallMs: Math.round(performance.now() - started),
+      wallMs: Math.round(performance.now() - started0),
       dirtyBytesPerSecond: s.dirtyBytesPerSecond,
       ownersNotPreserved: Number(s.ownersNotPreserved),
       specialFilesSkipped: Number(s.specialFilesSkipped),
@@ -157,8 +179,35 @@ export async function syncDirs(request: SyncDirsRequest): Promise<SyncDirsResult
       targetPeakRssBytes: targetRss,
     };
   } finally {
+    process.removeListener("SIGTERM", onTerm);
     await Promise.all(agents.map((a) => a.stop()));
     await rm(pki, { recursive: true, force: true });
+  }
+}
+
+const PKI_PREFIX = "theseus-sync-dirs-pki-";
+
+/** Removes the throwaway keys of earlier runs whose process is gone (killed before it could clean up). */
+async function sweepStalePki(): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(tmpdir());
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = new RegExp(`^${PKI_PREFIX}(\\d+)-`).exec(name);
+    if (m === null || Number(m[1]) === process.pid || processAlive(Number(m[1]))) continue;
+    await rm(join(tmpdir(), name), { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

@@ -73,3 +73,14 @@ export async function copyVolume(request: CopyRequest): Promise<CopyResult> {
     target.close();
   }
 }
+
+/**
+ * The line that says what a round did not copy (fifos, sockets, devices are not data), or undefined when it copied
+ * everything: text output must never skip silently what --json reports.
+ */
+export function skippedNotice(stats: { readonly specialFilesSkipped: number | bigint; readonly firstSpecialFile: string }): string | undefined {
+  const n = Number(stats.specialFilesSkipped);
+  if (n === 0) return undefined;
+  const what = n === 1 ? "1 special file (fifo, socket or device) was" : `${n} special files (fifos, sockets or devices) were`;
+  return `not copied: ${what} skipped, ${n === 1 ? "" : "the first "}${JSON.stringify(stats.firstSpecialFile)}; they hold no data, recreate them on the target if the app needs them`;
+}

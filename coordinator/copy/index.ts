@@ -1,3 +1,3 @@
 // Copying one volume between two agents: the first data path, before migrations.
-export { copyVolume } from "./copy.js";
+export { copyVolume, skippedNotice } from "./copy.js";
 export type { CopyRequest, CopyResult } from "./copy.js";

@@ -4,13 +4,13 @@
 export { resolveDemoOptions, runDemo } from "./live-demo.js";
 export type { DemoOptions } from "./live-demo.js";
 export { DOWNTIME_TARGET_MS, PREDICTION_TOLERANCE, formatDemoReport, verdictOf } from "./report.js";
-export type { DemoReport, DemoRound } from "./report.js";
+export type { DemoPrediction, DemoReport, DemoRound } from "./report.js";
 export { DEMO_APP_NAME, DEMO_APP_PORT, demoAppObjects, demoClaimName, demoCluster, demoVolumeDir, deployDemoApp, seedVolume, waitForAppUrl } from "./app.js";
 export type { DemoAppOptions, DemoCluster } from "./app.js";
 export { downDemoClusters, ensureControlPlane, upDemoClusters } from "./clusters.js";
 export { runVolumeDemo } from "./volume-demo.js";
 export type { VolumeDemoOptions } from "./volume-demo.js";
-export { AGENT_MAIN, spawnAgent } from "./agent-process.js";
-export type { AgentProcess, AgentProcessOptions } from "./agent-process.js";
+export { AGENT_MAIN, describeExit, spawnAgent } from "./agent-process.js";
+export type { AgentExit, AgentProcess, AgentProcessOptions } from "./agent-process.js";
 export { compareTrees, generateTree } from "./trees.js";
 export type { GeneratedTree, TreeDifference } from "./trees.js";

@@ -17,7 +17,7 @@ import { demoClaimName, demoCluster, demoVolumeDir, deployDemoApp, seedVolume, w
 import type { DemoCluster } from "./app.js";
 import { downDemoClusters, ensureControlPlane, upDemoClusters } from "./clusters.js";
 import { verdictOf } from "./report.js";
-import type { DemoReport, DemoRound } from "./report.js";
+import type { DemoPrediction, DemoReport, DemoRound } from "./report.js";
 
 export interface DemoOptions {
   /** The app's claim (default 1 GiB). */
@@ -141,14 +141,15 @@ export async function runDemo(input: DemoOptions): Promise<DemoReport> {
     });
     say(`4. migration ${migration.id} (${o.mode}) to ${us.name}/${TARGET.namespace} (${TARGET.storageClass}): pre-sync while the app writes, then cut over once the predicted downtime is within ${formatDuration(o.maxDowntimeMs)} or no longer shrinks`);
 
-    // The load client follows the app: as soon as the target's pod has an address, the urls file names it.
+    // The load client follows the app once the target's pod is Ready, as a Service would route to it: the downtime it
+    // measures is the one a user of the app sees, readiness included, and the one the prediction is about.
     const followStop = new AbortController();
-    const followed = waitForAppUrl(target, TARGET.namespace, { ready: false, timeoutMs: 60 * 60_000, signal: anySignal(signal, followStop.signal) }).then(async (next) => {
+    const followed = waitForAppUrl(target, TARGET.namespace, { ready: true, timeoutMs: 60 * 60_000, signal: anySignal(signal, followStop.signal) }).then(async (next) => {
       await writeFile(urlsFile, `${next}\n`);
       return next;
     });
     followed.catch(() => undefined);
-    const outcome = await followMigration(migration, o.maxDowntimeMs, startedMs, say);
+    const { outcome, prediction } = await followMigration(migration, o.maxDowntimeMs, startedMs, say);
     let targetUrl: string | undefined;
     if (outcome.outcome === "committed") {
       targetUrl = await followed;
@@ -172,7 +173,7 @@ export async function runDemo(input: DemoOptions): Promise<DemoReport> {
     const dataDir = await demoVolumeDir(verifiedCluster, verifiedNamespace, signal);
     const verify = await verifyVolume({ dataDir, acksFile });
     say(`7. verified ${verifiedCluster.cluster.name}'s volume ${dataDir}: ${verify.acks.present} of ${verify.acks.acked} acknowledged writes present and intact, ${verify.pages.pageCount} pages consistent${verify.ok ? "" : ` — ${verify.problems.length} problems`}`);
-    return demoReport({ o, outcome, summary, verify, seedBytes, startedMs, target: verifiedCluster });
+    return demoReport({ o, outcome, prediction, summary, verify, seedBytes, startedMs, target: verifiedCluster });
   } finally {
     loadStop.abort();
     await load?.catch(() => undefined);
@@ -196,13 +197,22 @@ export async function runDemo(input: DemoOptions): Promise<DemoReport> {
  * downtime, measured and predicted side by side, rather than end with nothing moved. Pre-sync that cannot converge
  * (the app writes faster than a round moves) is refused by the coordinator itself, reason and all.
  */
-async function followMigration(migration: MigrationHandle, maxDowntimeMs: number, startedMs: number, say: (line: string) => void): Promise<MigrationOutcome> {
+async function followMigration(
+  migration: MigrationHandle,
+  maxDowntimeMs: number,
+  startedMs: number,
+  say: (line: string) => void,
+): Promise<{ outcome: MigrationOutcome; prediction: DemoPrediction | undefined }> {
   const at = (ms: number): string => `+${((ms - startedMs) / 1000).toFixed(1)}s`;
   // Not awaited in the loop: the events must keep flowing while the cutover runs.
   let cutover: Promise<void> | undefined;
+  // The last prediction before the cutover began: the one the driver decided on, with its terms.
+  let atCutover: DemoPrediction | undefined;
+  let cuttingOver = false;
   for await (const event of migration.events) {
     switch (event.type) {
       case "phase":
+        if (event.phase === "preparing") cuttingOver = true;
         say(`   ${at(event.atMs)} phase ${event.phase}`);
         break;
       case "round": {
@@ -211,7 +221,21 @@ async function followMigration(migration: MigrationHandle, maxDowntimeMs: number
         break;
       }
       case "prediction": {
-        const { prediction, decision } = event;
+        const { prediction, decision, costs } = event;
+        if (!cuttingOver) {
+          atCutover = {
+            downtimeMs: prediction.downtimeMs,
+            quiesceMs: prediction.quiesceMs,
+            quiesceBasis: `${costs.quiesce.source}: ${costs.quiesce.basis}`,
+            finalRoundMs: prediction.finalRoundMs,
+            finalRoundBytes: prediction.finalRoundBytes,
+            startupMs: prediction.startupMs,
+            startupBasis: `${costs.startup.source}: ${costs.startup.basis}`,
+            fixedMs: prediction.fixedMs,
+            throughputBytesPerSecond: Number.isFinite(prediction.throughputBytesPerSecond) ? prediction.throughputBytesPerSecond : null,
+            dirtyBytesPerSecond: prediction.dirtyBytesPerSecond,
+          };
+        }
         say(`   ${at(Date.now())} predicted downtime ${formatDuration(prediction.downtimeMs)} (final round ${formatBytes(prediction.finalRoundBytes)} in ${formatDuration(prediction.finalRoundMs)}): ${decision.why}`);
         const kind = prediction.convergence.kind;
         const fits = kind !== "unknown" && kind !== "diverging" && prediction.downtimeMs <= maxDowntimeMs;
@@ -231,12 +255,13 @@ async function followMigration(migration: MigrationHandle, maxDowntimeMs: number
   await cutover;
   const result = await migration.outcome;
   say(`5. migration ${result.outcome}${result.reason === undefined ? "" : ` (${result.reason})`}: downtime ${result.measuredDowntimeMs === undefined ? "-" : formatDuration(result.measuredDowntimeMs)} from quiesce to the target ready, ${result.predictedDowntimeMs === undefined ? "no prediction" : `${formatDuration(result.predictedDowntimeMs)} predicted`}`);
-  return result;
+  return { outcome: result, prediction: atCutover };
 }
 
 function demoReport(x: {
   o: ResolvedDemoOptions;
   outcome: MigrationOutcome;
+  prediction: DemoPrediction | undefined;
   summary: LoadSummary;
   verify: VerifyReport;
   seedBytes: number;
@@ -269,6 +294,7 @@ function demoReport(x: {
     ackedBytes: summary.ackedBytes,
     lostWrites: verify.acks.missing + verify.acks.corrupt,
     downtimeMs: { measured: summary.longestGapMs, predicted: outcome.predictedDowntimeMs ?? null, coordinator: outcome.measuredDowntimeMs ?? null },
+    ...(x.prediction === undefined ? {} : { prediction: x.prediction }),
     timeline: outcome.timeline,
     rounds,
     problems: verify.problems.map((p) => `${p.kind}${p.seq === undefined ? "" : ` seq ${p.seq}`}: ${p.detail}`),

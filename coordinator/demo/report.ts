@@ -11,6 +11,22 @@ export interface DemoRound {
   readonly dirtyBytesPerSecond: number;
 }
 
+/** The prediction's terms: downtime = quiesce + final round + start-up. */
+export interface DemoPrediction {
+  readonly downtimeMs: number;
+  readonly quiesceMs: number;
+  /** Where quiesce came from (measured, observed, estimated) and how. */
+  readonly quiesceBasis: string;
+  readonly finalRoundMs: number;
+  readonly finalRoundBytes: number;
+  readonly startupMs: number;
+  readonly startupBasis: string;
+  /** The round model fitted to pre-sync: fixed cost, throughput of changed bytes, the app's write rate. */
+  readonly fixedMs: number;
+  readonly throughputBytesPerSecond: number | null;
+  readonly dirtyBytesPerSecond: number;
+}
+
 export interface DemoReport {
   /** Every acknowledged write is in the target's volume, and the migration committed. */
   readonly verified: boolean;
@@ -34,6 +50,8 @@ export interface DemoReport {
     /** The coordinator's view: quiesce start to target ready. */
     readonly coordinator: number | null;
   };
+  /** What the prediction at cutover was made of (absent when no prediction was made). */
+  readonly prediction?: DemoPrediction;
   readonly timeline: readonly { readonly phase: string; readonly startedAtMs: number; readonly durationMs: number }[];
   readonly rounds: readonly DemoRound[];
   readonly problems: readonly string[];
@@ -76,6 +94,15 @@ export function formatDemoReport(r: DemoReport): string {
   const d = r.downtimeMs;
   lines.push("", "downtime");
   lines.push(`  predicted at cutover:                 ${d.predicted === null ? "-" : formatDuration(d.predicted)}`);
+  const p = r.prediction;
+  if (p !== undefined) {
+    lines.push(`    quiesce                             ${formatDuration(p.quiesceMs)} (${p.quiesceBasis})`);
+    lines.push(
+      `    final round                         ${formatDuration(p.finalRoundMs)} (${formatBytes(Math.round(p.finalRoundBytes))}: fixed ${formatDuration(p.fixedMs)}, ` +
+        `${p.throughputBytesPerSecond === null ? "unmeasured throughput" : `${formatBytes(p.throughputBytesPerSecond)}/s`}, app writing ${formatBytes(p.dirtyBytesPerSecond)}/s)`,
+    );
+    lines.push(`    start-up                            ${formatDuration(p.startupMs)} (${p.startupBasis})`);
+  }
   lines.push(`  measured by the load client:          ${formatDuration(d.measured)} (longest gap between two acks)`);
   lines.push(`  measured by the coordinator:          ${d.coordinator === null ? "-" : formatDuration(d.coordinator)} (quiesce start -> target ready)`);
   lines.push("", `load: ${r.ackedWrites} acknowledged writes of ${formatBytes(r.load.recordBytes)} (${formatBytes(r.ackedBytes)}, ${formatBytes(r.load.writeBytesPerSecond)}/s with a page rewrite each), ${r.load.errors} retried attempts`);

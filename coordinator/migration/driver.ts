@@ -8,7 +8,7 @@
 // before it, because a half-done cutover without its driver leaves the application down until the source's lease
 // runs out.
 import { toJson } from "@bufbuild/protobuf";
-import { TheseusError, createChannel, defineFailpoints, failpoint, sleep, throwIfAborted } from "../../common/index.js";
+import { TheseusError, createChannel, defineFailpoints, failpoint, formatBytes, formatDuration, sleep, throwIfAborted } from "../../common/index.js";
 import type { Channel, Logger } from "../../common/index.js";
 import { RoundStatsSchema } from "../../proto/gen/theseus/v1/agent_pb.js";
 import type { RoundStats, SyncProgress } from "../../proto/gen/theseus/v1/agent_pb.js";
@@ -18,11 +18,14 @@ import type { TlsMaterial } from "../../rpc/index.js";
 import { createPlan, planErrors, resolvePlanInput, stagePlan, unstageMigration } from "../plan/index.js";
 import type { PlanResult } from "../plan/index.js";
 import type { DriverLock } from "./driver-lock.js";
+import { DEFAULT_READY_TIMEOUT_MS } from "./options.js";
 import { followJournal } from "./journal.js";
 import type { Journal, JournalNote, MigrationSpec } from "./journal.js";
 import { canAbort, isEnded, transition } from "./phases.js";
 import type { MigrationState, Placement, Transition, VolumePairRef } from "./phases.js";
 import { dialParticipant } from "./participants.js";
+import { cutoverCosts } from "./costs.js";
+import type { CutoverCosts } from "./costs.js";
 import type { Prediction, PresyncDecision } from "./prediction.js";
 import { decidePresync, predictMigration } from "./presync.js";
 import type { ObservedRound } from "./presync.js";
@@ -32,7 +35,7 @@ export type MigrationEvent =
   | { readonly type: "phase"; readonly phase: string; readonly atMs: number }
   | { readonly type: "round"; readonly volume: string; readonly round: RoundStats }
   | { readonly type: "progress"; readonly volume: string; readonly progress: SyncProgress; readonly usedBytes: number }
-  | { readonly type: "prediction"; readonly prediction: Prediction; readonly decision: PresyncDecision }
+  | { readonly type: "prediction"; readonly prediction: Prediction; readonly decision: PresyncDecision; readonly costs: CutoverCosts }
   | { readonly type: "message"; readonly text: string };
 
 export interface MigrationOutcome {
@@ -88,7 +91,6 @@ export interface DriverOptions {
 /** How long a control call may take before the agent is taken as gone; Quiesce and Commit have their own. */
 const CALL_TIMEOUT_MS = 30_000;
 const QUIESCE_TIMEOUT_MS = 120_000;
-const TARGET_READY_TIMEOUT_MS = 300_000;
 /** How often a lost Watch stream is re-dialled (an agent restarting is expected), and requests are polled. */
 const RETRY_MS = 1_000;
 const REQUEST_POLL_MS = 250;
@@ -96,6 +98,14 @@ const REQUEST_POLL_MS = 250;
 const ROLL_FORWARD_ATTEMPTS = 30;
 /** A refusal must hold for this many rounds before --auto-cutover gives up: one burst of writes is not a trend. */
 const REFUSALS_BEFORE_ABORT = 2;
+/** ...unless the app writes this much faster than a round moves data: then one round says it, and waiting costs minutes. */
+const CLEAR_DIVERGENCE = 1.5;
+/**
+ * A round still running after twice its predecessor's time (plus the gap between them) and this slack means the app
+ * dirties data faster than rounds move it: under the rounds' cost model a converging round carries at most what was
+ * dirtied during the previous round and the gap, so it takes less than its fixed part plus that much time again.
+ */
+const GROWING_ROUND_SLACK_MS = 10_000;
 
 type Input =
   | { readonly kind: "status"; readonly status: ParticipantStatus }
@@ -122,6 +132,7 @@ export function startDriver(options: DriverOptions): MigrationHandle {
   let abortRequest: string | undefined;
   let inputs: Channel<Input> | undefined;
   let renewal: AbortController | undefined;
+  let costs: CutoverCosts | undefined;
 
   const source = dialParticipant(spec.from, tls);
   const target = dialParticipant(spec.to, tls);
@@ -159,6 +170,23 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     const { app, options: planOptions } = await resolvePlanInput(spec.plan);
     plan = await createPlan({ from: spec.from, to: spec.to, app, options: planOptions, tls, ...(detachSignal === undefined ? {} : { signal: detachSignal }) });
     return plan;
+  }
+
+  /**
+   * Quiesce and start-up for the prediction, learned once from the source app's pods as the plan's Discover saw them;
+   * the spec's estimates when the source cannot be asked.
+   */
+  async function cutoverCostsNow(): Promise<CutoverCosts> {
+    if (costs !== undefined) return costs;
+    try {
+      costs = cutoverCosts({ sourceObjects: (await planned()).inventory.objects });
+    } catch (error) {
+      log.warn({ err: TheseusError.from(error).message }, "cannot learn the cutover's costs from the source; using the estimates");
+      const basis = "the migration's estimate (the source could not be asked)";
+      costs = { quiesce: { ms: spec.quiesceEstimateMs, source: "estimated", basis }, startup: { ms: spec.startupEstimateMs, source: "estimated", basis } };
+    }
+    log.info({ quiesce: costs.quiesce, startup: costs.startup }, "cutover costs for the prediction");
+    return costs;
   }
 
   async function stepPlan(): Promise<void> {
@@ -239,10 +267,13 @@ export function startDriver(options: DriverOptions): MigrationHandle {
 
   /** Watches pre-sync until a decision: cut over (journaled) or abort (journaled), or the driver detaches. */
   async function stepPresync(volumes: readonly VolumePairRef[]): Promise<void> {
+    const costsNow = await cutoverCostsNow();
     const stop = new AbortController();
     const stopSignal = detachSignal === undefined ? stop.signal : AbortSignal.any([stop.signal, detachSignal]);
     const queue = createChannel<Input>();
     inputs = queue;
+    // An abort asked before this queue existed (right after a resume) is not lost.
+    if (abortRequest !== undefined) queue.push({ kind: "abort", reason: abortRequest });
     void pumpWatch(queue, stopSignal);
     void pumpRequests(queue, stopSignal);
     let timer: NodeJS.Timeout | undefined;
@@ -252,6 +283,7 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     let refusals = 0;
     let lastWhy = "";
     let timeReached = false;
+    const running = new Map<string, { round: number; startedAtMs: number; bytes: number }>();
     try {
       for await (const input of queue) {
         let cutoverRequested = false;
@@ -277,25 +309,31 @@ export function startDriver(options: DriverOptions): MigrationHandle {
             for (const v of status.volumes) {
               if (v.roundRunning && v.progress !== undefined) emit({ type: "progress", volume: v.sourceVolume, progress: v.progress, usedBytes: Number(v.usedBytes) });
             }
+            const growing = spec.autoCutover ? growingRound(status.volumes, running) : undefined;
+            if (growing !== undefined) {
+              await apply({ type: "abort-decided", reason: growing });
+              return;
+            }
             if (!fresh) continue;
             await failpoint("coordinator.presync.after-round");
           }
         }
-        const prediction = predictNow(volumes);
+        const prediction = predictNow(volumes, costsNow);
         const decision = decidePresync(prediction, {
           autoCutover: spec.autoCutover,
           maxDowntimeMs: spec.maxDowntimeMs,
           cutoverRequested,
           cutoverTimeReached: timeReached,
         });
-        if (prediction !== undefined) emit({ type: "prediction", prediction, decision });
+        if (prediction !== undefined) emit({ type: "prediction", prediction, decision, costs: costsNow });
         if (decision.action === "cutover") {
           predictedDowntimeMs = prediction?.downtimeMs;
           await apply({ type: "cutover-decided", why: decision.why, predictedDowntimeMs: prediction?.downtimeMs });
           return;
         }
         refusals = decision.action === "refuse" ? refusals + 1 : 0;
-        if (decision.action === "refuse" && spec.autoCutover && refusals >= REFUSALS_BEFORE_ABORT) {
+        const clearlyDiverging = prediction?.convergence.kind === "diverging" && prediction.dirtyBytesPerSecond >= CLEAR_DIVERGENCE * prediction.throughputBytesPerSecond;
+        if (decision.action === "refuse" && spec.autoCutover && (refusals >= REFUSALS_BEFORE_ABORT || clearlyDiverging)) {
           await apply({ type: "abort-decided", reason: `cutover refused: ${decision.why} (${decision.hint})` });
           return;
         }
@@ -309,6 +347,43 @@ export function startDriver(options: DriverOptions): MigrationHandle {
       if (timer !== undefined) clearTimeout(timer);
       detachSignal?.removeEventListener("abort", onDetach);
     }
+  }
+
+  /**
+   * A background round that runs so much longer than the previous one that pre-copy cannot converge: the reason to
+   * refuse now, or undefined. Waiting for the round to end would take longer still (each diverging round is longer
+   * than the last), which is what an operator who asked for --auto-cutover must not sit through.
+   */
+  function growingRound(statuses: readonly VolumeStatus[], runningRounds: Map<string, { round: number; startedAtMs: number; bytes: number }>): string | undefined {
+    const now = Date.now();
+    for (const v of statuses) {
+      const seen = observed.get(v.sourceVolume) ?? [];
+      if (!v.roundRunning || v.progress === undefined) {
+        runningRounds.delete(v.sourceVolume);
+        continue;
+      }
+      const bytes = Number(v.progress.bytes);
+      const current = runningRounds.get(v.sourceVolume);
+      // A new round, or the same one restarted (a new rate, an agent restart): its clock starts now.
+      if (current === undefined || current.round !== seen.length || bytes < current.bytes) {
+        runningRounds.set(v.sourceVolume, { round: seen.length, startedAtMs: now, bytes });
+        continue;
+      }
+      current.bytes = bytes;
+      const previous = seen.at(-1);
+      if (previous === undefined) continue; // the full copy: nothing to compare it with
+      const previousMs = Number(previous.round.durationMs) + Math.max(current.startedAtMs - previous.endedAtMs, 0);
+      const elapsedMs = now - current.startedAtMs;
+      if (elapsedMs <= 2 * previousMs + GROWING_ROUND_SLACK_MS) continue;
+      const sendingBytesPerSecond = (bytes * 1000) / Math.max(elapsedMs, 1);
+      const limit = bandwidth > 0 ? `the bandwidth limit is ${formatBytes(bandwidth)}/s` : "the bandwidth is unlimited";
+      return (
+        `cutover refused: pre-copy cannot converge: round ${seen.length} of ${v.sourceVolume} has run ${formatDuration(elapsedMs)}, more than twice round ${seen.length - 1} ` +
+        `(${formatDuration(previousMs)} with the gap before it), moving ${formatBytes(sendingBytesPerSecond)}/s: the app writes faster than a round moves data (${limit}) ` +
+        `(raise the bandwidth limit (theseus migrate --bandwidth, theseus set-bandwidth), migrate at a quieter hour, or run \`theseus cutover ID\` and accept a longer downtime)`
+      );
+    }
+    return undefined;
   }
 
   /** Journals and emits the rounds the status reports that were not seen yet; true when there was one. */
@@ -329,11 +404,11 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     return fresh;
   }
 
-  function predictNow(volumes: readonly VolumePairRef[]): Prediction | undefined {
+  function predictNow(volumes: readonly VolumePairRef[], terms: CutoverCosts): Prediction | undefined {
     return predictMigration({
       volumes: volumes.map((v) => observed.get(v.sourceVolume) ?? []),
-      quiesceMs: spec.quiesceEstimateMs,
-      startupMs: spec.startupEstimateMs,
+      quiesceMs: terms.quiesce.ms,
+      startupMs: terms.startup.ms,
       cutoverAtMs: Date.now(),
     });
   }
@@ -472,10 +547,20 @@ export function startDriver(options: DriverOptions): MigrationHandle {
   }
 
   async function stepCommitTarget(): Promise<void> {
+    const readyTimeoutMs = spec.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
     const answer = await rollForward("Commit on the target", () =>
-      target.commit({ migrationId: spec.id, timeoutSeconds: TARGET_READY_TIMEOUT_MS / 1000 }, call({ timeoutMs: TARGET_READY_TIMEOUT_MS + CALL_TIMEOUT_MS })),
+      target.commit({ migrationId: spec.id, timeoutSeconds: Math.ceil(readyTimeoutMs / 1000) }, call({ timeoutMs: readyTimeoutMs + CALL_TIMEOUT_MS })),
     );
     const phase = answer.status?.phase ?? "";
+    // Rolled back already (a coordinator that died after the target gave up): finish the rollback.
+    if (phase === "aborting" || phase === "aborted") {
+      await apply({ type: "target-rolled-back", reason: rolledBack(answer.status?.errorMessage ?? "") });
+      return;
+    }
+    if (phase === "committing" && (answer.status?.errorMessage ?? "") !== "") {
+      await rollBackOrExplain(answer.status?.errorMessage ?? "");
+      return;
+    }
     if (phase !== "committed") {
       throw new TheseusError("failed_precondition", `the source is fenced (committed), but the target answered Commit with phase "${phase}": ${answer.status?.errorMessage ?? ""}`, {
         hint: `the data is complete on the target; fix what keeps its workloads from starting, then \`theseus resume ${spec.id}\``,
@@ -486,6 +571,31 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     await failpoint("coordinator.after-target-commit");
     // A copy leaves the source running: its own application, unquiesced, beside the clone.
     if (spec.mode === "copy") await finishParticipants();
+  }
+
+  function rolledBack(why: string): string {
+    return `rolled back to the source after the commit point: ${why === "" ? "the target did not become ready" : why}; the target took no write, so the source lost nothing and runs again`;
+  }
+
+  /**
+   * The target did not become ready in time. Rolling back loses nothing only if the target took no write: the
+   * target proves that itself (its workloads stopped, every volume unchanged since the final round) and gives up;
+   * only then is the rollback journaled and the source told. Otherwise nothing is undone and the operator decides.
+   */
+  async function rollBackOrExplain(why: string): Promise<void> {
+    message(`the target did not become ready: ${why}; rolling back if it took no write`);
+    try {
+      await rollForward("Rollback on the target", () => target.abort({ migrationId: spec.id, reason: rolledBack(why), rollback: true }, call({ timeoutMs: QUIESCE_TIMEOUT_MS + CALL_TIMEOUT_MS })));
+    } catch (error) {
+      const e = TheseusError.from(error);
+      throw new TheseusError(
+        "failed_precondition",
+        `migration ${spec.id} is past its commit point and the target (${spec.to.name}) did not become ready: ${why}. It was not rolled back: ${e.message}. ` +
+          `The source (${spec.from.name}) is fenced and scaled to zero; the data is complete on the target`,
+        { cause: e, hint: `fix what keeps the target's workloads from becoming ready, then \`theseus resume ${spec.id}\` waits for them again; or choose by hand which copy to keep` },
+      );
+    }
+    await apply({ type: "target-rolled-back", reason: rolledBack(why) });
   }
 
   async function finishParticipants(): Promise<void> {
@@ -511,18 +621,25 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     }
   }
 
-  async function stepAbort(placement: Placement | undefined, reason: string): Promise<void> {
+  async function stepAbort(placement: Placement | undefined, reason: string, rollback: boolean): Promise<void> {
     stopRenewing();
     await failpoint("coordinator.before-abort");
     message(`aborting: ${reason}`);
-    // The source first: unquiescing it ends the downtime. A participant that never began has nothing to undo.
-    for (const [who, client] of [
-      ["source", source],
-      ["target", target],
-    ] as const) {
+    // The source first: unquiescing it ends the downtime. A participant that never began has nothing to undo. A
+    // rollback goes the other way: the target's workloads ran, and must be gone before the source's start (single writer).
+    const order = rollback
+      ? ([
+          ["target", target],
+          ["source", source],
+        ] as const)
+      : ([
+          ["source", source],
+          ["target", target],
+        ] as const);
+    for (const [who, client] of order) {
       await retrying(`Abort on the ${who}`, async () => {
         try {
-          await client.abort({ migrationId: spec.id, reason }, call());
+          await client.abort({ migrationId: spec.id, reason, rollback }, call({ timeoutMs: QUIESCE_TIMEOUT_MS + CALL_TIMEOUT_MS }));
         } catch (error) {
           if (TheseusError.from(error).code !== "not_found") throw error;
         }
@@ -571,7 +688,7 @@ export function startDriver(options: DriverOptions): MigrationHandle {
       case "committing-target":
         return stepCommitTarget();
       case "aborting":
-        return stepAbort(s.placement, s.reason);
+        return stepAbort(s.placement, s.reason, s.rollback === true);
       case "committed":
       case "aborted":
       case "finished":

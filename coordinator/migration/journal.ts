@@ -25,6 +25,8 @@ export interface MigrationSpec {
   readonly leaseMs: number;
   readonly quiesceEstimateMs: number;
   readonly startupEstimateMs: number;
+  /** How long the target may take to become ready after its Commit (absent in older journals: 5 minutes). */
+  readonly readyTimeoutMs?: number;
 }
 
 export type JournalNote =

@@ -247,8 +247,10 @@ export async function requestMigration(
   id: string,
   request: { readonly request: "cutover" } | { readonly request: "abort"; readonly reason: string },
   options: ResumeOptions,
-): Promise<{ readonly driverPid: number } | { readonly handle: MigrationHandle }> {
+): Promise<{ readonly driverPid: number } | { readonly handle: MigrationHandle } | { readonly alreadyAborted: string }> {
   const view = await readMigration(options.home, id);
+  // Asking again for what has happened is not an error: an abort retried after it ended says so, and succeeds.
+  if (request.request === "abort" && view.state.phase === "aborted") return { alreadyAborted: view.state.reason };
   refuseEnded(view, request.request);
   const pid = await liveDriver(options.home, id);
   if (pid !== undefined && pid !== process.pid) {

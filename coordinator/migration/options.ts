@@ -22,9 +22,14 @@ export interface MigrateOptions {
   /** How long a quiesced source waits for the coordinator before it restores itself. */
   readonly leaseMs: number;
   readonly migrationId?: string;
-  /** The prediction's guesses until the participants have measured them (default 1 s and 2 s). */
+  /**
+   * The prediction's quiesce and start-up when the source app's pods cannot be learned from (Discover failed on a
+   * resumed driver; default 1 s and 2 s). Otherwise costs.ts derives them from the pods' status.
+   */
   readonly quiesceEstimateMs?: number;
   readonly startupEstimateMs?: number;
+  /** How long the target may take to become ready after its Commit before the migration rolls back (default 5 min). */
+  readonly readyTimeoutMs?: number;
   readonly tls: TlsMaterial;
   /** THESEUS_HOME: the journal lives below it. */
   readonly home: string;
@@ -36,6 +41,8 @@ export interface MigrateOptions {
 const MIN_LEASE_MS = 3_000;
 const DEFAULT_QUIESCE_ESTIMATE_MS = 1_000;
 const DEFAULT_STARTUP_ESTIMATE_MS = 2_000;
+export const DEFAULT_READY_TIMEOUT_MS = 300_000;
+const MIN_READY_TIMEOUT_MS = 1_000;
 
 export function migrationSpec(options: MigrateOptions): MigrationSpec {
   const id = options.migrationId === undefined ? newMigrationId() : validateMigrationId(options.migrationId);
@@ -66,5 +73,6 @@ export function migrationSpec(options: MigrateOptions): MigrationSpec {
     leaseMs: whole(options.leaseMs, "--lease", MIN_LEASE_MS),
     quiesceEstimateMs: whole(options.quiesceEstimateMs ?? DEFAULT_QUIESCE_ESTIMATE_MS, "quiesceEstimateMs", 0),
     startupEstimateMs: whole(options.startupEstimateMs ?? DEFAULT_STARTUP_ESTIMATE_MS, "startupEstimateMs", 0),
+    readyTimeoutMs: whole(options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, "--ready-timeout", MIN_READY_TIMEOUT_MS),
   };
 }

@@ -53,9 +53,13 @@ export type MigrationState =
   /** The source acknowledged Commit: the commit point has passed. */
   | ({ readonly phase: "committing-target" } & CuttingOver & { readonly quiesceMs: number })
   | ({ readonly phase: "committed" } & CuttingOver & { readonly measuredDowntimeMs: number | undefined })
-  /** Undoing: the target's staging removed, the source unquiesced. Placement is absent when nothing was staged. */
-  | { readonly phase: "aborting"; readonly reason: string; readonly placement: Placement | undefined }
-  | { readonly phase: "aborted"; readonly reason: string; readonly placement: Placement | undefined }
+  /**
+   * Undoing: the target's staging removed, the source unquiesced. Placement is absent when nothing was staged.
+   * rollback: after the commit point, because the target failed to become ready and proved that it took no write:
+   * the target stops first, then the fenced source is told to restore itself.
+   */
+  | { readonly phase: "aborting"; readonly reason: string; readonly placement: Placement | undefined; readonly rollback?: boolean }
+  | { readonly phase: "aborted"; readonly reason: string; readonly placement: Placement | undefined; readonly rollback?: boolean }
   | { readonly phase: "finished"; readonly placement: Placement };
 
 export type Phase = MigrationState["phase"];
@@ -91,6 +95,8 @@ export type Transition =
   | { readonly type: "abort-decided"; readonly reason: string }
   /** The source answered Commit with "aborted": its lease ran out first, and it restored itself. */
   | { readonly type: "source-aborted"; readonly reason: string }
+  /** The target, not ready in time, gave up its activation with proof that it took no write: roll back to the source. */
+  | { readonly type: "target-rolled-back"; readonly reason: string }
   | { readonly type: "aborted" }
   | { readonly type: "finished" };
 
@@ -139,8 +145,10 @@ export function transition(state: MigrationState, t: Transition): MigrationState
     case "source-aborted":
       if (state.phase !== "committing-source" && !canAbort(state)) return refuse();
       return { phase: "aborting", reason: t.reason, placement: placementOf(state) };
+    case "target-rolled-back":
+      return state.phase === "committing-target" ? { phase: "aborting", reason: t.reason, placement: state.placement, rollback: true } : refuse();
     case "aborted":
-      return state.phase === "aborting" ? { phase: "aborted", reason: state.reason, placement: state.placement } : refuse();
+      return state.phase === "aborting" ? { phase: "aborted", reason: state.reason, placement: state.placement, ...(state.rollback === true ? { rollback: true } : {}) } : refuse();
     case "finished":
       return state.phase === "committed" ? { phase: "finished", placement: state.placement } : refuse();
   }

@@ -40,6 +40,9 @@ export type Convergence =
   | { readonly kind: "unknown" };
 
 export interface Prediction {
+  /** The terms of the downtime as they went in, so that a report can show what the prediction was made of. */
+  readonly quiesceMs: number;
+  readonly startupMs: number;
   /** Fitted fixed cost of a round (ms) and its throughput for changed bytes. */
   readonly fixedMs: number;
   readonly throughputBytesPerSecond: number;
@@ -84,14 +87,33 @@ export function fitRoundCost(rounds: readonly RoundObservation[]): { fixedMs: nu
   return { fixedMs, throughputBytesPerSecond: (largest.x * 1000) / transferMs };
 }
 
+/**
+ * The app's write rate as the rounds saw it: round i carries what was written between round i-1 reading a file and
+ * round i reading it again, on average between the two rounds' midpoints (files are read as the walk reaches them).
+ * Dividing by the time between the rounds' ends instead, as a round's own statistic does, overstates the rate while
+ * rounds shrink: the first incremental round carries a whole full copy's worth of writes in a fraction of its time.
+ * The latest three rounds count (the first, full round says nothing about writes); a round without a usable
+ * predecessor keeps its own statistic.
+ */
+export function dirtyRate(rounds: readonly RoundObservation[]): number {
+  const rates: number[] = [];
+  for (let i = 1; i < rounds.length; i++) {
+    const r = rounds[i];
+    const previous = rounds[i - 1];
+    if (r === undefined || previous === undefined) continue;
+    const betweenScansMs = r.endedAtMs - r.durationMs / 2 - (previous.endedAtMs - previous.durationMs / 2);
+    rates.push(betweenScansMs > 0 ? (r.bytesChanged * 1000) / betweenScansMs : r.dirtyBytesPerSecond);
+  }
+  const recent = rates.slice(-3);
+  return recent.length === 0 ? 0 : recent.reduce((a, b) => a + b, 0) / recent.length;
+}
+
 export function predict(inputs: PredictionInputs): Prediction | undefined {
   const { rounds } = inputs;
   const last = rounds.at(-1);
   const cost = fitRoundCost(rounds);
   if (last === undefined || cost === undefined) return undefined;
-  // The latest rounds say most about the app's current write rate; the first (full) round says nothing about it.
-  const recent = rounds.slice(1).slice(-3);
-  const dirty = recent.length === 0 ? 0 : recent.reduce((s, r) => s + r.dirtyBytesPerSecond, 0) / recent.length;
+  const dirty = dirtyRate(rounds);
   const { fixedMs, throughputBytesPerSecond: throughput } = cost;
   const transferMs = (bytes: number): number => (Number.isFinite(throughput) ? (bytes * 1000) / throughput : 0);
 
@@ -116,7 +138,7 @@ export function predict(inputs: PredictionInputs): Prediction | undefined {
     convergence = finalAfterNextBytes < finalRoundBytes * (1 - USEFUL_IMPROVEMENT) ? { kind: "improving" } : { kind: "converged" };
   }
 
-  return { fixedMs, throughputBytesPerSecond: throughput, dirtyBytesPerSecond: dirty, finalRoundBytes, finalRoundMs, downtimeMs, convergence };
+  return { quiesceMs: inputs.quiesceMs, startupMs: inputs.startupMs, fixedMs, throughputBytesPerSecond: throughput, dirtyBytesPerSecond: dirty, finalRoundBytes, finalRoundMs, downtimeMs, convergence };
 }
 
 /** What to do after a pre-copy round, given the user's cutover policy. */

@@ -47,6 +47,8 @@ export function predictMigration(inputs: MigrationPredictionInputs): Prediction 
   // Volumes share the link one after another: the time per byte adds up.
   const throughput = perVolume.length === 1 ? only.throughputBytesPerSecond : 1 / sum((p) => 1 / p.throughputBytesPerSecond);
   return {
+    quiesceMs: inputs.quiesceMs,
+    startupMs: inputs.startupMs,
     fixedMs: sum((p) => p.fixedMs),
     throughputBytesPerSecond: throughput,
     dirtyBytesPerSecond: dirty,

@@ -45,6 +45,7 @@ const TRANSITIONS: ReadonlySet<string> = new Set<Transition["type"]>([
   "target-committed",
   "abort-decided",
   "source-aborted",
+  "target-rolled-back",
   "aborted",
   "finished",
 ]);

@@ -7,7 +7,7 @@ export { runLoad } from "./load.js";
 export type { AckLine, LoadOptions, LoadProgress, LoadSummary } from "./load.js";
 export { formatVerifyReport, verifyVolume } from "./verify.js";
 export type { Problem, ProblemKind, VerifyOptions, VerifyReport } from "./verify.js";
-export { CLEAN_SHUTDOWN_FILE, PAGES_FILE, RECORDS_FILE, RecordStore } from "./record-store.js";
+export { CLEAN_SHUTDOWN_FILE, PAGES_FILE, RECORDS_FILE, RecordStore, SEGMENT_FILE, logFiles, segmentFileName } from "./record-store.js";
 export type { AppendResult, RecordStoreOptions, RecoveryReport, StoreState, StoreStats } from "./record-store.js";
 export { LOCK_FILE } from "./lock.js";
 export { payloadFromSeed } from "./payload.js";

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The demo app's command line, the program the emulated kubelet runs for the demo image:
-//   main.js serve  [--data DIR] [--port N] [--host IP] [--page-file-bytes N] [--page-bytes N]
+//   main.js serve  [--data DIR] [--port N] [--host IP] [--page-file-bytes N] [--page-bytes N] [--segment-bytes N]
 //   main.js load   --url URL [--url URL2 ...] [--urls-file F] --rate N [--record-bytes N] [--duration S] --acks FILE
 //   main.js verify --data DIR --acks FILE [--json]
 // Exit codes: 0 success, 1 verification failed (or a server/load failure), 2 bad usage.
@@ -16,7 +16,7 @@ import { startDemoServer } from "./server.js";
 import { formatVerifyReport, verifyVolume } from "./verify.js";
 
 const USAGE = `usage:
-  main.js serve  [--data DIR] [--port N] [--host IP] [--page-file-bytes SIZE] [--page-bytes SIZE]
+  main.js serve  [--data DIR] [--port N] [--host IP] [--page-file-bytes SIZE] [--page-bytes SIZE] [--segment-bytes SIZE]
                  (env: DATA_DIR, PORT (8080), HOST or POD_IP (127.0.0.1), LOG_LEVEL)
   main.js load   --url URL [--url URL2 ...] [--urls-file FILE] --rate RECORDS_PER_S [--record-bytes SIZE]
                  [--duration SECONDS] [--concurrency N] --acks FILE [--quiet]
@@ -65,6 +65,7 @@ async function serve(args: readonly string[]): Promise<number> {
     host: { type: "string" },
     "page-file-bytes": { type: "string" },
     "page-bytes": { type: "string" },
+    "segment-bytes": { type: "string" },
   });
   const dataDir = v.data ?? process.env.DATA_DIR;
   if (dataDir === undefined || dataDir === "") throw usage("serve needs a data directory: --data DIR or DATA_DIR");
@@ -85,6 +86,7 @@ async function serve(args: readonly string[]): Promise<number> {
     logger,
     ...(v["page-file-bytes"] === undefined ? {} : { pageFileBytes: parseBytes(v["page-file-bytes"], "--page-file-bytes") }),
     ...(v["page-bytes"] === undefined ? {} : { pageSizeBytes: parseBytes(v["page-bytes"], "--page-bytes") }),
+    ...(v["segment-bytes"] === undefined ? {} : { segmentBytes: parseBytes(v["segment-bytes"], "--segment-bytes") }),
   });
   const recovery = server.stats().store?.recovery;
   process.stdout.write(

@@ -5,13 +5,18 @@
 // Appends that arrive while a flush is running are committed together with one fdatasync (group commit), which keeps
 // the fsync rate bounded under load without ever acknowledging a record that is not on disk.
 //
+// The log is written in segments, as databases write their WAL (PostgreSQL's are 16 MiB): records.log is the active
+// one; once it holds segmentBytes, the next commit first renames it to records-<first seq>.log, which is never written
+// again, and starts a new records.log. An incremental sync round then re-reads only the active segment and the page
+// file instead of the whole history, so the final round of a cutover stays short however long the app has written.
+//
 // Recovery on open:
 // - after a graceful close, clean-shutdown.json records the log's size and last frame; if the log still matches it,
 //   opening costs one frame check, so a server started on a freshly migrated volume is ready at once;
 // - otherwise (a crash, or a log that changed since) the whole log is scanned: a torn tail (a record whose append was
 //   interrupted, hence never acknowledged) is truncated, damage anywhere else refuses the start with data_loss, and
 //   every page is brought back to the state its last record gave it (redo), which repairs stale and torn pages.
-import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { mkdir, open, readFile, readdir, rename, unlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { TheseusError, systemErrorCode } from "../../common/index.js";
@@ -25,6 +30,18 @@ import { RECORD_HEADER_BYTES, decodeRecordHeader, encodeRecord, scanRecordLog, s
 export const RECORDS_FILE = "records.log";
 export const PAGES_FILE = "pages.db";
 export const CLEAN_SHUTDOWN_FILE = "clean-shutdown.json";
+/** A closed segment of the log: records-<seq of its first record, 12 digits>.log. */
+export const SEGMENT_FILE = /^records-(\d{12})\.log$/;
+
+export function segmentFileName(firstSeq: number): string {
+  return `records-${String(firstSeq).padStart(12, "0")}.log`;
+}
+
+/** The log's files in order: the closed segments by first seq, then the active records.log (whether or not it exists). */
+export async function logFiles(dataDir: string): Promise<string[]> {
+  const names = await readdir(dataDir).catch(() => [] as string[]);
+  return [...names.filter((n) => SEGMENT_FILE.test(n)).sort(), RECORDS_FILE];
+}
 
 export interface RecordStoreOptions {
   readonly dataDir: string;
@@ -35,6 +52,8 @@ export interface RecordStoreOptions {
   readonly checkpointIntervalMs?: number;
   /** Most bytes of payload committed by one group commit. */
   readonly maxBatchBytes?: number;
+  /** The active segment is closed once it holds this many bytes (default 16 MiB). */
+  readonly segmentBytes?: number;
   readonly logger: Logger;
 }
 
@@ -95,15 +114,18 @@ export class RecordStore {
 
   private constructor(
     private readonly dataDir: string,
-    private readonly log: FileHandle,
+    private log: FileHandle,
     private readonly pages: FileHandle,
     private readonly geometry: PageGeometry,
     private readonly lock: DataDirLock,
     private lastSeq: number,
     private logBytes: number,
     private lastRecordOffset: number,
+    /** Seq of the active segment's first record (lastSeq + 1 while it is empty). */
+    private activeFirstSeq: number,
     readonly recovery: RecoveryReport,
     private readonly maxBatchBytes: number,
+    private readonly segmentBytes: number,
     checkpointIntervalMs: number,
     private readonly logger: Logger,
   ) {
@@ -148,13 +170,13 @@ export class RecordStore {
       await syncDir(dataDir);
 
       const clean = await readCleanShutdown(dataDir);
-      let state: { lastSeq: number; logBytes: number; lastRecordOffset: number; truncatedBytes: number; pagesRepaired: number };
+      let state: { lastSeq: number; logBytes: number; lastRecordOffset: number; activeFirstSeq: number; truncatedBytes: number; pagesRepaired: number };
       let mode: RecoveryReport["mode"];
       if (clean !== undefined && (await matchesLog(log, logSize, clean))) {
-        state = { ...clean, truncatedBytes: 0, pagesRepaired: 0 };
+        state = { ...clean, activeFirstSeq: (await firstSeqOf(log, logSize)) ?? clean.lastSeq + 1, truncatedBytes: 0, pagesRepaired: 0 };
         mode = fresh ? "fresh" : "clean";
       } else {
-        state = await crashRecovery(log, pages, geometry, logger);
+        state = await crashRecovery(dataDir, log, pages, geometry, logger);
         mode = fresh && state.lastSeq === 0 ? "fresh" : "crash";
       }
       // From the first new write on, the marker would lie: remove it (durably) before accepting any.
@@ -169,8 +191,8 @@ export class RecordStore {
       };
       logger.info({ recovery, geometry }, "data directory opened");
       return new RecordStore(
-        dataDir, log, pages, geometry, lock, state.lastSeq, state.logBytes, state.lastRecordOffset, recovery,
-        options.maxBatchBytes ?? 8 * 1024 * 1024, options.checkpointIntervalMs ?? 1000, logger,
+        dataDir, log, pages, geometry, lock, state.lastSeq, state.logBytes, state.lastRecordOffset, state.activeFirstSeq, recovery,
+        options.maxBatchBytes ?? 8 * 1024 * 1024, options.segmentBytes ?? 16 * 1024 * 1024, options.checkpointIntervalMs ?? 1000, logger,
       );
     } catch (error) {
       for (const h of handles) await h.close().catch(() => undefined);
@@ -269,7 +291,25 @@ export class RecordStore {
     for (const p of this.queue.splice(0)) p.reject(this.unavailable());
   }
 
+  /**
+   * Closes the full active segment under its first record's seq and opens an empty records.log. The rename comes
+   * first and is made durable before anything is written to the new file, so a crash in between leaves every record
+   * in exactly one segment (an empty or missing records.log is a valid active segment).
+   */
+  private async rotate(): Promise<void> {
+    await this.log.sync();
+    await this.log.close();
+    await rename(join(this.dataDir, RECORDS_FILE), join(this.dataDir, segmentFileName(this.activeFirstSeq)));
+    await syncDir(this.dataDir);
+    this.log = await open(join(this.dataDir, RECORDS_FILE), "w+");
+    await syncDir(this.dataDir);
+    this.logBytes = 0;
+    this.lastRecordOffset = 0;
+    this.activeFirstSeq = this.lastSeq + 1;
+  }
+
   private async commit(batch: readonly Pending[]): Promise<AppendResult[]> {
+    if (this.logBytes >= this.segmentBytes) await this.rotate();
     const frames: Buffer[] = [];
     const results: AppendResult[] = [];
     let offset = this.logBytes;
@@ -322,13 +362,34 @@ export class RecordStore {
 }
 
 async function crashRecovery(
+  dataDir: string,
   log: FileHandle,
   pages: FileHandle,
   geometry: PageGeometry,
   logger: Logger,
-): Promise<{ lastSeq: number; logBytes: number; lastRecordOffset: number; truncatedBytes: number; pagesRepaired: number }> {
+): Promise<{ lastSeq: number; logBytes: number; lastRecordOffset: number; activeFirstSeq: number; truncatedBytes: number; pagesRepaired: number }> {
   const lastSeqOfPage = new Float64Array(geometry.pageCount);
   let lastSeq = 0;
+  // The closed segments first: each must be whole (they were fsync'd before the rename), and continue the seqs.
+  for (const name of (await logFiles(dataDir)).filter((n) => n !== RECORDS_FILE)) {
+    const segment = await open(join(dataDir, name), "r");
+    try {
+      for await (const item of scanRecordLog(segment)) {
+        if (item.kind === "end") {
+          if (item.tornBytes > 0) throw logDamage(`${item.tornBytes} unreadable bytes at the end of the closed segment ${name}`);
+          break;
+        }
+        if (item.kind === "gap") throw logDamage(`${item.bytes} unreadable bytes at offset ${item.offset} of ${name}`);
+        if (item.header.seq !== lastSeq + 1) throw logDamage(`record at offset ${item.offset} of ${name} has seq ${item.header.seq}, expected ${lastSeq + 1}`);
+        if (!item.intact) throw logDamage(`record ${item.header.seq} at offset ${item.offset} of ${name} fails its checksum`);
+        lastSeq = item.header.seq;
+        lastSeqOfPage[pageForSeq(lastSeq, geometry.pageCount)] = lastSeq;
+      }
+    } finally {
+      await segment.close();
+    }
+  }
+  const activeFirstSeq = lastSeq + 1;
   let lastRecordOffset = 0;
   let damaged: { offset: number; seq: number } | undefined;
   let end: { offset: number; tornBytes: number } | undefined;
@@ -382,11 +443,19 @@ async function crashRecovery(
     await pages.sync();
     logger.info({ pagesRepaired }, "pages replayed from the log");
   }
-  return { lastSeq, logBytes: end.offset, lastRecordOffset, truncatedBytes: end.tornBytes, pagesRepaired };
+  return { lastSeq, logBytes: end.offset, lastRecordOffset, activeFirstSeq, truncatedBytes: end.tornBytes, pagesRepaired };
+}
+
+/** The seq of the first record of a log file, if it has one. */
+async function firstSeqOf(log: FileHandle, size: number): Promise<number | undefined> {
+  if (size < RECORD_HEADER_BYTES) return undefined;
+  const head = Buffer.alloc(RECORD_HEADER_BYTES);
+  await log.read(head, 0, RECORD_HEADER_BYTES, 0);
+  return decodeRecordHeader(head)?.seq;
 }
 
 function logDamage(what: string): TheseusError {
-  return new TheseusError("data_loss", `${RECORDS_FILE} is damaged: ${what}`, {
+  return new TheseusError("data_loss", `the record log is damaged: ${what}`, {
     hint: "the server will not write on a damaged log; run `main.js verify --data DIR --acks FILE` to see which acknowledged records survived",
   });
 }

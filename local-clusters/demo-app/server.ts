@@ -24,6 +24,8 @@ export interface DemoServerOptions {
   readonly pageSizeBytes?: number;
   readonly maxRecordBytes?: number;
   readonly checkpointIntervalMs?: number;
+  /** Size at which the log's active segment is closed (default 16 MiB). */
+  readonly segmentBytes?: number;
   readonly logger?: Logger;
 }
 
@@ -123,6 +125,7 @@ export async function startDemoServer(options: DemoServerOptions): Promise<DemoS
       ...(options.pageFileBytes === undefined ? {} : { pageFileBytes: options.pageFileBytes }),
       ...(options.pageSizeBytes === undefined ? {} : { pageSizeBytes: options.pageSizeBytes }),
       ...(options.checkpointIntervalMs === undefined ? {} : { checkpointIntervalMs: options.checkpointIntervalMs }),
+      ...(options.segmentBytes === undefined ? {} : { segmentBytes: options.segmentBytes }),
     });
   } catch (error) {
     state = "stopped";

@@ -1,5 +1,6 @@
-// The verifier: proves that every record the load client saw acknowledged is in a volume's records.log with the same
-// seq, length and checksum, and with the very bytes its seed rebuilds; and that pages.db is a consistent database file.
+// The verifier: proves that every record the load client saw acknowledged is in a volume's log (its closed segments
+// and records.log) with the same seq, length and checksum, and with the very bytes its seed rebuilds; and that pages.db
+// is a consistent database file.
 // The migration's end-to-end tests run it on the target volume after commit (invariant 2: no acknowledged write lost).
 //
 // It reads, never writes, so it may run on a copy, on a stopped app's volume, or (with care) beside a live server:
@@ -13,7 +14,7 @@ import { checkPage, pageForSeq, readGeometry } from "./page-file.js";
 import type { PageGeometry } from "./page-file.js";
 import { payloadFromSeed } from "./payload.js";
 import { scanRecordLog, sha256 } from "./record-log.js";
-import { CLEAN_SHUTDOWN_FILE, PAGES_FILE, RECORDS_FILE } from "./record-store.js";
+import { CLEAN_SHUTDOWN_FILE, PAGES_FILE, RECORDS_FILE, logFiles } from "./record-store.js";
 
 export interface VerifyOptions {
   readonly dataDir: string;
@@ -129,25 +130,36 @@ export async function verifyVolume(options: VerifyOptions): Promise<VerifyReport
   const logged = new Map<number, LoggedRecord>();
   const lastSeqOfPage = new Float64Array(geometry?.pageCount ?? 0);
   const logStats = { bytes: 0, records: 0, lastSeq: 0, damagedRecords: 0, unreadableBytes: 0, tornTailBytes: 0 };
-  const log = await open(join(options.dataDir, RECORDS_FILE), "r").catch((error: unknown) => {
-    problem({ kind: "log", detail: `cannot open ${RECORDS_FILE}: ${TheseusError.from(error).message}` });
-    return undefined;
-  });
-  if (log !== undefined) {
+  // The closed segments, then the active records.log; only the active one may end in a torn append.
+  const files = await logFiles(options.dataDir);
+  for (const name of files) {
+    const active = name === RECORDS_FILE;
+    const log = await open(join(options.dataDir, name), "r").catch((error: unknown) => {
+      // A crash between closing a segment and creating the next leaves no records.log: an empty active segment.
+      if (!(active && files.length > 1 && TheseusError.from(error).code === "not_found")) {
+        problem({ kind: "log", detail: `cannot open ${name}: ${TheseusError.from(error).message}` });
+      }
+      return undefined;
+    });
+    if (log === undefined) continue;
     try {
       for await (const item of scanRecordLog(log)) {
         if (item.kind === "end") {
-          logStats.bytes = item.offset + item.tornBytes;
-          logStats.tornTailBytes = item.tornBytes;
+          logStats.bytes += item.offset + item.tornBytes;
+          if (active) logStats.tornTailBytes = item.tornBytes;
+          else if (item.tornBytes > 0) {
+            logStats.unreadableBytes += item.tornBytes;
+            problem({ kind: "log", detail: `${item.tornBytes} unreadable bytes at the end of the closed segment ${name}` });
+          }
         } else if (item.kind === "gap") {
           logStats.unreadableBytes += item.bytes;
-          problem({ kind: "log", detail: `${item.bytes} unreadable bytes at offset ${item.offset} of ${RECORDS_FILE}` });
+          problem({ kind: "log", detail: `${item.bytes} unreadable bytes at offset ${item.offset} of ${name}` });
         } else {
           const { seq, length, payloadSha256 } = item.header;
           logStats.records++;
           if (!item.intact) logStats.damagedRecords++;
           if (logged.has(seq)) {
-            problem({ kind: "log", seq, detail: `seq ${seq} appears twice in ${RECORDS_FILE} (offset ${item.offset})` });
+            problem({ kind: "log", seq, detail: `seq ${seq} appears twice in the log (offset ${item.offset} of ${name})` });
             continue;
           }
           logged.set(seq, { length, sha256: payloadSha256, intact: item.intact });
@@ -197,7 +209,7 @@ export async function verifyVolume(options: VerifyOptions): Promise<VerifyReport
     if (record === undefined) {
       acks.missing++;
       bad(ack.seq);
-      problem({ kind: "missing", seq: ack.seq, detail: `acknowledged record ${ack.seq} is missing from ${RECORDS_FILE}` });
+      problem({ kind: "missing", seq: ack.seq, detail: `acknowledged record ${ack.seq} is missing from the log` });
     } else if (!record.intact || record.length !== ack.length || record.sha256.toString("hex") !== ack.sha256) {
       acks.corrupt++;
       bad(ack.seq);
@@ -221,7 +233,7 @@ export async function verifyVolume(options: VerifyOptions): Promise<VerifyReport
       const expected = lastSeqOfPage[p] ?? 0;
       if (onPage > logStats.lastSeq || (onPage > 0 && !logged.has(onPage))) {
         corruptPages++;
-        problem({ kind: "page", page: p, detail: `page ${p} was written by record ${onPage}, which ${RECORDS_FILE} does not hold` });
+        problem({ kind: "page", page: p, detail: `page ${p} was written by record ${onPage}, which the log does not hold` });
       } else if (onPage < expected) {
         behindLog++;
         if (cleanShutdown) {

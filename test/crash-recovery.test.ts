@@ -1,0 +1,124 @@
+// Crashes in the middle of a round, on the real path: agent processes over mTLS gRPC, killed or frozen mid-round, then
+// the next round. A round whose peer is gone must end and release its volume, and the next round repairs everything.
+import anyTest from "ava";
+import type { TestFn } from "ava";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { TheseusError } from "../common/index.js";
+import { compareTrees, copyVolume, createLocalInstallation, spawnAgent } from "../coordinator/index.js";
+import type { AgentProcess } from "../coordinator/index.js";
+import type { TlsMaterial } from "../rpc/index.js";
+
+interface Context {
+  work: string;
+  pki: string;
+  tls: TlsMaterial;
+  agents: AgentProcess[];
+}
+
+const test = anyTest.serial as TestFn<Context>;
+
+test.before(async (t) => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), "theseus-crash-"));
+  const pki = path.join(work, "pki");
+  const tls = await createLocalInstallation(pki, { installation: "test", agentClusters: ["eu-1", "us-2"], coordinator: "test" });
+  t.context = { work, pki, tls, agents: [] };
+});
+
+test.after.always(async (t) => {
+  for (const a of t.context.agents) {
+    if (a.exitStatus() === undefined) process.kill(a.pid, "SIGKILL");
+  }
+  await Promise.all(t.context.agents.map((a) => a.exited));
+  fs.rmSync(t.context.work, { recursive: true, force: true });
+});
+
+async function agent(t: { context: Context }, cluster: string, name: string, volume: string, env: Record<string, string> = {}): Promise<AgentProcess> {
+  const a = await spawnAgent({ cluster, pkiDir: t.context.pki, volumes: { data: volume }, stateDir: path.join(t.context.work, `state-${name}`), logLevel: "warn", env });
+  t.context.agents.push(a);
+  return a;
+}
+
+function source(dir: string, files: number, bytes: number): void {
+  fs.mkdirSync(dir, { recursive: true });
+  // Random: compression must not shrink the round below what the transport buffers.
+  for (let i = 0; i < files; i++) fs.writeFileSync(path.join(dir, `f${i}.bin`), crypto.randomBytes(bytes));
+}
+
+async function until(what: string, probe: () => boolean, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!probe()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The target has started receiving: its staging directory holds something. */
+function receiving(dst: string): boolean {
+  try {
+    return fs.readdirSync(path.join(dst, ".theseus-partial")).length > 0;
+  } catch {
+    return false;
+  }
+}
+
+test("a frozen target (SIGSTOP mid-round) does not hold the source's volume: keepalive ends the round, and a new target's round runs", async (t) => {
+  const { work, tls } = t.context;
+  const src = path.join(work, "frozen-src");
+  // More than the HTTP/2 window and the socket buffers hold: the source must block on the frozen peer.
+  source(src, 12, 4 * 1024 * 1024);
+  // Keepalive in seconds rather than a minute, so that the test waits for it; the path is the production one.
+  const from = await agent(t, "eu-1", "frozen-eu-1", src, { THESEUS_KEEPALIVE_MS: "2000" });
+  const dstA = path.join(work, "frozen-dst-a");
+  fs.mkdirSync(dstA);
+  const frozen = await agent(t, "us-2", "frozen-us-2-a", dstA);
+  // A replacement target of the same cluster (the frozen one's host is lost): its rounds are refused while the
+  // source still counts the frozen round as running, and run once the dead connection is dropped.
+  const dstB = path.join(work, "frozen-dst-b");
+  fs.mkdirSync(dstB);
+  const replacement = await agent(t, "us-2", "frozen-us-2-b", dstB);
+  const first = copyVolume({ from: from.address, to: frozen.address, volume: "data", tls, bandwidthBytesPerSecond: 8 * 1024 * 1024 });
+  first.catch(() => undefined);
+  await until("the round to start", () => receiving(dstA));
+  process.kill(frozen.pid, "SIGSTOP");
+  let refusals = 0;
+  const giveUp = Date.now() + 90_000;
+  for (;;) {
+    try {
+      await copyVolume({ from: from.address, to: replacement.address, volume: "data", tls });
+      break;
+    } catch (error) {
+      if (!(error instanceof TheseusError && error.code === "failed_precondition" && /already running/.test(error.message)) || Date.now() > giveUp) throw error;
+      refusals++;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  t.true(refusals > 0, "the frozen round held the volume for a while (else this test proved nothing)");
+  t.deepEqual(await compareTrees(src, dstB), []);
+  process.kill(frozen.pid, "SIGKILL");
+});
+
+test("kill -9 of the target at points of a round, restarted each time: the next round completes and the copy is exact", async (t) => {
+  const { work, tls } = t.context;
+  const src = path.join(work, "kill-src");
+  source(src, 6, 3 * 1024 * 1024);
+  fs.mkdirSync(path.join(src, "small"));
+  for (let i = 0; i < 2000; i++) fs.writeFileSync(path.join(src, "small", `s${i}`), `small ${i}\n`);
+  const from = await agent(t, "eu-1", "kill-eu-1", src);
+  const dst = path.join(work, "kill-dst");
+  fs.mkdirSync(dst);
+  for (const delayMs of [0, 300, 900, 1800]) {
+    const target = await agent(t, "us-2", "kill-us-2", dst);
+    const round = copyVolume({ from: from.address, to: target.address, volume: "data", tls, bandwidthBytesPerSecond: 4 * 1024 * 1024 });
+    round.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, delayMs));
+    process.kill(target.pid, "SIGKILL");
+    await target.exited;
+  }
+  const target = await agent(t, "us-2", "kill-us-2", dst);
+  await copyVolume({ from: from.address, to: target.address, volume: "data", tls });
+  t.deepEqual(await compareTrees(src, dst), []);
+  t.false(fs.existsSync(path.join(dst, ".theseus-partial")), "the staging directory is gone after a complete round");
+});
