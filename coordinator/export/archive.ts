@@ -119,7 +119,7 @@ export async function* readArchive(path: string, signal?: AbortSignal): AsyncGen
       chart ??= top;
       if (top !== chart || top === "" || top === "." || top === "..") throw corrupt(path, `it has entries outside one chart directory (${name.slice(0, 120)})`);
       const rest = slash < 0 ? "" : name.slice(slash + 1);
-      yield { chart, name: rest, size: entry.header.size, type: entry.header.type, stream: entry as AsyncIterable<Buffer> };
+      yield { chart, name: rest, size: entry.header.size, type: entry.header.type, stream: mapped(entry as AsyncIterable<Buffer>) };
       entry.resume();
     }
   } catch (error) {
@@ -131,6 +131,17 @@ export async function* readArchive(path: string, signal?: AbortSignal): AsyncGen
   await feeding;
   if (failure !== undefined) throw corrupt(path, failure instanceof Error ? failure.message : "unreadable", failure);
   if (chart === undefined) throw corrupt(path, "it is empty");
+
+  // An entry's bytes fail when the file does (cut short, corrupt gzip): said as the archive's fault, not an internal one.
+  async function* mapped(stream: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    try {
+      yield* stream;
+    } catch (error) {
+      if (error instanceof TheseusError) throw error;
+      const cause = failure ?? error;
+      throw corrupt(path, cause instanceof Error ? cause.message : "unreadable", cause);
+    }
+  }
 }
 
 export async function readSmall(stream: AsyncIterable<Buffer>, limitBytes: number, what: string): Promise<Buffer> {

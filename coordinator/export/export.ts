@@ -13,7 +13,7 @@ import { TheseusError, throwIfAborted } from "../../common/index.js";
 import type { TlsMaterial } from "../../rpc/index.js";
 import { dialAgent } from "../agents/index.js";
 import type { AgentClient, AgentTarget } from "../agents/index.js";
-import { discoverInventory, planErrors } from "../plan/index.js";
+import { describeTarget, discoverInventory, planErrors } from "../plan/index.js";
 import type { AppSelection } from "../plan/index.js";
 import { FORMAT, writeArchive } from "./archive.js";
 import type { Manifest, ManifestClaim, SpooledClaim } from "./archive.js";
@@ -50,7 +50,7 @@ export interface ExportResult {
 const CHART_NAME = /^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$/;
 
 /** A plan whose target is the source itself: what moves, sanitised; `targetNamespace` names where it is planned into. */
-export function neutralObjects(inventory: Inventory, sourceNamespace: string, targetNamespace: string): { objects: KubeObject[]; warnings: string[] } {
+export function neutralObjects(inventory: Inventory, source: ClusterFacts, sourceNamespace: string, targetNamespace: string): { objects: KubeObject[]; warnings: string[] } {
   const options: PlanOptions = {
     sourceNamespace,
     targetNamespace,
@@ -63,13 +63,9 @@ export function neutralObjects(inventory: Inventory, sourceNamespace: string, ta
     keepNodePorts: false,
     onConflict: "fail",
   };
-  // The source's own classes and kinds; none of its objects, so that nothing is a conflict.
-  const facts: ClusterFacts = {
-    cluster: inventory.cluster,
-    serverVersion: inventory.serverVersion,
-    resources: inventory.resources,
-    objects: inventory.objects.filter((o) => o.kind === "StorageClass"),
-  };
+  // The source's own classes and every kind it serves (cluster-scoped ones too, which discovery does not list); none
+  // of its objects, so that nothing is a conflict and its CRDs travel with the chart.
+  const facts: ClusterFacts = { ...source, objects: source.objects.filter((o) => o.kind === "StorageClass") };
   const plan = buildPlan(inventory, facts, options);
   const errors = planErrors(plan);
   if (errors.length > 0) {
@@ -86,8 +82,9 @@ export async function exportApp(request: ExportRequest): Promise<ExportResult> {
   const inventory = await discoverInventory(request.from, app, request.tls, signal);
   const bound = inventory.claims.filter((c) => c.volumeName !== "");
   request.onEvent?.({ type: "discovered", objects: inventory.objects.length, claims: inventory.claims.length });
-  const stored = neutralObjects(inventory, app.namespace, app.namespace);
-  const templated = neutralObjects(inventory, app.namespace, NAMESPACE_PLACEHOLDER);
+  const served = await describeTarget(request.from, app.namespace, [], request.tls, signal);
+  const stored = neutralObjects(inventory, served, app.namespace, app.namespace);
+  const templated = neutralObjects(inventory, served, app.namespace, NAMESPACE_PLACEHOLDER);
   const exportedAt = new Date().toISOString();
   const warnings = [...stored.warnings];
 

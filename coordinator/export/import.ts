@@ -5,6 +5,7 @@
 // what landed), and only then Activate. A refused volume undoes the whole import; an interruption leaves the journal
 // to resume from.
 import { createHash } from "node:crypto";
+import { stat } from "node:fs/promises";
 import { parse } from "yaml";
 import { buildPlan, planLookups } from "../../app-model/index.js";
 import type { Inventory, PlanOptions } from "../../app-model/index.js";
@@ -66,6 +67,8 @@ interface Scanned {
 
 /** Pass one: everything checked that can be without a cluster. */
 export async function scanArchive(path: string, signal?: AbortSignal): Promise<Scanned> {
+  const info = await stat(path).catch(() => undefined);
+  if (info?.isFile() !== true) throw new TheseusError("not_found", `${path} does not exist or is not a file`, { hint: "name the .tgz that `theseus export -o` wrote" });
   let manifestText: string | undefined;
   let objectsText: string | undefined;
   let valuesText: string | undefined;
