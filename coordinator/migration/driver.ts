@@ -94,8 +94,13 @@ const QUIESCE_TIMEOUT_MS = 120_000;
 /** How often a lost Watch stream is re-dialled (an agent restarting is expected), and requests are polled. */
 const RETRY_MS = 1_000;
 const REQUEST_POLL_MS = 250;
-/** After the commit point a call is retried this many times while the agent is unreachable, then resume takes over. */
-const ROLL_FORWARD_ATTEMPTS = 30;
+/**
+ * How long a call that must happen (after the commit point, or to finish an abort) is retried while its agent is
+ * unreachable, before the driver stops and leaves it to `theseus resume`/`abort`. An agent restart, with its cluster
+ * busy, was seen to take a minute: a fixed 30 tries of 1 s gave up under it and left the migration for a human.
+ */
+const AGENT_RETURN_MS = 5 * 60_000;
+const RETRY_MAX_MS = 5_000;
 /** A refusal must hold for this many rounds before --auto-cutover gives up: one burst of writes is not a trend. */
 const REFUSALS_BEFORE_ABORT = 2;
 /** ...unless the app writes this much faster than a round moves data: then one round says it, and waiting costs minutes. */
@@ -606,17 +611,24 @@ export function startDriver(options: DriverOptions): MigrationHandle {
 
   /** After the commit decision there is no going back: an unreachable agent is waited for, then left to resume. */
   async function rollForward<T>(what: string, attempt: () => Promise<T>): Promise<T> {
-    for (let i = 1; ; i++) {
+    return untilReachable(attempt, (e) =>
+      new TheseusError(e.code, `${what} failed after the commit decision: ${e.message}`, { cause: e, hint: `the migration can only go forward now: when the agent is back, run \`theseus resume ${spec.id}\`` }),
+      what,
+    );
+  }
+
+  /** Retries while the agent is unreachable (unavailable, deadline_exceeded), with back-off, for AGENT_RETURN_MS. */
+  async function untilReachable<T>(attempt: () => Promise<T>, giveUp: (e: TheseusError) => TheseusError, what: string): Promise<T> {
+    const deadline = Date.now() + AGENT_RETURN_MS;
+    for (let i = 1, delayMs = RETRY_MS; ; i++, delayMs = Math.min(delayMs * 2, RETRY_MAX_MS)) {
       try {
         return await attempt();
       } catch (error) {
         const e = TheseusError.from(error);
         const transient = e.code === "unavailable" || e.code === "deadline_exceeded";
-        if (!transient || i >= ROLL_FORWARD_ATTEMPTS) {
-          throw new TheseusError(e.code, `${what} failed after the commit decision: ${e.message}`, { cause: e, hint: `the migration can only go forward now: when the agent is back, run \`theseus resume ${spec.id}\`` });
-        }
+        if (!transient || Date.now() + delayMs > deadline) throw giveUp(e);
         log.warn({ err: e.message, attempt: i }, `${what} failed; retrying`);
-        await sleep(RETRY_MS);
+        await sleep(delayMs);
       }
     }
   }
@@ -653,17 +665,10 @@ export function startDriver(options: DriverOptions): MigrationHandle {
   }
 
   async function retrying<T>(what: string, attempt: () => Promise<T>): Promise<T> {
-    for (let i = 1; ; i++) {
-      try {
-        return await attempt();
-      } catch (error) {
-        const e = TheseusError.from(error);
-        if ((e.code !== "unavailable" && e.code !== "deadline_exceeded") || i >= ROLL_FORWARD_ATTEMPTS) {
-          throw new TheseusError(e.code, `${what} failed while aborting: ${e.message}`, { cause: e, hint: `run \`theseus abort ${spec.id}\` again once the agent is reachable` });
-        }
-        await sleep(RETRY_MS);
-      }
-    }
+    return untilReachable(attempt, (e) =>
+      new TheseusError(e.code, `${what} failed while aborting: ${e.message}`, { cause: e, hint: `run \`theseus abort ${spec.id}\` again once the agent is reachable` }),
+      what,
+    );
   }
 
   async function step(): Promise<void> {
