@@ -245,6 +245,8 @@ async function namespaceGone(objects: KubeObjects, namespace: string): Promise<b
 
 test.serial("tampered archives are refused: truncated, a path out of the volume, a link out, a digest that differs", async (t) => {
   t.timeout(8 * 60_000);
+  // The import above staged cluster-scoped objects (ClusterRole, ClusterRoleBinding) the next imports would conflict with.
+  ok(await theseus(t, "import", t.context.archive, "--to", US, "--to-namespace", TARGET_NS, "--storage-class", "local-path=local-path-immediate", "--undo"), "theseus import --undo");
   // Truncated: refused by the first pass, before anything is written anywhere.
   const truncated = join(t.context.work, "truncated.tgz");
   await writeFile(truncated, await readFile(t.context.archive));
