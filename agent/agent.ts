@@ -130,8 +130,15 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
       logger.info({ graceMs }, "agent shutting down");
       serving = false;
       reloader?.close();
-      // Rounds first: cancelled, they checkpoint what they applied before the calls that watch them end.
-      await migrations.close();
+      // Rounds first: cancelled, they checkpoint what they applied before the calls that watch them end. Within the
+      // grace time only: a step that does not honour its cancellation must not keep the agent (and its port) alive.
+      let graceTimer: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([
+        migrations.close().then(() => true),
+        new Promise<false>((resolve) => (graceTimer = setTimeout(() => resolve(false), graceMs))),
+      ]);
+      clearTimeout(graceTimer);
+      if (!drained) logger.warn({ graceMs }, "migration steps still running after the grace time; shutting down without them");
       await server.shutdown(graceMs);
       await volumes.close();
       await health?.close();

@@ -314,7 +314,14 @@ test("a target agent restarted during pre-sync resumes its rounds from its persi
   // Stop the target agent and start another process's worth of it on the same state and cluster.
   t.context.target.client.close();
   await t.context.target.agent.close(1000);
-  t.context.target = await side(t.context, t.context.target.cluster, t.context.target.stateDir);
+  const restarted = await side(t.context, t.context.target.cluster, t.context.target.stateDir);
+  // A test's t.context is a shallow copy of the hooks' one: the after hook would close the old agent only, and the
+  // restarted one would keep the test process alive.
+  t.teardown(async () => {
+    restarted.client.close();
+    await restarted.agent.close(1000);
+  });
+  t.context.target = restarted;
   const resumed = await watchUntil(t.context.target.client, id, (s) => roundsOf(s) > seen + 1);
   t.is(resumed.phase, "presyncing");
   t.is(resumed.errorCode, "");
