@@ -7,7 +7,8 @@ import { TheseusError } from "../../common/index.js";
 import { Compressor, Decompressor } from "zstd-napi";
 import zstdBinding from "zstd-napi/binding.js";
 
-export const PROTOCOL_VERSION = 1;
+/** 2: a large file's hash is taken over its sparse block list (block-list.ts), not one 32-byte hash per block. */
+export const PROTOCOL_VERSION = 2;
 /** Block size for large files: the page size databases rewrite in place; see DESIGN notes in index.ts. */
 export const BLOCK_BYTES = 4096;
 /** Files at least this large are hashed per block and patched in place; smaller ones are sent whole. */

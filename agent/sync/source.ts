@@ -19,11 +19,10 @@ import {
 import type { IndexEntry, Meta, RoundStatsWire, SyncRecord } from "./codec.js";
 import { comparePaths, isWithin, validatePeerPath } from "./paths.js";
 import {
+  allHoles,
   BlockStore,
-  blockCount,
   EntryFileReader,
   EntryFileWriter,
-  hashBlocks,
   hashFile,
   isLarge,
   readMemo,
@@ -33,6 +32,7 @@ import {
   writeMemo,
   ZERO_BLOCK_HASH,
 } from "./state.js";
+import { BlockList, blockHash } from "./block-list.js";
 import { TokenBucket } from "./throttle.js";
 import type { Clock } from "./throttle.js";
 import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
@@ -164,7 +164,7 @@ interface PendingLarge {
   meta: Meta;
   /** The size the walk saw: a round sends the file up to there (what is appended meanwhile is the next round's). */
   size: number;
-  baseList: Buffer | undefined;
+  baseList: BlockList | undefined;
   baseHash: Uint8Array;
   finish(hash: Uint8Array, size: number): void;
 }
@@ -500,7 +500,7 @@ class SourceRound {
     // The source's own stat-validated cache says what this file holds without reading it.
     let hash: Uint8Array | undefined =
       cached !== undefined && cached.type === "file" && statMatches(cached, st) ? cached.hash : undefined;
-    if (hash !== undefined && isLarge(st.size) && this.blocks.get(hash) === undefined) hash = undefined; // list lost
+    if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) hash = undefined; // list lost
     let size = st.size;
     let sent = false;
     const targetHas = (h: Uint8Array, n: number): boolean =>
@@ -527,9 +527,9 @@ class SourceRound {
       const baseList = tFile !== undefined && isLarge(tFile.size) ? this.blocks.get(tFile.hash) : undefined;
       let known = false;
       if (hash === undefined && baseList === undefined && tFile !== undefined && tFile.size === size) {
-        const h = this.hashWhole(abs, w.path, size);
+        const h = this.hashWhole(abs, w.path, size, allHoles(abs, st));
         if (h.blocks !== undefined) this.blocks.put(h.hash, h.blocks);
-        if (h.bytesRead === size && targetHas(h.hash, size)) {
+        if (h.size === size && targetHas(h.hash, size)) {
           hash = h.hash;
           known = true;
           sent = this.metaOnly(w.path, meta, size, hash, tFile, metaDiffers);
@@ -594,10 +594,10 @@ class SourceRound {
     }
   }
 
-  private hashWhole(abs: string, rel: string, size: number): ReturnType<typeof hashFile> {
+  private hashWhole(abs: string, rel: string, size: number, holes: boolean): ReturnType<typeof hashFile> {
     const fd = this.openFile(abs, rel);
     try {
-      const h = hashFile(fd, size, this.readBuf);
+      const h = hashFile(fd, size, this.readBuf, holes);
       this.stats.bytesRead += h.bytesRead;
       return h;
     } catch (e) {
@@ -609,38 +609,57 @@ class SourceRound {
 
   /**
    * Streams a large file: every block when the target has no usable base ("whole"), else only blocks whose hash differs
-   * from the base list ("patch"). All-zero blocks travel as zero records, which keeps sparse files sparse.
+   * from the base list ("patch"). All-zero blocks travel as zero records, which keeps sparse files sparse; a file that
+   * is provably all holes is not read at all: its zero runs are one record, whatever its size.
    */
   private async *sendLarge(
     abs: string,
     rel: string,
     meta: Meta,
-    baseList: Buffer | undefined,
+    baseList: BlockList | undefined,
     baseHash: Uint8Array,
     sizeAtWalk: number,
   ): AsyncGenerator<Uint8Array, { hash: Buffer; size: number }> {
     const mode = baseList === undefined ? "whole" : "patch";
     const fd = this.openFile(abs, rel);
-    let list = Buffer.allocUnsafe(1024 * 32);
+    let list = new BlockList();
     let pos = 0;
     try {
+      const holes = allHoles(abs, fs.fstatSync(fd));
       // Resume: when the target kept the first blocks of this file from a cut round and they still match what the
       // file holds now, read and hash them (for the file's hash) but send only the rest.
-      const partial = mode === "whole" ? this.partials.get(rel) : undefined;
+      const partial = mode === "whole" && !holes ? this.partials.get(rel) : undefined;
       if (partial !== undefined && partial.blocks > 0) {
         const prefixBytes = partial.blocks * BLOCK_BYTES;
-        list = Buffer.allocUnsafe(Math.max(list.length, partial.blocks * 32));
         while (pos < prefixBytes) {
           const n = readAt(fd, this.readBuf, Math.min(this.readBuf.length, prefixBytes - pos), pos, rel);
           if (n === 0 || n % BLOCK_BYTES !== 0) break;
           this.stats.bytesRead += n;
-          hashBlocks(this.readBuf.subarray(0, n), list, pos / BLOCK_BYTES);
+          list.appendData(this.readBuf.subarray(0, n));
           pos += n;
         }
-        if (pos !== prefixBytes || !sha256(list.subarray(0, partial.blocks * 32)).equals(partial.prefixHash)) pos = 0;
+        if (pos !== prefixBytes || !list.digest().equals(partial.prefixHash)) {
+          pos = 0;
+          list = new BlockList();
+        }
       }
       this.emit({ t: "file_begin", path: rel, meta, mode, baseHash: mode === "patch" ? baseHash : EMPTY, resumeFrom: pos });
       this.stats.entriesChanged++;
+      if (holes) {
+        // Only the blocks the base held data in changed; past the base's end, everything did.
+        const full = Math.floor(sizeAtWalk / BLOCK_BYTES);
+        const zeros = (from: number, to: number): void => {
+          this.emit({ t: "zero", offset: from * BLOCK_BYTES, length: (to - from) * BLOCK_BYTES });
+          this.stats.bytesChanged += (to - from) * BLOCK_BYTES;
+        };
+        const baseBlocks = Math.min(full, baseList?.length ?? 0);
+        baseList?.forEachRun(0, baseBlocks, (from, to, zero) => {
+          if (!zero) zeros(from, to);
+        });
+        if (full > baseBlocks) zeros(baseBlocks, full);
+        list.appendZeros(full);
+        pos = full * BLOCK_BYTES; // a short last block, if any, is read below
+      }
       for (;;) {
         throwIfAborted(this.signal);
         // Read no further than the walk's stat: a log appended faster than the round reads it would otherwise keep
@@ -657,13 +676,6 @@ class SourceRound {
         this.stats.bytesRead += n;
         const chunk = this.readBuf.subarray(0, n);
         const first = pos / BLOCK_BYTES;
-        const need = (first + blockCount(n)) * 32;
-        if (need > list.length) {
-          const grown = Buffer.allocUnsafe(Math.max(need, list.length * 2));
-          list.copy(grown);
-          list = grown;
-        }
-        hashBlocks(chunk, list, first);
         // Walk the blocks: runs of changed non-zero blocks become data records, runs of zero blocks zero records.
         let runStart = -1;
         let runZero = false;
@@ -677,14 +689,14 @@ class SourceRound {
           runStart = -1;
         };
         for (let off = 0, b = first; off < n; off += BLOCK_BYTES, b++) {
-          const end = Math.min(off + BLOCK_BYTES, n);
-          const h = list.subarray(b * 32, b * 32 + 32);
-          const changed = baseList === undefined || (b + 1) * 32 > baseList.length || baseList.compare(h, 0, 32, b * 32, b * 32 + 32) !== 0;
+          const h = blockHash(chunk.subarray(off, Math.min(off + BLOCK_BYTES, n)));
+          list.append(h);
+          const changed = baseList === undefined || b >= baseList.length || !baseList.at(b).equals(h);
           if (!changed) {
             endRun(off);
             continue;
           }
-          const zero = end - off === BLOCK_BYTES && h.equals(ZERO_BLOCK_HASH);
+          const zero = h === ZERO_BLOCK_HASH;
           if (runStart >= 0 && (zero !== runZero || (!zero && off - runStart >= DATA_RECORD_BYTES))) endRun(off);
           if (runStart < 0) {
             runStart = off;
@@ -699,9 +711,8 @@ class SourceRound {
     } finally {
       fs.closeSync(fd);
     }
-    const finalList = list.subarray(0, blockCount(pos) * 32);
-    const hash = sha256(finalList);
-    this.blocks.put(hash, finalList);
+    const hash = list.digest();
+    this.blocks.put(hash, list);
     this.emit({ t: "file_end", size: pos, hash });
     return { hash, size: pos };
   }

@@ -3,8 +3,8 @@
 // unchanged, so a restart loses nothing and a stale entry can only cost a re-read, never a wrong answer.
 //
 // The cache is one sorted file (walk order), streamed while the walk runs and rewritten each round, so memory stays
-// O(1) in the number of files. Block-hash lists of large files live beside it in blocks/<content hash>, loaded only
-// when a large file changes.
+// O(1) in the number of files. Block-hash lists of large files live beside it in blocks/<content hash> (sparse:
+// block-list.ts), loaded only when a large file changes.
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
@@ -12,6 +12,7 @@ import { TheseusError } from "../../common/index.js";
 import { BLOCK_BYTES, ByteReader, ByteWriter, decodeEntry, encodeEntry, LARGE_FILE_BYTES } from "./codec.js";
 import type { IndexEntry } from "./codec.js";
 import { comparePaths } from "./paths.js";
+import { BlockList, isZeroBlock, ZERO_BLOCK, ZERO_BLOCK_HASH } from "./block-list.js";
 
 export interface CacheEntry extends IndexEntry {
   ino: number;
@@ -166,12 +167,12 @@ export class EntryFileReader {
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Content hashes. Small files: sha256 of the content. Large files (>= LARGE_FILE_BYTES): sha256 of the list of their
-// 4 KiB blocks' sha256, so that a target patching a few blocks in place can compute the new file hash from its stored
-// list without re-reading the file, and still verifies every block it received.
+// Content hashes. Small files: sha256 of the content. Large files (>= LARGE_FILE_BYTES): sha256 of the canonical
+// encoding of their list of 4 KiB block hashes (block-list.ts: runs of zero blocks count once), so that a target
+// patching a few blocks in place can compute the new file hash from its stored list without re-reading the file, and
+// still verifies every block it received.
 
-export const ZERO_BLOCK = Buffer.alloc(BLOCK_BYTES);
-export const ZERO_BLOCK_HASH = crypto.hash("sha256", ZERO_BLOCK, "buffer");
+export { ZERO_BLOCK, ZERO_BLOCK_HASH };
 
 export function isLarge(size: number): boolean {
   return size >= LARGE_FILE_BYTES;
@@ -181,17 +182,8 @@ export function sha256(data: Uint8Array): Buffer {
   return crypto.hash("sha256", data, "buffer");
 }
 
-/** Hashes every block of `data` (which starts on a block boundary) into `out` at block index `first`. */
-export function hashBlocks(data: Uint8Array, out: Buffer, first: number): void {
-  for (let o = 0, b = first; o < data.length; o += BLOCK_BYTES, b++) {
-    const block = data.subarray(o, Math.min(o + BLOCK_BYTES, data.length));
-    const h = block.length === BLOCK_BYTES && isZero(block) ? ZERO_BLOCK_HASH : sha256(block);
-    h.copy(out, b * 32);
-  }
-}
-
 export function isZero(block: Uint8Array): boolean {
-  if (block.length === BLOCK_BYTES) return Buffer.from(block.buffer, block.byteOffset, block.length).equals(ZERO_BLOCK);
+  if (block.length === BLOCK_BYTES) return isZeroBlock(block);
   for (const b of block) if (b !== 0) return false;
   return true;
 }
@@ -200,36 +192,60 @@ export function blockCount(size: number): number {
   return Math.ceil(size / BLOCK_BYTES);
 }
 
-export interface FileHash {
-  hash: Buffer;
-  /** The block list (32 bytes per block) for large files. */
-  blocks: Buffer | undefined;
-  bytesRead: number;
+// Filesystems whose st_blocks counts every allocated block, delayed allocation included (statfs f_type magic): on
+// them a file with no block allocated is all holes, and is hashed (and sent) without reading it. Node has no
+// SEEK_DATA, and reading 600 GiB of holes takes minutes; elsewhere (FUSE, network filesystems, ZFS) st_blocks may
+// lag or be 0 for data, so the file is read.
+const COUNTS_BLOCKS = new Set([0xef53 /* ext2/3/4 */, 0x58465342 /* xfs */, 0x9123683e /* btrfs */, 0x01021994 /* tmpfs */]);
+
+/** Whether a large file is provably all holes: nothing allocated, on a filesystem that counts what it allocates. */
+export function allHoles(abs: string, st: { size: number; blocks: number }): boolean {
+  if (!isLarge(st.size) || st.blocks !== 0) return false;
+  try {
+    return COUNTS_BLOCKS.has(fs.statfsSync(abs).type);
+  } catch {
+    return false;
+  }
 }
 
-/** Reads and hashes a file the way the protocol defines its content hash. */
-export function hashFile(fd: number, size: number, readBuf: Buffer): FileHash {
+/** The list of a file of `size` bytes of zeros: a run, and the hash of a short last block. */
+export function holesList(size: number): BlockList {
+  const list = new BlockList();
+  list.appendZeros(Math.floor(size / BLOCK_BYTES));
+  if (size % BLOCK_BYTES !== 0) list.append(sha256(ZERO_BLOCK.subarray(0, size % BLOCK_BYTES)));
+  return list;
+}
+
+export interface FileHash {
+  hash: Buffer;
+  /** The block list for large files. */
+  blocks: BlockList | undefined;
+  /** Bytes actually read (0 for a file of holes). */
+  bytesRead: number;
+  /** The size hashed: the file's size when it held still. */
+  size: number;
+}
+
+/** Reads and hashes a file the way the protocol defines its content hash; `holes`: known to be all holes (allHoles). */
+export function hashFile(fd: number, size: number, readBuf: Buffer, holes = false): FileHash {
   if (!isLarge(size)) {
     const data = readAll(fd, size, readBuf);
-    return { hash: sha256(data), blocks: undefined, bytesRead: data.length };
+    return { hash: sha256(data), blocks: undefined, bytesRead: data.length, size: data.length };
   }
-  let blocks = Buffer.allocUnsafe(blockCount(size) * 32);
+  if (holes) {
+    const blocks = holesList(size);
+    return { hash: blocks.digest(), blocks, bytesRead: 0, size };
+  }
+  const blocks = new BlockList();
   let pos = 0;
   for (;;) {
     const n = fs.readSync(fd, readBuf, 0, readBuf.length, pos);
     if (n === 0) break;
-    const needed = blockCount(pos + n) * 32;
-    if (needed > blocks.length) {
-      const grown = Buffer.allocUnsafe(Math.max(needed, blocks.length * 2));
-      blocks.copy(grown);
-      blocks = grown;
-    }
-    hashBlocks(readBuf.subarray(0, n), blocks, pos / BLOCK_BYTES);
+    blocks.appendData(readBuf.subarray(0, n));
     pos += n;
     if (n % BLOCK_BYTES !== 0) break; // short read: end of file
   }
-  blocks = blocks.subarray(0, blockCount(pos) * 32);
-  return { hash: sha256(blocks), blocks, bytesRead: pos };
+  return { hash: blocks.digest(), blocks, bytesRead: pos, size: pos };
 }
 
 /** Reads up to `size` bytes (the file may have shrunk or grown since it was stat'ed; what we read is what we hash). */
@@ -250,6 +266,7 @@ export function readSmall(fd: number, size: number, readBuf: Buffer): Buffer {
 
 // ---------------------------------------------------------------------------------------------------------------------
 
+/** Block lists by content hash, each stored in its canonical encoding, so a file's name is the sha256 of its bytes. */
 export class BlockStore {
   readonly dir: string;
   constructor(stateDir: string) {
@@ -259,25 +276,54 @@ export class BlockStore {
   private file(hash: Uint8Array): string {
     return path.join(this.dir, Buffer.from(hash).toString("hex"));
   }
-  get(hash: Uint8Array): Buffer | undefined {
+  /** Whether the list is stored intact (read and hashed in pieces, never decoded). */
+  has(hash: Uint8Array): boolean {
+    let fd: number;
+    try {
+      fd = fs.openSync(this.file(hash), "r");
+    } catch {
+      return false;
+    }
+    try {
+      const h = crypto.createHash("sha256");
+      const buf = Buffer.allocUnsafe(256 * 1024);
+      for (let n = fs.readSync(fd, buf); n > 0; n = fs.readSync(fd, buf)) h.update(buf.subarray(0, n));
+      return h.digest().equals(hash);
+    } catch {
+      return false;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  get(hash: Uint8Array): BlockList | undefined {
     try {
       const b = fs.readFileSync(this.file(hash));
       // Self-verifying: a list is stored under the hash of its content.
-      return b.length % 32 === 0 && sha256(b).equals(hash) ? b : undefined;
+      return sha256(b).equals(hash) ? BlockList.decode(b) : undefined;
     } catch {
       return undefined;
     }
   }
-  put(hash: Uint8Array, blocks: Uint8Array): void {
+  put(hash: Uint8Array, blocks: BlockList): void {
     const f = this.file(hash);
     if (fs.existsSync(f)) return;
-    fs.writeFileSync(f + ".tmp", blocks);
+    const fd = fs.openSync(f + ".tmp", "w", 0o600);
+    try {
+      for (const piece of blocks.encode()) writeFully(fd, piece);
+    } finally {
+      fs.closeSync(fd);
+    }
     fs.renameSync(f + ".tmp", f);
   }
   /** Removes lists no longer referenced by the cache just committed. */
   retainOnly(keep: ReadonlySet<string>): void {
     for (const name of fs.readdirSync(this.dir)) if (!keep.has(name)) fs.rmSync(path.join(this.dir, name), { force: true });
   }
+}
+
+export function writeFully(fd: number, data: Uint8Array): void {
+  let done = 0;
+  while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done);
 }
 
 export interface RoundMemo {

@@ -30,21 +30,22 @@ import {
 import type { IndexEntry, Meta, RoundStatsWire, SyncRecord } from "./codec.js";
 import { comparePaths, isWithin, MAX_PATH_LENGTH, parentOf, validatePeerPath } from "./paths.js";
 import {
+  allHoles,
   BlockStore,
   blockCount,
   EntryFileReader,
   EntryFileWriter,
-  hashBlocks,
   hashFile,
   isLarge,
   isZero,
   sha256,
   statMatches,
   utimeArg,
+  writeFully,
   writeMemo,
   ZERO_BLOCK,
-  ZERO_BLOCK_HASH,
 } from "./state.js";
+import { BlockList } from "./block-list.js";
 import type { CacheEntry } from "./state.js";
 import { walk, walkError, metaOf, VolumeDigest } from "./walk.js";
 import { acquireVolumeLock, LOCK_NAME } from "./volume-lock.js";
@@ -148,7 +149,10 @@ interface OpenFile {
   mode: "whole" | "patch";
   fd: number;
   staging: string;
-  list: Buffer;
+  /** The list of what was received, built in order: blocks not received are copied from `base` (patch). */
+  list: BlockList;
+  /** The list of the contents a patch applies to. */
+  base: BlockList | undefined;
   /** Next offset expected (whole) or the end of the last write (patch). */
   offset: number;
   oldSize: number;
@@ -160,7 +164,8 @@ interface OpenFile {
 interface PartialFile {
   path: string;
   blocks: number;
-  list: Buffer;
+  /** Exactly `blocks` blocks. */
+  list: BlockList;
 }
 
 const RESUME_NAME = "resume";
@@ -290,7 +295,7 @@ class TargetRound {
     encodeRecord(w, { t: "start", version: PROTOCOL_VERSION, targetUid: uid, targetGid: gid, preserveOwner: this.preserveOwner });
     if (this.resume !== undefined) {
       const r = this.resume;
-      encodeRecord(w, { t: "partial", path: r.path, blocks: r.blocks, prefixHash: sha256(r.list.subarray(0, r.blocks * 32)) });
+      encodeRecord(w, { t: "partial", path: r.path, blocks: r.blocks, prefixHash: r.list.digest() });
     }
     yield enc.encode(w).frame;
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
@@ -318,7 +323,7 @@ class TargetRound {
         } else {
           const c = cache.seek(e.path);
           let hash: Uint8Array | undefined = c !== undefined && c.type === "file" && statMatches(c, st) ? c.hash : undefined;
-          if (hash !== undefined && isLarge(st.size) && this.blocks.get(hash) === undefined) hash = undefined;
+          if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) hash = undefined;
           if (hash === undefined) hash = this.hashLocal(abs, st.size);
           if (hash === undefined) continue; // vanished or changed under us: absent from the index, so resent
           let hardlinkTo = "";
@@ -372,10 +377,11 @@ class TargetRound {
       return undefined;
     }
     try {
-      if (!fs.fstatSync(fd).isFile()) return undefined;
-      const h = hashFile(fd, size, this.readBuf);
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) return undefined;
+      const h = hashFile(fd, size, this.readBuf, allHoles(abs, st));
       this.targetBytesRead += h.bytesRead;
-      if (h.bytesRead !== size) return undefined;
+      if (h.size !== size) return undefined;
       if (h.blocks !== undefined) this.blocks.put(h.hash, h.blocks);
       return h.hash;
     } finally {
@@ -603,15 +609,13 @@ class TargetRound {
         }
         const fd = fs.openSync(staging, fs.constants.O_WRONLY | O_NOFOLLOW);
         fs.ftruncateSync(fd, resumeFrom);
-        const list = Buffer.allocUnsafe(Math.max(r.list.length, 1024 * 32));
-        r.list.copy(list);
-        this.file = { path: p, abs, meta, mode, fd, staging, list, offset: resumeFrom, oldSize: 0, checkpoint: resumeFrom };
+        this.file = { path: p, abs, meta, mode, fd, staging, list: r.list, base: undefined, offset: resumeFrom, oldSize: 0, checkpoint: resumeFrom };
         return;
       }
       fs.rmSync(staging, { force: true });
       fs.rmSync(this.partialFile, { force: true });
       const fd = fs.openSync(staging, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, 0o600);
-      this.file = { path: p, abs, meta, mode, fd, staging, list: Buffer.allocUnsafe(1024 * 32), offset: 0, oldSize: 0, checkpoint: 0 };
+      this.file = { path: p, abs, meta, mode, fd, staging, list: new BlockList(), base: undefined, offset: 0, oldSize: 0, checkpoint: 0 };
       return;
     }
     if (resumeFrom !== 0) throw new TheseusError("protocol", `the source resumed a patch of ${p}`);
@@ -625,16 +629,12 @@ class TargetRound {
       });
     }
     const fd = fs.openSync(abs, fs.constants.O_WRONLY | O_NOFOLLOW);
-    const list = Buffer.allocUnsafe(Math.max(base.length, 32 * 1024));
-    base.copy(list);
-    this.file = { path: p, abs, meta, mode, fd, staging: "", list, offset: 0, oldSize: st.size, checkpoint: 0 };
+    this.file = { path: p, abs, meta, mode, fd, staging: "", list: new BlockList(), base, offset: 0, oldSize: st.size, checkpoint: 0 };
   }
 
-  private growList(f: OpenFile, blocks: number): void {
-    if (blocks * 32 <= f.list.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(blocks * 32, f.list.length * 2));
-    f.list.copy(grown);
-    f.list = grown;
+  /** A patch's list up to `block`: the base's hashes of the blocks between the last one received and `block`. */
+  private advance(f: OpenFile, block: number): void {
+    if (f.base !== undefined && f.list.length < block) f.list.copyFrom(f.base, f.list.length, Math.min(block, f.base.length));
   }
 
   private checkRange(f: OpenFile, offset: number, length: number): void {
@@ -656,8 +656,8 @@ class TargetRound {
     if (f.mode === "whole") writeSparse(f.fd, data, offset);
     else writeAll(f.fd, data, offset);
     this.bytesWritten += data.length;
-    this.growList(f, blockCount(offset + data.length));
-    hashBlocks(data, f.list, offset / BLOCK_BYTES);
+    this.advance(f, offset / BLOCK_BYTES);
+    f.list.appendData(data);
     f.offset = offset + data.length;
     if (f.mode === "whole" && f.offset - f.checkpoint >= CHECKPOINT_BYTES) this.checkpoint(f);
   }
@@ -667,7 +667,7 @@ class TargetRound {
     const blocks = Math.floor(f.offset / BLOCK_BYTES);
     if (f.mode !== "whole" || blocks === 0 || f.fd < 0) return false;
     fs.fdatasyncSync(f.fd);
-    savePartial(this.partialFile, { path: f.path, blocks, list: f.list.subarray(0, blocks * 32) });
+    savePartial(this.partialFile, { path: f.path, blocks, list: f.list.prefix(blocks) });
     f.checkpoint = blocks * BLOCK_BYTES;
     return true;
   }
@@ -675,9 +675,8 @@ class TargetRound {
   private fileZero(f: OpenFile, offset: number, length: number): void {
     this.checkRange(f, offset, length);
     if (length % BLOCK_BYTES !== 0 || length === 0) throw new TheseusError("protocol", `bad zero run for ${f.path}`);
-    const blocks = length / BLOCK_BYTES;
-    this.growList(f, offset / BLOCK_BYTES + blocks);
-    for (let b = offset / BLOCK_BYTES, i = 0; i < blocks; i++, b++) ZERO_BLOCK_HASH.copy(f.list, b * 32);
+    this.advance(f, offset / BLOCK_BYTES);
+    f.list.appendZeros(length / BLOCK_BYTES);
     // A new file keeps the hole; a patched one needs the zeros written over the old data (Node cannot punch holes),
     // but not past its old end, where the final truncate makes a hole.
     if (f.mode === "patch") for (let o = 0; o < length && offset + o < f.oldSize; o += BLOCK_BYTES) writeAll(f.fd, ZERO_BLOCK, offset + o);
@@ -689,9 +688,9 @@ class TargetRound {
       throw new TheseusError("protocol", `the source's end of ${f.path} does not match its contents`);
     }
     const n = blockCount(size);
-    this.growList(f, n);
     // A patched file that shrank inside a block: that block's hash changed without being sent; rehash it from disk.
     if (f.mode === "patch" && size % BLOCK_BYTES !== 0 && size < f.oldSize && f.offset < size) {
+      this.advance(f, n - 1);
       const start = (n - 1) * BLOCK_BYTES;
       const buf = Buffer.alloc(size - start);
       const rfd = fs.openSync(f.abs, fs.constants.O_RDONLY | O_NOFOLLOW);
@@ -700,12 +699,12 @@ class TargetRound {
       } finally {
         fs.closeSync(rfd);
       }
-      sha256(buf).copy(f.list, (n - 1) * 32);
-    }
-    const list = f.list.subarray(0, n * 32);
-    const got = sha256(list);
+      f.list.append(sha256(buf));
+    } else this.advance(f, n);
+    const list = f.list;
+    const got = f.list.length === n ? list.digest() : undefined;
     // Verified before the file takes its new size: a lying end record must not leave a huge apparent size behind.
-    if (!got.equals(hash)) {
+    if (got === undefined || !got.equals(hash)) {
       this.closeFile();
       throw new TheseusError("data_loss", `the contents received for ${f.path} do not match the source's hash`, {
         hint: "run the round again; the file is re-read and repaired",
@@ -1013,14 +1012,20 @@ function asCode(code: string): TheseusError["code"] {
   return (CODES.has(code) ? code : "internal") as TheseusError["code"];
 }
 
-/** partial file: [u32 path length][path][u32 blocks][32 bytes per block] */
+/** partial file: [u32 path length][path][f64 blocks][the prefix's block list, canonical encoding] */
 function savePartial(file: string, p: PartialFile): void {
   const name = Buffer.from(p.path, "utf8");
-  const head = Buffer.alloc(8 + name.length);
+  const head = Buffer.alloc(12 + name.length);
   head.writeUInt32LE(name.length, 0);
   name.copy(head, 4);
-  head.writeUInt32LE(p.blocks, 4 + name.length);
-  fs.writeFileSync(file + ".tmp", Buffer.concat([head, p.list.subarray(0, p.blocks * 32)]));
+  head.writeDoubleLE(p.blocks, 4 + name.length);
+  const fd = fs.openSync(file + ".tmp", "w", 0o600);
+  try {
+    writeFully(fd, head);
+    for (const piece of p.list.encode()) writeFully(fd, piece);
+  } finally {
+    fs.closeSync(fd);
+  }
   fs.renameSync(file + ".tmp", file);
 }
 
@@ -1029,10 +1034,10 @@ function loadPartial(file: string, staging: string): PartialFile | undefined {
     const b = fs.readFileSync(file);
     const n = b.readUInt32LE(0);
     const p = b.toString("utf8", 4, 4 + n);
-    const blocks = b.readUInt32LE(4 + n);
-    const list = b.subarray(8 + n);
+    const blocks = b.readDoubleLE(4 + n);
+    const list = BlockList.decode(b.subarray(12 + n));
     const st = fs.lstatSync(staging);
-    if (list.length !== blocks * 32 || !st.isFile() || st.size < blocks * BLOCK_BYTES) return undefined;
+    if (list.length !== blocks || !st.isFile() || st.size < blocks * BLOCK_BYTES) return undefined;
     validatePeerPath(p);
     return { path: p, blocks, list };
   } catch {
