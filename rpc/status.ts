@@ -48,6 +48,13 @@ export function toStatus(reason: unknown): Partial<StatusObject> {
 
 export function fromServiceError(reason: unknown, context: string): TheseusError {
   if (reason instanceof TheseusError) return reason;
+  if (isLostStatus(reason)) {
+    return new TheseusError(
+      "protocol",
+      `${context}: the peer sent a message compressed in a way this side does not accept (the compressed flag without a grpc-encoding, or an unknown encoding)`,
+      { cause: reason, hint: "Theseus agents never compress at the gRPC level: the peer is not a Theseus agent of this version, or is broken or hostile" },
+    );
+  }
   if (!isServiceError(reason)) return TheseusError.from(reason);
   const sentCode = reason.metadata?.get(CODE_KEY)[0];
   const sentHint = reason.metadata?.get(HINT_KEY)[0];
@@ -60,6 +67,16 @@ function defaultHint(code: status): string | undefined {
   if (code === status.UNAVAILABLE) return "is the agent running, and is its address and port reachable from here?";
   if (code === status.UNAUTHENTICATED) return "check that both sides hold certificates issued by the same `theseus certs init` CA";
   return undefined;
+}
+
+/**
+ * grpc-js's client fails a message whose compression it refuses (its compression filter) by rejecting with a plain
+ * Error where a status is expected, and then builds the call's error from that as if it were one: code, name and
+ * details all undefined, and the original text lost ("undefined undefined: undefined"). Only its compression filter
+ * does that, so this is what the shape means.
+ */
+function isLostStatus(reason: unknown): boolean {
+  return reason instanceof Error && (reason as Partial<ServiceError>).code === undefined && reason.message.startsWith("undefined undefined: undefined");
 }
 
 function isServiceError(reason: unknown): reason is ServiceError {

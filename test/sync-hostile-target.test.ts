@@ -3,6 +3,8 @@
 import anyTest from "ava";
 import type { TestFn } from "ava";
 import fs from "node:fs";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import type { AgentProcess } from "../coordinator/index.js";
 import type { ErrorCode } from "../common/index.js";
@@ -21,7 +23,7 @@ interface Context {
 }
 const test = anyTest.serial as TestFn<Context>;
 
-const VOLUMES = ["staging-swap", "link-staging", "far-patch"];
+const VOLUMES = ["staging-swap", "link-staging", "far-patch", "compressed"];
 
 test.before(async (t) => {
   const world = await createWorld("hostile-target");
@@ -168,4 +170,26 @@ test("a peer's error text reaches the coordinator without escape sequences or ne
   const r = await round(t, "far-patch", [ROOT, { t: "error", code: "internal", message: "\u001b[2J\u001b[31mall good\nerror (ok): \u0007done" }]);
   t.is(r.error?.code, "internal");
   t.notRegex(r.error?.message ?? "", /[\u0000-\u001f\u007f-\u009f]/);
+});
+
+test("a gRPC message with the compressed flag but no encoding gets a real error, not 'undefined undefined: undefined'", async (t) => {
+  const { world, target } = t.context;
+  // Below the adapter: a raw HTTP/2 server with agent eu-1's certificate answers Sync with one message whose
+  // compressed flag is set, without any grpc-encoding header.
+  const server = http2.createSecureServer({ ca: world.eu1.caPem, cert: world.eu1.certPem, key: world.eu1.keyPem, requestCert: true, minVersion: "TLSv1.3" });
+  server.on("stream", (stream) => {
+    stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+    stream.end(Buffer.from([1, 0, 0, 0, 2, 0x0a, 0x00]));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const r = await pull(world, target, `127.0.0.1:${(server.address() as AddressInfo).port}`, "compressed");
+    t.is(r.error?.code, "protocol", r.error?.message);
+    t.regex(r.error?.message ?? "", /compressed flag without a grpc-encoding/);
+    t.notRegex(r.error?.message ?? "", /undefined/);
+    t.regex(r.error?.hint ?? "", /never compress/);
+  } finally {
+    server.close();
+  }
 });
