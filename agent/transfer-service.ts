@@ -9,7 +9,8 @@ import type { Logger } from "../common/index.js";
 import type { Implementation } from "../rpc/index.js";
 import type { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
 import { SESSION_TOKEN_METADATA } from "./migration/index.js";
-import type { SyncSources } from "./sync/index.js";
+import { nextWithin, syncTimeouts } from "./sync/index.js";
+import type { SyncSources, SyncTimeouts } from "./sync/index.js";
 import type { SessionRegistry } from "./migration/index.js";
 import type { VolumeRegistry } from "./volumes.js";
 
@@ -18,30 +19,23 @@ export interface TransferServiceDeps {
   readonly sessions: SessionRegistry;
   readonly logger: Logger;
   readonly syncSources: SyncSources;
-}
-
-/** Resolves the iterator's next message, or rejects as soon as the call is cancelled (a peer that never sends). */
-async function nextOrAbort<T>(it: AsyncIterator<T>, signal: AbortSignal): Promise<IteratorResult<T>> {
-  if (signal.aborted) throw signal.reason;
-  let onAbort: (() => void) | undefined;
-  try {
-    return await Promise.race([
-      it.next(),
-      new Promise<never>((_, reject) => {
-        onAbort = () => reject(signal.reason as Error);
-        signal.addEventListener("abort", onAbort, { once: true });
-      }),
-    ]);
-  } finally {
-    if (onAbort !== undefined) signal.removeEventListener("abort", onAbort);
-  }
+  /** Default: from the environment (sync/idle.ts). */
+  readonly timeouts?: SyncTimeouts;
 }
 
 export function createTransferService(deps: TransferServiceDeps): Implementation<typeof TransferService> {
+  const timeouts = deps.timeouts ?? syncTimeouts();
   return {
     async *sync(requests, ctx) {
       const it = requests[Symbol.asyncIterator]();
-      const first = await nextOrAbort(it, ctx.signal);
+      // A peer that says nothing is ended, at once and whatever it reads: before its first message (no session is
+      // needed to open a call), and when it falls silent mid-round (its round then releases the volume).
+      const silent = (what: string, ms: number) => (): TheseusError => {
+        const e = new TheseusError("deadline_exceeded", `the peer sent ${what} for ${Math.round(ms / 1000)} s`, { hint: "the peer agent is stuck or its link is down" });
+        ctx.cancel(e);
+        return e;
+      };
+      const first = await nextWithin(it, timeouts.firstMessageMs, silent("no first message", timeouts.firstMessageMs), ctx.signal);
       if (first.done === true) throw new TheseusError("protocol", "the sync stream closed before its first message");
       const session = deps.sessions.authorize(first.value.sessionId, ctx.metadata[SESSION_TOKEN_METADATA], ctx.peer);
       const release = deps.sessions.track(session.id, (reason) => ctx.cancel(reason));
@@ -53,7 +47,7 @@ export function createTransferService(deps: TransferServiceDeps): Implementation
         const frames = async function* (): AsyncGenerator<Uint8Array> {
           yield first.value.frame;
           for (;;) {
-            const next = await nextOrAbort(it, ctx.signal);
+            const next = await nextWithin(it, timeouts.idleMs, silent("nothing", timeouts.idleMs), ctx.signal);
             if (next.done === true) return;
             yield next.value.frame;
           }

@@ -185,7 +185,13 @@ function handlerFor(method: DescMethod, fn: AnyImpl, options: ServiceOptions, lo
           let ctx: CallContext | undefined;
           try {
             ctx = contextOf(call, options, name, { endStream: true });
-            const input = method.methodKind === "bidi_streaming" ? (call as AsyncIterable<unknown>) : (call as ServerWritableStream<unknown, unknown>).request;
+            // The client's half-close (its last message sent) ends the requests, not the call: a readable's default
+            // iterator destroys the stream when it finishes, which closed the call under the handler still answering
+            // (its status never sent, the call open for ever). The handler's answer ends the call.
+            const input =
+              method.methodKind === "bidi_streaming"
+                ? (call as ServerDuplexStream<unknown, unknown>).iterator({ destroyOnReturn: false })
+                : (call as ServerWritableStream<unknown, unknown>).request;
             for await (const message of fn(input, ctx) as AsyncIterable<unknown>) {
               // Backpressure: a slow client must slow the producer down, never make us buffer without bound.
               if (!call.write(message)) await once(call, "drain", { signal: ctx.signal });

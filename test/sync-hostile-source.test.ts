@@ -47,7 +47,7 @@ test.after.always(async (t) => {
   await t.context.world?.cleanup();
 });
 
-const START: SyncRecord = { t: "start", version: PROTOCOL_VERSION, targetUid: 0, targetGid: 0, preserveOwner: false };
+const START: SyncRecord = { t: "start", version: PROTOCOL_VERSION, targetUid: 0, targetGid: 0, preserveOwner: false, stripSetid: false };
 /** An empty index: the source must send everything it has. */
 const EMPTY_INDEX = framesOf([START, { t: "index_end" }])[0] as Buffer;
 

@@ -57,6 +57,8 @@ export interface RoundStatsWire {
   specialFilesSkipped: number;
   firstSpecialFile: string;
   previousRoundEndMs: number;
+  /** Files whose set-user-ID/set-group-ID bits the target's policy dropped. */
+  setidStripped: number;
 }
 
 /** A round's statistics before anything happened: where the source starts counting, and what tests send. */
@@ -73,12 +75,14 @@ export function emptyRoundStats(): RoundStatsWire {
     specialFilesSkipped: 0,
     firstSpecialFile: "",
     previousRoundEndMs: 0,
+    setidStripped: 0,
   };
 }
 
 export type SyncRecord =
   // target -> source
-  | { t: "start"; version: number; targetUid: number; targetGid: number; preserveOwner: boolean }
+  /** stripSetid: the target drops set-user-ID and set-group-ID bits of files (its policy); the source digests so too. */
+  | { t: "start"; version: number; targetUid: number; targetGid: number; preserveOwner: boolean; stripSetid: boolean }
   | { t: "entry"; e: IndexEntry }
   | { t: "index_end" }
   // source -> target
@@ -305,6 +309,7 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
       w.uint(rec.targetUid);
       w.uint(rec.targetGid);
       w.u8(rec.preserveOwner ? 1 : 0);
+      w.u8(rec.stripSetid ? 1 : 0);
       return;
     case "entry":
       encodeEntry(w, rec.e);
@@ -381,6 +386,7 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
         s.ownersNotPreserved,
         s.specialFilesSkipped,
         s.previousRoundEndMs,
+        s.setidStripped,
       ])
         w.uint(v);
       w.str(s.firstSpecialFile);
@@ -422,7 +428,8 @@ export function decodeRecord(r: ByteReader): SyncRecord {
       const version = r.uint();
       const targetUid = r.uint();
       const targetGid = r.uint();
-      return { t: "start", version, targetUid, targetGid, preserveOwner: r.u8() === 1 };
+      const preserveOwner = r.u8() === 1;
+      return { t: "start", version, targetUid, targetGid, preserveOwner, stripSetid: r.u8() === 1 };
     }
     case KIND.entry:
       return { t: "entry", e: decodeEntry(r) };
@@ -483,7 +490,7 @@ export function decodeRecord(r: ByteReader): SyncRecord {
     case KIND.end: {
       const digest = readHash(r, false);
       const v: number[] = [];
-      for (let i = 0; i < 10; i++) v.push(r.uint());
+      for (let i = 0; i < 11; i++) v.push(r.uint());
       const [entriesScanned, entriesChanged, entriesDeleted, bytesRead, bytesChanged, wireBytes, rawBytes] = v as [
         number, number, number, number, number, number, number,
       ];
@@ -501,6 +508,7 @@ export function decodeRecord(r: ByteReader): SyncRecord {
           ownersNotPreserved: v[7] as number,
           specialFilesSkipped: v[8] as number,
           previousRoundEndMs: v[9] as number,
+          setidStripped: v[10] as number,
           firstSpecialFile: r.str(MAX_STR),
         },
       };

@@ -30,4 +30,6 @@ export { LOCK_NAME } from "./volume-lock.js";
 export { TokenBucket } from "./throttle.js";
 export type { Clock } from "./throttle.js";
 export { SyncSources, syncStateDir } from "./registry.js";
+export { KEEPALIVE_FRAME, nextWithin, syncTimeouts } from "./idle.js";
+export type { SyncTimeouts } from "./idle.js";
 export type { SyncRole } from "./registry.js";

@@ -37,6 +37,8 @@ import { TokenBucket } from "./throttle.js";
 import type { Clock } from "./throttle.js";
 import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
 import { LOCK_NAME } from "./volume-lock.js";
+import { syncTimeouts, withKeepalive } from "./idle.js";
+import type { SyncTimeouts } from "./idle.js";
 import type { WalkEntry } from "./walk.js";
 
 export type CompressionSetting = "auto" | "off" | number;
@@ -51,6 +53,8 @@ export interface SyncSourceOptions {
   bandwidthBytesPerSecond?: number;
   compression?: CompressionSetting;
   clock?: Clock;
+  /** Default: from the environment (idle.ts). */
+  timeouts?: SyncTimeouts;
 }
 
 export interface RoundOptions {
@@ -103,6 +107,7 @@ export function createSyncSource(options: SyncSourceOptions): SyncSource {
   const stateDir = path.resolve(options.stateDir);
   const bucket = new TokenBucket(options.bandwidthBytesPerSecond ?? 0, options.clock);
   const compression = options.compression ?? "auto";
+  const timeouts = options.timeouts ?? syncTimeouts();
   let running: TokenBucket | undefined;
   return {
     setBandwidth(bytesPerSecond) {
@@ -118,7 +123,8 @@ export function createSyncSource(options: SyncSourceOptions): SyncSource {
       try {
         fs.mkdirSync(stateDir, { recursive: true });
         const round = new SourceRound(root, stateDir, options.logger, pairedLimiter(bucket, roundBucket), compression, up, signal);
-        yield* round.run();
+        // An empty frame whenever the round has sent nothing for a while (unchanged files, waiting for the index).
+        yield* withKeepalive(round.run(), timeouts.keepaliveMs);
       } finally {
         running = undefined;
       }
@@ -424,6 +430,12 @@ class SourceRound {
 
   private meta(w: WalkEntry, start: Extract<SyncRecord, { t: "start" }>): Meta {
     const m = metaOf(w.st, w.type === "special" ? "file" : w.type);
+    // The target drops set-id bits of files (a root agent would otherwise plant setuid-root programs): what we send
+    // and digest is what it will hold.
+    if (start.stripSetid && w.type === "file" && (m.mode & SETID_BITS) !== 0) {
+      m.mode &= ~SETID_BITS;
+      this.stats.setidStripped++;
+    }
     if (!start.preserveOwner && (m.uid !== start.targetUid || m.gid !== start.targetGid)) this.stats.ownersNotPreserved++;
     return m;
   }
@@ -719,6 +731,7 @@ class SourceRound {
 }
 
 const EMPTY = new Uint8Array(0);
+const SETID_BITS = 0o6000;
 const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME]);
 
 function readAt(fd: number, buf: Buffer, length: number, position: number, rel: string): number {

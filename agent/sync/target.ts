@@ -51,6 +51,8 @@ import { walk, walkError, metaOf, VolumeDigest } from "./walk.js";
 import { acquireVolumeLock, LOCK_NAME } from "./volume-lock.js";
 import type { VolumeLock } from "./volume-lock.js";
 import { STAGING_DIR, StagingDir } from "./staging.js";
+import { idleLimited, syncTimeouts, withKeepalive } from "./idle.js";
+import type { SyncTimeouts } from "./idle.js";
 
 export { STAGING_DIR };
 /** Largest file the target accepts (16 TiB): bounds what a hostile peer's offsets can make us allocate or write. */
@@ -67,6 +69,13 @@ export interface SyncTargetOptions {
   onProgress?: (progress: RoundProgress) => void;
   /** Who writes, as the volume's lock names it to a second writer that is refused. */
   writer?: string;
+  /** Default: from the environment (idle.ts). */
+  timeouts?: SyncTimeouts;
+  /**
+   * Keep set-user-ID/set-group-ID bits of files. Default: kept only when the agent does not run as root, or when
+   * THESEUS_KEEP_SETID=1; a root agent otherwise drops them, so that a source cannot plant setuid-root programs.
+   */
+  keepSetid?: boolean;
 }
 
 export interface RoundProgress {
@@ -98,6 +107,8 @@ export interface RoundResult {
   dirtyBytesPerSecond: number;
   compressionRatio: number;
   ownersPreserved: boolean;
+  /** Files received this round whose set-id bits the policy dropped (the source counts them too, in `source`). */
+  setidStripped: number;
 }
 
 export async function runTargetRound(options: SyncTargetOptions, connect: SyncConnect, signal?: AbortSignal): Promise<RoundResult> {
@@ -122,7 +133,7 @@ export async function runTargetRound(options: SyncTargetOptions, connect: SyncCo
     fs.mkdirSync(root, { recursive: true });
     // Across processes and agents too: the volume's lock file names who writes it.
     lock = acquireVolumeLock(root, options.writer ?? "a sync round");
-    const round = new TargetRound(root, stateDir, options.logger, options.preserveOwner ?? process.getuid?.() === 0, signal, options.onProgress);
+    const round = new TargetRound(root, stateDir, options.logger, options.preserveOwner ?? process.getuid?.() === 0, signal, options.onProgress, options.timeouts ?? syncTimeouts(), !(options.keepSetid ?? (process.getuid?.() !== 0 || process.env["THESEUS_KEEP_SETID"] === "1")));
     return await round.run(connect);
   } finally {
     lock?.release();
@@ -217,6 +228,8 @@ class TargetRound {
     private readonly preserveOwner: boolean,
     private readonly signal: AbortSignal | undefined,
     private readonly onProgress: ((progress: RoundProgress) => void) | undefined,
+    private readonly timeouts: SyncTimeouts,
+    private readonly stripSetid: boolean,
   ) {
     this.blocks = new BlockStore(stateDir);
     this.staging = new StagingDir(root);
@@ -246,7 +259,13 @@ class TargetRound {
     let lastProgress = performance.now();
     let idleSince = performance.now();
     try {
-      for await (const frame of connect(this.indexFrames())) {
+      // Alive both ways: an empty frame up when the index is slow to come, and a source silent for the idle timeout
+      // ends the round (and so releases the volume) instead of holding it for ever.
+      const idleS = Math.round(this.timeouts.idleMs / 1000);
+      const down = idleLimited(connect(withKeepalive(this.indexFrames(), this.timeouts.keepaliveMs)), this.timeouts.idleMs, () =>
+        new TheseusError("deadline_exceeded", `the source sent nothing for ${idleS} s`, { hint: "the source agent is stuck or its link is down; run the round again" }),
+      );
+      for await (const frame of down) {
         const started = performance.now();
         this.waitMs += started - idleSince;
         throwIfAborted(this.signal);
@@ -292,7 +311,7 @@ class TargetRound {
     const enc = new FrameEncoder();
     const uid = process.getuid?.() ?? 0;
     const gid = process.getgid?.() ?? 0;
-    encodeRecord(w, { t: "start", version: PROTOCOL_VERSION, targetUid: uid, targetGid: gid, preserveOwner: this.preserveOwner });
+    encodeRecord(w, { t: "start", version: PROTOCOL_VERSION, targetUid: uid, targetGid: gid, preserveOwner: this.preserveOwner, stripSetid: this.stripSetid });
     if (this.resume !== undefined) {
       const r = this.resume;
       encodeRecord(w, { t: "partial", path: r.path, blocks: r.blocks, prefixHash: r.list.digest() });
@@ -412,11 +431,11 @@ class TargetRound {
       case "dir":
         return this.dir(this.enter(rec.path, true), rec.meta);
       case "file_inline":
-        return this.fileInline(this.enter(rec.path), rec.meta, rec.hash, rec.data);
+        return this.fileInline(this.enter(rec.path), this.fileMetaOf(rec.meta), rec.hash, rec.data);
       case "file_begin":
-        return this.fileBegin(this.enter(rec.path), rec.meta, rec.mode, rec.baseHash, rec.resumeFrom);
+        return this.fileBegin(this.enter(rec.path), this.fileMetaOf(rec.meta), rec.mode, rec.baseHash, rec.resumeFrom);
       case "file_meta":
-        return this.fileMeta(this.enter(rec.path), rec.meta, rec.size, rec.hash);
+        return this.fileMeta(this.enter(rec.path), this.fileMetaOf(rec.meta), rec.size, rec.hash);
       case "symlink":
         return this.symlink(this.enter(rec.path), rec.meta, rec.target);
       case "hardlink":
@@ -496,6 +515,15 @@ class TargetRound {
 
   private ownerDiffers(st: fs.Stats, m: Meta): boolean {
     return this.preserveOwner && (st.uid !== m.uid || st.gid !== m.gid);
+  }
+
+  /** Files written this round, counted when their set-id bits are dropped. */
+  private setidStripped = 0;
+  /** A file's metadata under the set-id policy, enforced here whatever the source did (it is told in the start record). */
+  private fileMetaOf(m: Meta): Meta {
+    if (!this.stripSetid || (m.mode & 0o6000) === 0) return m;
+    this.setidStripped++;
+    return { ...m, mode: m.mode & ~0o6000 };
   }
 
   /** chown before chmod: chown clears set-id bits. */
@@ -860,7 +888,11 @@ class TargetRound {
       dirtyBytesPerSecond: sincePrevious > 0 ? Math.round((s.bytesChanged / sincePrevious) * 1000) : 0,
       compressionRatio: s.wireBytes > 0 ? s.rawBytes / s.wireBytes : 1,
       ownersPreserved: this.preserveOwner,
+      setidStripped: this.setidStripped,
     };
+    if (this.setidStripped > 0) {
+      this.logger.warn({ root: this.root, files: this.setidStripped }, "set-user-ID/set-group-ID bits dropped from files (THESEUS_KEEP_SETID=1 keeps them)");
+    }
     this.logger.info({ root: this.root, ...result, source: undefined, ...s }, "sync round applied");
     return result;
   }
