@@ -105,6 +105,16 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   const logger = options.logger.child({ component: "migrations" });
   const lives = new Map<string, Live>();
   let closed = false;
+  // The agent serves calls before it has resumed its persisted migrations (its port opens first). A call that loaded
+  // a migration lazily meanwhile made resume() skip it, so a target restarted mid pre-sync never pulled a round again
+  // and the coordinator watched a migration that stood still (the invariant matrix's target.round.after). Every call
+  // that reaches a migration waits for the resume first.
+  let resuming: Promise<void> = Promise.resolve();
+  /** Resolves once the resume has ended, however it ended (a failed resume is the agent's start failing). */
+  const resumed = (signal?: AbortSignal): Promise<void> => {
+    const settled = resuming.catch(() => undefined);
+    return signal === undefined ? settled : raceSignal(settled, signal);
+  };
   let storeInstance: ParticipantStore | undefined;
 
   const cluster = (): ClusterAccess => requireCluster(options.cluster);
@@ -135,6 +145,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   };
 
   const find = async (id: string, signal?: AbortSignal): Promise<Live> => {
+    await resumed(signal);
     const known = lives.get(id);
     if (known !== undefined) return known;
     const stored = await store().get(validateId(id), signal);
@@ -362,6 +373,30 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     });
   };
 
+  async function resumeAll(signal?: AbortSignal): Promise<void> {
+    for (const stored of await store().list(signal)) {
+      const rec = stored.record;
+      if (lives.has(rec.id) || rec.state.phase === "finished") continue;
+      const live = makeLive(stored);
+      lives.set(rec.id, live);
+      if (rec.role === "source" && !END_PHASES.has(rec.state.phase) && rec.state.phase !== "aborting") {
+        const tokens = await store().getTokens(rec.id, signal);
+        for (const v of rec.volumes) {
+          const token = tokens[v.sessionId];
+          if (token !== undefined) options.sessions.restore({ id: v.sessionId, migrationId: rec.id, volume: v.sourceVolume, peerCluster: rec.peerCluster, expiresAtMs: rec.createdAtMs + SESSION_TTL_MS }, token);
+          options.syncSources.setBandwidth(v.sourceVolume, await options.volumes.root(v.sourceVolume, signal), rec.bandwidthBytesPerSecond);
+        }
+        if (LEASED_PHASES.has(rec.state.phase)) {
+          live.leaseExpiresAtMs = await store().leaseExpiry(rec.id, signal);
+          armWatchdog(live);
+        }
+      }
+      if (rec.state.phase === "aborting") void cleanup(live).catch((error: unknown) => log(live).error({ err: TheseusError.from(error).message }, "resuming the abort failed"));
+      startPresync(live);
+      log(live).info({ phase: rec.state.phase }, "migration resumed");
+      }
+  }
+
   // ---------------------------------------------------------------------------------------------------------------
   // The calls.
 
@@ -370,6 +405,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       const id = validateId(request.migrationId);
       const role = request.role === Role.SOURCE ? "source" : request.role === Role.TARGET ? "target" : undefined;
       if (role === undefined) throw new TheseusError("invalid_argument", `Begin of migration ${id}: role must be source or target`);
+      await resumed(signal);
       const existing = lives.get(id)?.stored ?? (await store().get(id, signal));
       if (existing !== undefined) {
         // A retried Begin: the first answer, whatever this one asks.
@@ -443,6 +479,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
 
     async list(signal) {
       if (options.cluster === undefined) return [];
+      await resumed(signal);
       for (const stored of await store().list(signal)) if (!lives.has(stored.record.id)) lives.set(stored.record.id, makeLive(stored));
       return [...lives.values()].map(statusOf);
     },
@@ -657,29 +694,10 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       );
     },
 
-    async resume(signal) {
-      if (options.cluster === undefined) return;
-      for (const stored of await store().list(signal)) {
-        const rec = stored.record;
-        if (lives.has(rec.id) || rec.state.phase === "finished") continue;
-        const live = makeLive(stored);
-        lives.set(rec.id, live);
-        if (rec.role === "source" && !END_PHASES.has(rec.state.phase) && rec.state.phase !== "aborting") {
-          const tokens = await store().getTokens(rec.id, signal);
-          for (const v of rec.volumes) {
-            const token = tokens[v.sessionId];
-            if (token !== undefined) options.sessions.restore({ id: v.sessionId, migrationId: rec.id, volume: v.sourceVolume, peerCluster: rec.peerCluster, expiresAtMs: rec.createdAtMs + SESSION_TTL_MS }, token);
-            options.syncSources.setBandwidth(v.sourceVolume, await options.volumes.root(v.sourceVolume, signal), rec.bandwidthBytesPerSecond);
-          }
-          if (LEASED_PHASES.has(rec.state.phase)) {
-            live.leaseExpiresAtMs = await store().leaseExpiry(rec.id, signal);
-            armWatchdog(live);
-          }
-        }
-        if (rec.state.phase === "aborting") void cleanup(live).catch((error: unknown) => log(live).error({ err: TheseusError.from(error).message }, "resuming the abort failed"));
-        startPresync(live);
-        log(live).info({ phase: rec.state.phase }, "migration resumed");
-      }
+    resume(signal) {
+      if (options.cluster === undefined) return Promise.resolve();
+      resuming = resumeAll(signal);
+      return resuming;
     },
 
     async close() {
