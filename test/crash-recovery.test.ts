@@ -6,7 +6,8 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { TheseusError } from "../common/index.js";
+import { createSyncSource, runTargetRound } from "../agent/sync/index.js";
+import { silentLogger, TheseusError } from "../common/index.js";
 import { compareTrees, copyVolume, createLocalInstallation, spawnAgent } from "../coordinator/index.js";
 import type { AgentProcess } from "../coordinator/index.js";
 import type { TlsMaterial } from "../rpc/index.js";
@@ -121,4 +122,67 @@ test("kill -9 of the target at points of a round, restarted each time: the next 
   await copyVolume({ from: from.address, to: target.address, volume: "data", tls });
   t.deepEqual(await compareTrees(src, dst), []);
   t.false(fs.existsSync(path.join(dst, ".theseus-partial")), "the staging directory is gone after a complete round");
+});
+
+/** The target's torn-file journal for its volume "data": the verified prefix (blocks) of the file being patched. */
+function tornPrefixBlocks(stateDir: string): number {
+  const dir = path.join(stateDir, "sync", "target", "data", "torn");
+  try {
+    for (const n of fs.readdirSync(dir)) {
+      if (n.endsWith(".json")) return (JSON.parse(fs.readFileSync(path.join(dir, n), "utf8")) as { blocks: number }).blocks;
+    }
+  } catch {
+    // not yet written, or being renamed
+  }
+  return -1;
+}
+
+test("kill -9 of the target mid-patch of a large file: the file is journaled torn, never taken for complete, and the rerun sends only what the cut patch had left", async (t) => {
+  const { work, tls } = t.context;
+  const src = path.join(work, "torn-src");
+  const size = 96 * 1024 * 1024;
+  fs.mkdirSync(src);
+  fs.writeFileSync(path.join(src, "db.bin"), crypto.randomBytes(size));
+  const from = await agent(t, "eu-1", "torn-eu-1", src);
+  const dst = path.join(work, "torn-dst");
+  fs.mkdirSync(dst);
+  const targetState = path.join(work, "state-torn-us-2");
+  let target = await agent(t, "us-2", "torn-us-2", dst);
+  await copyVolume({ from: from.address, to: target.address, volume: "data", tls });
+  // Every block changes (a database rewritten in place): the next round patches all 96 MiB of the target's copy.
+  fs.writeFileSync(path.join(src, "db.bin"), crypto.randomBytes(size));
+  const cut = copyVolume({ from: from.address, to: target.address, volume: "data", tls, bandwidthBytesPerSecond: 8 * 1024 * 1024 });
+  cut.catch(() => undefined);
+  // Killed once the journal counts at least half the file as verified.
+  await until("the patch to pass half the file", () => tornPrefixBlocks(targetState) * 4096 >= size / 2, 120_000);
+  process.kill(target.pid, "SIGKILL");
+  await target.exited;
+  const prefix = tornPrefixBlocks(targetState) * 4096;
+  t.true(prefix >= size / 2 && prefix < size, `the kill fell mid-patch (${prefix} bytes verified)`);
+
+  // Never taken for complete: a source that holds exactly the torn bytes (a copy of the target's volume) must still
+  // send the file. Trusting the torn file's hash would have let this round agree without sending anything. (Played on
+  // a copy of the target's volume and state, so that the real repair below still finds the torn file.)
+  const probeDst = path.join(work, "torn-probe-dst");
+  const probeState = path.join(work, "torn-probe-state");
+  fs.cpSync(dst, probeDst, { recursive: true, preserveTimestamps: true });
+  fs.cpSync(path.join(targetState, "sync", "target", "data"), probeState, { recursive: true, preserveTimestamps: true });
+  const probeSrc = path.join(work, "torn-probe-src");
+  fs.cpSync(dst, probeSrc, { recursive: true, preserveTimestamps: true });
+  fs.rmSync(path.join(probeSrc, ".theseus-lock"), { force: true });
+  const probe = await runTargetRound({ root: probeDst, stateDir: probeState, logger: silentLogger() }, (up) =>
+    createSyncSource({ root: probeSrc, stateDir: path.join(work, "torn-probe-src-state"), logger: silentLogger() }).serve(up),
+  );
+  t.true(probe.source.bytesChanged >= size / 2, `the torn file was sent (${probe.source.bytesChanged} bytes)`);
+  t.deepEqual(await compareTrees(probeSrc, probeDst), []);
+
+  // The rerun: the verified prefix stays, the rest is sent.
+  target = await agent(t, "us-2", "torn-us-2", dst);
+  const rerun = await copyVolume({ from: from.address, to: target.address, volume: "data", tls });
+  t.deepEqual(await compareTrees(src, dst), []);
+  const resent = Number(rerun.stats.wireBytes);
+  t.log(`file ${size} bytes, verified before the kill ${prefix}, resent ${resent}`);
+  t.true(resent < size - prefix + 40 * 1024 * 1024, `resent ${resent} bytes of ${size} (${prefix} verified before the kill)`);
+  t.true(resent < size * 0.6, `resent ${resent} bytes, well under the file's ${size}`);
+  t.deepEqual(fs.readdirSync(path.join(targetState, "sync", "target", "data", "torn")), [], "nothing is torn any more");
 });

@@ -166,7 +166,15 @@ interface PendingLarge {
   size: number;
   baseList: Buffer | undefined;
   baseHash: Uint8Array;
+  /** The target's copy is torn (a patch of it was cut): what its journal says it holds. */
+  torn: TornInfo | undefined;
   finish(hash: Uint8Array, size: number): void;
+}
+
+interface TornInfo {
+  blocks: number;
+  prefixHash: Uint8Array;
+  dirtyBlocks: number;
 }
 
 interface LinkGroup {
@@ -188,6 +196,7 @@ class SourceRound {
   private indexEnded = false;
   private targetBusy = 0;
   private readonly partials = new Map<string, { blocks: number; prefixHash: Uint8Array }>();
+  private readonly torns = new Map<string, TornInfo & { baseHash: Uint8Array }>();
   private sinceYield = 0;
 
   constructor(
@@ -213,9 +222,13 @@ class SourceRound {
     }
     cursor.advance();
     // Large files the target holds in part from a round cut short: it keeps their verified first blocks.
-    for (let r = await cursor.peek(); r?.t === "partial"; r = await cursor.peek()) {
+    // And large files it holds torn (an in-place patch cut short), with what of them is verified, unknown and old.
+    for (let r = await cursor.peek(); r?.t === "partial" || r?.t === "torn"; r = await cursor.peek()) {
       validatePeerPath(r.path);
-      if (this.partials.size < 16) this.partials.set(r.path, { blocks: r.blocks, prefixHash: r.prefixHash });
+      if (r.t === "partial" && this.partials.size < 16) this.partials.set(r.path, { blocks: r.blocks, prefixHash: r.prefixHash });
+      if (r.t === "torn" && this.torns.size < 16) {
+        this.torns.set(r.path, { baseHash: r.baseHash, blocks: r.blocks, prefixHash: r.prefixHash, dirtyBlocks: r.dirtyBlocks });
+      }
       cursor.advance();
     }
     this.chooseLevel();
@@ -261,7 +274,7 @@ class SourceRound {
         if (t !== undefined && t.type === "dir" && w.type !== "dir") dropWithin = t.path;
         const pending = this.entry(w, t, start, cache, next, digest, groups, keepBlocks);
         if (pending !== undefined) {
-          const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash, pending.size);
+          const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash, pending.size, pending.torn);
           pending.finish(res.hash, res.size);
         }
         if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
@@ -524,9 +537,12 @@ class SourceRound {
       // Large and changed (or unknown): diff its blocks against the list of the content the target holds, when this
       // source has that list (it sent or saw that content before). Without a list but with an equal size (a lost
       // cache), hash first: an unchanged file then costs a read, not a resend.
-      const baseList = tFile !== undefined && isLarge(tFile.size) ? this.blocks.get(tFile.hash) : undefined;
+      // A torn copy is diffed against the base its journal names (the content it held before the cut patch).
+      const torn = tFile !== undefined ? this.torns.get(w.path) : undefined;
+      const baseHash = torn?.baseHash ?? tFile?.hash ?? EMPTY;
+      const baseList = tFile !== undefined && (torn !== undefined || isLarge(tFile.size)) ? this.blocks.get(baseHash) : undefined;
       let known = false;
-      if (hash === undefined && baseList === undefined && tFile !== undefined && tFile.size === size) {
+      if (hash === undefined && baseList === undefined && torn === undefined && tFile !== undefined && tFile.size === size) {
         const h = this.hashWhole(abs, w.path, size);
         if (h.blocks !== undefined) this.blocks.put(h.hash, h.blocks);
         if (h.bytesRead === size && targetHas(h.hash, size)) {
@@ -543,7 +559,8 @@ class SourceRound {
           meta,
           size,
           baseList,
-          baseHash: tFile?.hash ?? EMPTY,
+          baseHash,
+          torn: baseList === undefined ? undefined : torn,
           finish: (h, n) => finish(h, n, true),
         };
       }
@@ -618,6 +635,7 @@ class SourceRound {
     baseList: Buffer | undefined,
     baseHash: Uint8Array,
     sizeAtWalk: number,
+    torn: TornInfo | undefined,
   ): AsyncGenerator<Uint8Array, { hash: Buffer; size: number }> {
     const mode = baseList === undefined ? "whole" : "patch";
     const fd = this.openFile(abs, rel);
@@ -626,7 +644,9 @@ class SourceRound {
     try {
       // Resume: when the target kept the first blocks of this file from a cut round and they still match what the
       // file holds now, read and hash them (for the file's hash) but send only the rest.
-      const partial = mode === "whole" ? this.partials.get(rel) : undefined;
+      // A torn copy's verified prefix is resumed the same way, and its unknown blocks are all sent.
+      const partial = mode === "whole" ? this.partials.get(rel) : torn;
+      const forceUntil = torn?.dirtyBlocks ?? 0;
       if (partial !== undefined && partial.blocks > 0) {
         const prefixBytes = partial.blocks * BLOCK_BYTES;
         list = Buffer.allocUnsafe(Math.max(list.length, partial.blocks * 32));
@@ -679,7 +699,8 @@ class SourceRound {
         for (let off = 0, b = first; off < n; off += BLOCK_BYTES, b++) {
           const end = Math.min(off + BLOCK_BYTES, n);
           const h = list.subarray(b * 32, b * 32 + 32);
-          const changed = baseList === undefined || (b + 1) * 32 > baseList.length || baseList.compare(h, 0, 32, b * 32, b * 32 + 32) !== 0;
+          const changed =
+            baseList === undefined || b < forceUntil || (b + 1) * 32 > baseList.length || baseList.compare(h, 0, 32, b * 32, b * 32 + 32) !== 0;
           if (!changed) {
             endRun(off);
             continue;
