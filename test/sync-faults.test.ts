@@ -4,7 +4,8 @@ import test from "ava";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { TheseusError } from "../common/index.js";
+import { createSyncSource } from "../agent/sync/index.js";
+import { silentLogger, TheseusError } from "../common/index.js";
 import { describeTree, makePair, roundInMemory } from "./sync-helpers.js";
 
 const base = fs.mkdtempSync(path.join(os.tmpdir(), "theseus-sync-faults-"));
@@ -44,4 +45,41 @@ test("a name that is not UTF-8 fails the round naming the file and what to do", 
   t.is(error?.code, "invalid_argument");
   t.regex(error?.message ?? "", /docs\/caf\\xe9\.txt is not valid UTF-8/);
   t.regex(error?.message ?? "", /rename it to a UTF-8 name/);
+});
+
+test("files deleted between the walk's stat and their open are the app's deletes: the round succeeds and the target deletes them too", async (t) => {
+  const p = makePair(base, "vanish");
+  fs.mkdirSync(path.join(p.src, "dir"));
+  for (const n of ["a.txt", "gone.txt", "new-gone.txt", "z.txt"]) fs.writeFileSync(path.join(p.src, "dir", n), `${n}\n`);
+  fs.writeFileSync(path.join(p.src, "big.bin"), Buffer.alloc(2 * 1024 * 1024, 7));
+  fs.symlinkSync("dir/a.txt", path.join(p.src, "link"));
+  fs.rmSync(path.join(p.src, "dir", "new-gone.txt"));
+  await roundInMemory(p);
+  // Changed since, so that the next round opens them; then deleted exactly in the window between stat and open.
+  fs.writeFileSync(path.join(p.src, "dir", "gone.txt"), "changed\n");
+  fs.writeFileSync(path.join(p.src, "dir", "new-gone.txt"), "new, never copied\n");
+  fs.writeFileSync(path.join(p.src, "big.bin"), Buffer.alloc(2 * 1024 * 1024, 8));
+  fs.rmSync(path.join(p.src, "link"));
+  fs.symlinkSync("dir/z.txt", path.join(p.src, "link"));
+  const doomed = new Set(["dir/gone.txt", "dir/new-gone.txt", "big.bin", "link"]);
+  const opened: string[] = [];
+  const racing = createSyncSource({
+    root: p.src,
+    stateDir: p.srcState,
+    logger: silentLogger(),
+    beforeOpen: (rel) => {
+      opened.push(rel);
+      if (doomed.has(rel)) fs.rmSync(path.join(p.src, rel));
+    },
+  });
+  const r = await roundInMemory(p, racing);
+  t.true([...doomed].every((d) => opened.includes(d)), `each doomed entry was opened after its stat (${opened.join(", ")})`);
+  t.is(r.digest, r.sourceDigest);
+  // All but the directory's mtime, which the deletes changed after its record was sent: the next round's.
+  const files = (root: string): string[] => describeTree(root).filter((l) => !l.startsWith("d "));
+  t.deepEqual(files(p.dst), files(p.src));
+  t.false(fs.existsSync(path.join(p.dst, "dir", "gone.txt")));
+  const again = await roundInMemory(p);
+  t.is(again.source.entriesChanged, 2, "the next round carries only the new mtimes of the root and dir");
+  t.deepEqual(describeTree(p.dst), describeTree(p.src));
 });

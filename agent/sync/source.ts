@@ -51,6 +51,11 @@ export interface SyncSourceOptions {
   bandwidthBytesPerSecond?: number;
   compression?: CompressionSetting;
   clock?: Clock;
+  /**
+   * For tests: runs between the walk's lstat of an entry and its open (or readlink), the window in which a live app's
+   * delete must not fail the round. Never set in production.
+   */
+  beforeOpen?: (relativePath: string) => void;
 }
 
 export interface RoundOptions {
@@ -117,7 +122,7 @@ export function createSyncSource(options: SyncSourceOptions): SyncSource {
       running = roundBucket;
       try {
         fs.mkdirSync(stateDir, { recursive: true });
-        const round = new SourceRound(root, stateDir, options.logger, pairedLimiter(bucket, roundBucket), compression, up, signal);
+        const round = new SourceRound(root, stateDir, options.logger, pairedLimiter(bucket, roundBucket), compression, up, signal, options.beforeOpen);
         yield* round.run();
       } finally {
         running = undefined;
@@ -197,6 +202,8 @@ class SourceRound {
   private targetBusy = 0;
   private readonly partials = new Map<string, { blocks: number; prefixHash: Uint8Array }>();
   private readonly torns = new Map<string, TornInfo & { baseHash: Uint8Array }>();
+  /** Entries deleted between the walk's lstat and their open (logged; the next round sees them gone). */
+  private vanishedCount = 0;
   private sinceYield = 0;
 
   constructor(
@@ -207,6 +214,7 @@ class SourceRound {
     private readonly compression: CompressionSetting,
     private readonly up: AsyncIterable<Uint8Array>,
     private readonly signal: AbortSignal | undefined,
+    private readonly beforeOpen: ((relativePath: string) => void) | undefined,
   ) {
     this.blocks = new BlockStore(stateDir);
   }
@@ -275,7 +283,8 @@ class SourceRound {
         const pending = this.entry(w, t, start, cache, next, digest, groups, keepBlocks);
         if (pending !== undefined) {
           const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash, pending.size, pending.torn);
-          pending.finish(res.hash, res.size);
+          if (res === undefined) this.vanished(w.path, t);
+          else pending.finish(res.hash, res.size);
         }
         if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
         else if (++this.sinceYield >= 2048) {
@@ -307,7 +316,7 @@ class SourceRound {
       this.emit({ t: "end", digest: digest.digest(), stats: { ...this.stats } });
       yield* this.flush();
       this.logger.info(
-        { root: this.root, ...this.stats, durationMs: endMs - this.startedMs },
+        { root: this.root, ...this.stats, vanished: this.vanishedCount, durationMs: endMs - this.startedMs },
         "sync round sent",
       );
     } catch (e) {
@@ -482,8 +491,10 @@ class SourceRound {
     if (w.type === "symlink") {
       let target: string;
       try {
+        this.beforeOpen?.(w.path);
         target = fs.readlinkSync(abs);
       } catch (e) {
+        if (isVanished(e)) return this.vanished(w.path, t);
         throw walkError(e, w.path);
       }
       if (t === undefined || t.type !== "symlink" || t.linkTarget !== target || ownersDiffer(t.meta)) {
@@ -523,6 +534,7 @@ class SourceRound {
       sent = this.metaOnly(w.path, meta, size, hash, tFile as IndexEntry, metaDiffers);
     } else if (!isLarge(size)) {
       const data = this.readSmallFile(abs, w.path, size);
+      if (data === undefined) return this.vanished(w.path, t);
       hash = sha256(data);
       size = data.length;
       if (targetHas(hash, size)) {
@@ -544,6 +556,7 @@ class SourceRound {
       let known = false;
       if (hash === undefined && baseList === undefined && torn === undefined && tFile !== undefined && tFile.size === size) {
         const h = this.hashWhole(abs, w.path, size);
+        if (h === undefined) return this.vanished(w.path, t);
         if (h.blocks !== undefined) this.blocks.put(h.hash, h.blocks);
         if (h.bytesRead === size && targetHas(h.hash, size)) {
           hash = h.hash;
@@ -587,17 +600,34 @@ class SourceRound {
     return true;
   }
 
-  private openFile(abs: string, rel: string): number {
+  /**
+   * A file the walk saw is gone when we open it: the live app deleted it (or its directory) in between. That is the
+   * app's delete, not a failure: the target deletes its copy too, and the path is in neither side's digest.
+   */
+  private vanished(p: string, t: IndexEntry | undefined): undefined {
+    this.vanishedCount++;
+    if (t !== undefined) {
+      this.emit({ t: "delete", path: p });
+      this.stats.entriesDeleted++;
+    }
+    return undefined;
+  }
+
+  /** Opens a file the walk saw; undefined when it has vanished since (see vanished()). */
+  private openFile(abs: string, rel: string): number | undefined {
     try {
+      this.beforeOpen?.(rel);
       // O_NOFOLLOW: a file swapped for a symlink after the walk's lstat is refused, never followed out of the volume.
       return fs.openSync(abs, fs.constants.O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
     } catch (e) {
+      if (isVanished(e)) return undefined;
       throw walkError(e, rel);
     }
   }
 
-  private readSmallFile(abs: string, rel: string, size: number): Buffer {
+  private readSmallFile(abs: string, rel: string, size: number): Buffer | undefined {
     const fd = this.openFile(abs, rel);
+    if (fd === undefined) return undefined;
     try {
       const data = readSmall(fd, size, this.readBuf);
       this.stats.bytesRead += data.length;
@@ -611,8 +641,9 @@ class SourceRound {
     }
   }
 
-  private hashWhole(abs: string, rel: string, size: number): ReturnType<typeof hashFile> {
+  private hashWhole(abs: string, rel: string, size: number): ReturnType<typeof hashFile> | undefined {
     const fd = this.openFile(abs, rel);
+    if (fd === undefined) return undefined;
     try {
       const h = hashFile(fd, size, this.readBuf);
       this.stats.bytesRead += h.bytesRead;
@@ -636,9 +667,10 @@ class SourceRound {
     baseHash: Uint8Array,
     sizeAtWalk: number,
     torn: TornInfo | undefined,
-  ): AsyncGenerator<Uint8Array, { hash: Buffer; size: number }> {
+  ): AsyncGenerator<Uint8Array, { hash: Buffer; size: number } | undefined> {
     const mode = baseList === undefined ? "whole" : "patch";
     const fd = this.openFile(abs, rel);
+    if (fd === undefined) return undefined; // vanished before anything of it was sent
     let list = Buffer.allocUnsafe(1024 * 32);
     let pos = 0;
     try {
@@ -730,6 +762,12 @@ class SourceRound {
 
 const EMPTY = new Uint8Array(0);
 const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME]);
+
+/** ENOENT: the file is gone; ENOTDIR: a directory above it was replaced by a file. Either way the app's doing. */
+function isVanished(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}
 
 function readAt(fd: number, buf: Buffer, length: number, position: number, rel: string): number {
   try {
