@@ -101,15 +101,27 @@ test("a frozen target (SIGSTOP mid-round) does not hold the source's volume: kee
   process.kill(frozen.pid, "SIGKILL");
 });
 
-test("kill -9 of the target at points of a round, restarted each time: the next round completes and the copy is exact", async (t) => {
+/** Scratch files of rounds (spool.*, applied.*, index.new.*, *.tmp) in an agent's sync state directories. */
+function scratchFiles(agentState: string): string[] {
+  const out: string[] = [];
+  for (const role of ["source", "target"]) {
+    const dir = path.join(agentState, "sync", role, "data");
+    if (!fs.existsSync(dir)) continue;
+    for (const n of fs.readdirSync(dir)) if (/^(spool|applied|index\.new)\.|\.tmp$/.test(n)) out.push(`${role}/${n}`);
+  }
+  return out;
+}
+
+test("kill -9 of the target at points of a round, restarted each time, then of the source: the next round completes, the copy is exact, and no killed round's files are left", async (t) => {
   const { work, tls } = t.context;
   const src = path.join(work, "kill-src");
   source(src, 6, 3 * 1024 * 1024);
   fs.mkdirSync(path.join(src, "small"));
   for (let i = 0; i < 2000; i++) fs.writeFileSync(path.join(src, "small", `s${i}`), `small ${i}\n`);
-  const from = await agent(t, "eu-1", "kill-eu-1", src);
+  let from = await agent(t, "eu-1", "kill-eu-1", src);
   const dst = path.join(work, "kill-dst");
   fs.mkdirSync(dst);
+  let killedWithFiles = 0;
   for (const delayMs of [0, 300, 900, 1800]) {
     const target = await agent(t, "us-2", "kill-us-2", dst);
     const round = copyVolume({ from: from.address, to: target.address, volume: "data", tls, bandwidthBytesPerSecond: 4 * 1024 * 1024 });
@@ -117,11 +129,30 @@ test("kill -9 of the target at points of a round, restarted each time: the next 
     await new Promise((r) => setTimeout(r, delayMs));
     process.kill(target.pid, "SIGKILL");
     await target.exited;
+    if (scratchFiles(path.join(work, "state-kill-us-2")).length > 0) killedWithFiles++;
   }
+  // And the source, mid-round: its index.new.* stays behind.
+  {
+    const target = await agent(t, "us-2", "kill-us-2", dst);
+    fs.writeFileSync(path.join(src, "f0.bin"), crypto.randomBytes(3 * 1024 * 1024));
+    const round = copyVolume({ from: from.address, to: target.address, volume: "data", tls, bandwidthBytesPerSecond: 1024 * 1024 });
+    round.catch(() => undefined);
+    await until("the source's round to start", () => scratchFiles(path.join(work, "state-kill-eu-1")).length > 0);
+    process.kill(from.pid, "SIGKILL");
+    await from.exited;
+    await round.catch(() => undefined);
+    t.true(scratchFiles(path.join(work, "state-kill-eu-1")).length > 0, "the killed source left its index.new behind");
+    process.kill(target.pid, "SIGKILL");
+    await target.exited;
+    from = await agent(t, "eu-1", "kill-eu-1", src);
+  }
+  t.true(killedWithFiles > 0, "some killed target left its round's files (else this test proves nothing about sweeping)");
   const target = await agent(t, "us-2", "kill-us-2", dst);
   await copyVolume({ from: from.address, to: target.address, volume: "data", tls });
   t.deepEqual(await compareTrees(src, dst), []);
   t.false(fs.existsSync(path.join(dst, ".theseus-partial")), "the staging directory is gone after a complete round");
+  t.deepEqual(scratchFiles(path.join(work, "state-kill-us-2")), [], "the target's killed rounds' files are swept");
+  t.deepEqual(scratchFiles(path.join(work, "state-kill-eu-1")), [], "the source's killed round's files are swept");
 });
 
 /** The target's torn-file journal for its volume "data": the verified prefix (blocks) of the file being patched. */

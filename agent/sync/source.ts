@@ -38,6 +38,9 @@ import type { Clock } from "./throttle.js";
 import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
 import { LOCK_NAME } from "./volume-lock.js";
 import type { WalkEntry } from "./walk.js";
+import { ownerTag, sweepLeftovers } from "./leftovers.js";
+
+const OWN_TAG = ownerTag();
 
 export type CompressionSetting = "auto" | "off" | number;
 
@@ -122,6 +125,8 @@ export function createSyncSource(options: SyncSourceOptions): SyncSource {
       running = roundBucket;
       try {
         fs.mkdirSync(stateDir, { recursive: true });
+        // Scratch files of this volume's killed rounds (their owners are dead; this round is the only one here).
+        sweepLeftovers(stateDir, options.logger);
         const round = new SourceRound(root, stateDir, options.logger, pairedLimiter(bucket, roundBucket), compression, up, signal, options.beforeOpen);
         yield* round.run();
       } finally {
@@ -243,7 +248,7 @@ class SourceRound {
     const memo = readMemo(this.stateDir);
     this.stats.previousRoundEndMs = memo.lastRoundEndMs;
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
-    const next = new EntryFileWriter(path.join(this.stateDir, `index.new.${process.pid}`));
+    const next = new EntryFileWriter(path.join(this.stateDir, `index.new.${OWN_TAG}`));
     const digest = new VolumeDigest(start.preserveOwner);
     const groups = new Map<string, LinkGroup>();
     const keepBlocks = new Set<string>();

@@ -52,6 +52,9 @@ import { acquireVolumeLock, LOCK_NAME } from "./volume-lock.js";
 import type { VolumeLock } from "./volume-lock.js";
 import { STAGING_DIR, StagingDir } from "./staging.js";
 import { loadTornFiles, tornJournalFor } from "./torn.js";
+import { ownerTag, sweepLeftovers } from "./leftovers.js";
+
+const OWN_TAG = ownerTag();
 import type { TornFile, TornJournal } from "./torn.js";
 
 export { STAGING_DIR };
@@ -124,6 +127,8 @@ export async function runTargetRound(options: SyncTargetOptions, connect: SyncCo
     fs.mkdirSync(root, { recursive: true });
     // Across processes and agents too: the volume's lock file names who writes it.
     lock = acquireVolumeLock(root, options.writer ?? "a sync round");
+    // Scratch files of killed rounds (their owners are dead; this round is the only one on this state directory).
+    sweepLeftovers(stateDir, options.logger);
     const round = new TargetRound(root, stateDir, options.logger, options.preserveOwner ?? process.getuid?.() === 0, signal, options.onProgress);
     return await round.run(connect);
   } finally {
@@ -240,9 +245,9 @@ class TargetRound {
   ) {
     this.blocks = new BlockStore(stateDir);
     this.staging = new StagingDir(root);
-    this.spoolFile = path.join(stateDir, `spool.${process.pid}`);
+    this.spoolFile = path.join(stateDir, `spool.${OWN_TAG}`);
     this.partialFile = path.join(stateDir, "partial");
-    this.appliedFile = path.join(stateDir, `applied.${process.pid}`);
+    this.appliedFile = path.join(stateDir, `applied.${OWN_TAG}`);
     this.applied = new EntryFileWriter(this.appliedFile);
     this.walkDigest = new VolumeDigest(preserveOwner);
   }
@@ -1012,7 +1017,7 @@ class TargetRound {
     this.applied.close();
     const spool = new EntryFileReader(this.spoolFile);
     const applied = new EntryFileReader(this.appliedFile);
-    const out = new EntryFileWriter(path.join(this.stateDir, `index.new.${process.pid}`));
+    const out = new EntryFileWriter(path.join(this.stateDir, `index.new.${OWN_TAG}`));
     let kill: string | undefined;
     const emit = (e: CacheEntry): void => {
       out.add(e);
