@@ -4,7 +4,7 @@ import test from "ava";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createSyncSource } from "../agent/sync/index.js";
+import { createSyncSource, runTargetRound } from "../agent/sync/index.js";
 import { silentLogger, TheseusError } from "../common/index.js";
 import { describeTree, makePair, roundInMemory } from "./sync-helpers.js";
 
@@ -82,4 +82,26 @@ test("files deleted between the walk's stat and their open are the app's deletes
   const again = await roundInMemory(p);
   t.is(again.source.entriesChanged, 2, "the next round carries only the new mtimes of the root and dir");
   t.deepEqual(describeTree(p.dst), describeTree(p.src));
+});
+
+test("wireBytes counts both directions: a round that changes nothing still carries the target's index", async (t) => {
+  const p = makePair(base, "wire-both");
+  fs.mkdirSync(path.join(p.src, "many"));
+  for (let i = 0; i < 5000; i++) fs.writeFileSync(path.join(p.src, "many", `file-${i}.txt`), `${i}\n`);
+  await roundInMemory(p);
+  let up = 0;
+  const r = await runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (frames) =>
+    p.source.serve(
+      (async function* () {
+        for await (const f of frames) {
+          up += f.length;
+          yield f;
+        }
+      })(),
+    ),
+  );
+  t.is(r.source.entriesChanged, 0);
+  // Each of the 5000 entries goes up with its path and a 32-byte hash: far more than the few frames coming down.
+  t.true(up > 5000 * 40, `the index sent up ${up} bytes`);
+  t.true(r.source.wireBytes >= up - 64, `wireBytes ${r.source.wireBytes} counts the index's ${up} bytes (less the load reports after the end)`);
 });

@@ -16,7 +16,7 @@
 // complete file and the next round sends only what it had left.
 import fs from "node:fs";
 import path from "node:path";
-import { sleep, TheseusError, throwIfAborted } from "../../common/index.js";
+import { sleep, systemErrorCode, TheseusError, throwIfAborted } from "../../common/index.js";
 import type { Logger } from "../../common/index.js";
 import {
   BLOCK_BYTES,
@@ -47,7 +47,7 @@ import {
   ZERO_BLOCK_HASH,
 } from "./state.js";
 import type { CacheEntry } from "./state.js";
-import { walk, walkError, metaOf, VolumeDigest } from "./walk.js";
+import { shortPath, walk, walkError, metaOf, VolumeDigest } from "./walk.js";
 import { acquireVolumeLock, LOCK_NAME } from "./volume-lock.js";
 import type { VolumeLock } from "./volume-lock.js";
 import { STAGING_DIR, StagingDir } from "./staging.js";
@@ -231,6 +231,8 @@ class TargetRound {
   private readonly walkDigest: VolumeDigest;
   private readonly walkKeep = new Set<string>();
   private busyMs = 0;
+  /** Bytes of the frames this target sent (its index, its load reports). */
+  private upWireBytes = 0;
   private waitMs = 0;
   /** Aborted when the round ends: stops the load reports. */
   private readonly done = new AbortController();
@@ -285,11 +287,16 @@ class TargetRound {
         wireBytes += frame.length;
         if (this.onProgress !== undefined && performance.now() - lastProgress >= PROGRESS_INTERVAL_MS) {
           lastProgress = performance.now();
-          this.onProgress({ entries: this.entriesApplied, bytes: this.bytesWritten, wireBytes });
+          // Both directions: the index this target sends up is traffic too.
+          this.onProgress({ entries: this.entriesApplied, bytes: this.bytesWritten, wireBytes: wireBytes + this.upWireBytes });
         }
         for (const rec of decodeFrameRecords(decoder.decode(frame))) {
           if (this.sourceEnd !== undefined) throw new TheseusError("protocol", "the source sent records after its end record");
-          this.apply(rec);
+          try {
+            this.apply(rec);
+          } catch (e) {
+            throw this.applyError(e, rec);
+          }
         }
         idleSince = performance.now();
         this.busyMs += idleSince - started;
@@ -333,7 +340,7 @@ class TargetRound {
     for (const { file: r } of [...this.torns.values()].slice(0, 16)) {
       encodeRecord(w, { t: "torn", path: r.path, baseHash: r.baseHash, blocks: r.blocks, prefixHash: sha256(r.prefixList), dirtyBlocks: r.dirtyBlocks });
     }
-    yield enc.encode(w).frame;
+    yield this.counted(enc.encode(w).frame);
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
     this.spool = new EntryFileWriter(this.spoolFile);
     const firstOfInode = new Map<number, string>();
@@ -382,7 +389,7 @@ class TargetRound {
         if (entry.type === "file" && isLarge(entry.size)) this.walkKeep.add(Buffer.from(entry.hash).toString("hex"));
         this.targetEntries++;
         encodeRecord(w, { t: "entry", e: entry });
-        if (w.length >= FRAME_TARGET_BYTES) yield enc.encode(w).frame;
+        if (w.length >= FRAME_TARGET_BYTES) yield this.counted(enc.encode(w).frame);
         else if (++n % 2048 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
@@ -391,7 +398,7 @@ class TargetRound {
     }
     this.walkDone = true;
     encodeRecord(w, { t: "index_end" });
-    yield enc.encode(w).frame;
+    yield this.counted(enc.encode(w).frame);
     // Then, until the round ends, how busy applying keeps us: the source compresses for a slow link, not for us.
     let lastBusy = this.busyMs;
     let lastWait = this.waitMs;
@@ -406,8 +413,13 @@ class TargetRound {
       lastBusy = this.busyMs;
       lastWait = this.waitMs;
       encodeRecord(w, { t: "load", busyPermille: Math.round((1000 * busy) / Math.max(1, busy + wait)) });
-      yield enc.encode(w).frame;
+      yield this.counted(enc.encode(w).frame);
     }
+  }
+
+  private counted(frame: Buffer): Buffer {
+    this.upWireBytes += frame.length;
+    return frame;
   }
 
   /** Hashes a file the cache does not vouch for; undefined if it is not a readable regular file any more. */
@@ -432,6 +444,31 @@ class TargetRound {
 
   // -------------------------------------------------------------------------------------------------------------------
   // Applying records.
+
+  /** True once the volume ran out of space (or quota): a cut round then keeps no partial file, which holds the space. */
+  private diskFull = false;
+
+  /** A system error while applying, as the user can act on it: which file, which volume, what to do. */
+  private applyError(e: unknown, rec: SyncRecord): unknown {
+    const sys = systemErrorCode(e);
+    if (sys === undefined || e instanceof TheseusError) return e;
+    const p = this.file?.path ?? ("path" in rec ? rec.path : undefined);
+    const what = p === undefined ? "" : ` ${shortPath(p)}`;
+    if (sys === "ENOSPC" || sys === "EDQUOT") {
+      this.diskFull = true;
+      return new TheseusError("resource_exhausted", `the target volume ${this.root} is full (${sys === "ENOSPC" ? "no space or inodes left" : "quota exhausted"}) while writing${what}`, {
+        cause: e,
+        hint: "free space on the target volume or grow it, then run the round again: the files already complete are kept, the partial one was removed to free its space",
+      });
+    }
+    if (sys === "ENAMETOOLONG") {
+      return new TheseusError("invalid_argument", `cannot write${what} on the target: its path is longer than the system allows below ${this.root}`, {
+        cause: e,
+        hint: "shorten the path in the source volume, or use a target volume with a shorter mount path",
+      });
+    }
+    return e;
+  }
 
   private apply(rec: SyncRecord): void {
     if (this.file !== undefined) {
@@ -998,7 +1035,9 @@ class TargetRound {
     let kept = false;
     try {
       const f = this.file;
-      if (f !== undefined && f.mode === "whole") kept = this.checkpoint(f);
+      // A full disk: the partial file goes (it holds the space the user must free), what is complete stays.
+      if (this.diskFull) kept = false;
+      else if (f !== undefined && f.mode === "whole") kept = this.checkpoint(f);
       else kept = this.resume !== undefined; // offered but not reached this round: still valid
       if (f !== undefined && f.mode === "patch") this.salvagePatch(f);
       this.closeFile(kept);
