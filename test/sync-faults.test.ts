@@ -1,6 +1,7 @@
 // Odd inputs a live volume holds, through the real sync engine (both halves in this process, real files): pre-1970
 // mtimes, names with U+FFFD, names that are not UTF-8 at all.
 import test from "ava";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -104,4 +105,43 @@ test("wireBytes counts both directions: a round that changes nothing still carri
   // Each of the 5000 entries goes up with its path and a 32-byte hash: far more than the few frames coming down.
   t.true(up > 5000 * 40, `the index sent up ${up} bytes`);
   t.true(r.source.wireBytes >= up - 64, `wireBytes ${r.source.wireBytes} counts the index's ${up} bytes (less the load reports after the end)`);
+});
+
+test("a patch cut twice while the source keeps changing (a block reverted to its old content inside the torn part too): the torn file ends exact", async (t) => {
+  const p = makePair(base, "torn-twice");
+  const MiB = 1024 * 1024;
+  const v1 = crypto.randomBytes(40 * MiB);
+  fs.writeFileSync(path.join(p.src, "db"), v1);
+  await roundInMemory(p);
+  const cutAfter = async (frames: number): Promise<void> => {
+    let n = 0;
+    await t.throwsAsync(
+      runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (up) =>
+        (async function* () {
+          for await (const f of p.source.serve(up)) {
+            if (++n > frames) throw new TheseusError("unavailable", "connection cut by the test");
+            yield f;
+          }
+        })(),
+      ),
+      { code: "unavailable" },
+    );
+  };
+  const tornDir = path.join(p.dstState, "torn");
+  // Every block changes; the round is cut some 24 MiB into the patch.
+  const v2 = crypto.randomBytes(40 * MiB);
+  fs.writeFileSync(path.join(p.src, "db"), v2);
+  await cutAfter(96);
+  t.is(fs.readdirSync(tornDir).filter((n) => n.endsWith(".json")).length, 1, "the file is journaled torn");
+  // The source changes again: the first block (so the verified prefix no longer matches) and block 10 back to its
+  // old content, which the target's torn copy does not hold any more (it has v2 there).
+  const v3 = Buffer.from(v2);
+  crypto.randomBytes(4096).copy(v3, 0);
+  v1.copy(v3, 10 * 4096, 10 * 4096, 11 * 4096);
+  fs.writeFileSync(path.join(p.src, "db"), v3);
+  await cutAfter(40);
+  const r = await roundInMemory(p);
+  t.true(fs.readFileSync(path.join(p.dst, "db")).equals(v3), "byte for byte the source's latest content");
+  t.is(r.digest, r.sourceDigest);
+  t.deepEqual(fs.readdirSync(tornDir), [], "nothing is torn any more");
 });

@@ -862,6 +862,12 @@ class TargetRound {
         hint: "run the round again; the file is re-read and repaired",
       });
     }
+    // Cutting (or growing) a patched file changes blocks the journal counts as base content: mark them unknown first,
+    // so that a crash before the journal is cleared cannot leave a block the next round would wrongly skip.
+    if (f.mode === "patch") {
+      const current = fs.fstatSync(f.fd).size;
+      if (current !== size) this.beforePatchWrite(f, Math.max(current, size));
+    }
     fs.ftruncateSync(f.fd, size);
     this.blocks.put(got, list);
     this.setMeta(f.fd, f.meta);
