@@ -17,7 +17,7 @@ import { createControlService } from "./control-service.js";
 import { createMigrations } from "./migration/index.js";
 import { createMigrationService } from "./migration-service.js";
 import { SessionRegistry } from "./migration/index.js";
-import { SyncSources } from "./sync/index.js";
+import { SyncSources, sweepAllLeftovers } from "./sync/index.js";
 import { createTransferService } from "./transfer-service.js";
 import { VolumeRegistry } from "./volumes.js";
 import { createTlsReloader, startHealthServer, validateTls } from "./health/index.js";
@@ -60,6 +60,8 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
   const cluster = connectCluster(options.cluster, options.nodeName);
   const volumes = new VolumeRegistry(options.volumes, cluster?.volumes);
   const sessions = new SessionRegistry();
+  // Scratch files of rounds a kill -9 of this agent (or of another agent on this state directory) cut short.
+  sweepAllLeftovers(options.stateDir, logger.child({ component: "sync" }));
   const syncSources = new SyncSources(options.stateDir, logger.child({ component: "sync-source" }));
 
   const migrations = observeSteps(createMigrations({
