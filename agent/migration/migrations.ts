@@ -19,11 +19,11 @@ import type { RoundStats } from "../../proto/gen/theseus/v1/agent_pb.js";
 import { Mode, ParticipantStatusSchema, Role, VolumeStatusSchema } from "../../proto/gen/theseus/v1/migration_pb.js";
 import type { BeginRequest, ParticipantStatus, VolumePairSchema, VolumeStatus } from "../../proto/gen/theseus/v1/migration_pb.js";
 import { activateApp, quiesceApp, requireCluster, retireApp, unquiesceApp, unstageApp, validateMigrationId, validateNamespace } from "../cluster/index.js";
-import type { ClusterAccess } from "../cluster/index.js";
+import type { ClusterAccess, MoverEndpoint } from "../cluster/index.js";
 import type { SessionRegistry } from "./sessions.js";
 import type { RoundProgress, SyncSources } from "../sync/index.js";
 import { MIGRATION_FAILPOINTS as FP } from "./failpoints.js";
-import { pullRound, roundStatsOf } from "./rounds.js";
+import { pullRound, pullRoundThroughMover, roundStatsOf } from "./rounds.js";
 import { END_PHASES, LEASED_PHASES, PRESYNC_PHASES, transition } from "./state.js";
 import type { Failure, ParticipantEvent, ParticipantState, QuiescedObject } from "./state.js";
 import { ROUNDS_KEPT, createParticipantStore } from "./store.js";
@@ -33,6 +33,11 @@ import type { ParticipantRecord, ParticipantStore, StoredRecord, VolumeRecord } 
 /** How the participant reaches a volume's files (the agent's VolumeRegistry: static names and claims). */
 export interface VolumeRoots {
   root(name: string, signal?: AbortSignal): Promise<string>;
+  /** The volume for one round: its directory, or a mover pod started for it (released after the round). */
+  open?(name: string, signal?: AbortSignal, labels?: Readonly<Record<string, string>>): Promise<
+    | { readonly kind: "direct"; readonly root: string; release(): Promise<void> }
+    | { readonly kind: "mover"; readonly mover: MoverEndpoint; readonly lost: AbortSignal; release(): Promise<void> }
+  >;
 }
 
 export interface MigrationsOptions {
@@ -226,32 +231,33 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     const tokens = await store().getTokens(rec.id, signal);
     const token = tokens[pair.sessionId];
     if (token === undefined) throw new TheseusError("failed_precondition", `migration ${rec.id} holds no token for the session of ${pair.sourceVolume}`, { hint: "abort the migration and start it again" });
-    const root = await options.volumes.root(pair.targetVolume, signal);
+    // A claim behind a mover gets a pod for this round only (labelled with the migration id).
+    const volume = options.volumes.open === undefined
+      ? { kind: "direct" as const, root: await options.volumes.root(pair.targetVolume, signal), release: async () => undefined }
+      : await options.volumes.open(pair.targetVolume, signal, { "theseus.io/migration": rec.id });
     const number = nextRoundNumber(pair);
     const volumeLog = log(live).child({ volume: pair.targetVolume, round: number });
     live.volumes[index] = { running: true, progress: undefined, error: undefined };
     notify(live);
     try {
-      const result = await pullRound(
-        {
-          root,
-          agentStateDir: options.stateDir,
-          volume: pair.targetVolume,
-          sourceAddress: rec.peerAddress,
-          sourceCluster: rec.peerCluster,
-          sessionId: pair.sessionId,
-          token,
-          bandwidthBytesPerSecond: rec.bandwidthBytesPerSecond,
-          tls: options.tls,
-          logger: volumeLog,
-          onProgress: (progress) => {
-            const v = live.volumes[index];
-            if (v !== undefined) v.progress = progress;
-            notify(live);
-          },
+      const common = {
+        sourceAddress: rec.peerAddress,
+        sourceCluster: rec.peerCluster,
+        sessionId: pair.sessionId,
+        token,
+        bandwidthBytesPerSecond: rec.bandwidthBytesPerSecond,
+        tls: options.tls,
+        logger: volumeLog,
+        onProgress: (progress: RoundProgress) => {
+          const v = live.volumes[index];
+          if (v !== undefined) v.progress = progress;
+          notify(live);
         },
-        signal,
-      );
+      };
+      const result = await (volume.kind === "direct"
+        ? pullRound({ ...common, root: volume.root, agentStateDir: options.stateDir, volume: pair.targetVolume }, signal)
+        : pullRoundThroughMover({ ...common, mover: volume.mover, lost: volume.lost, migrationId: rec.id, round: number }, signal)
+      ).finally(() => volume.release());
       const stats = roundStatsOf(number, result);
       const stored = await store().update(rec.id, (current) => ({
         ...current,

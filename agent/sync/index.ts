@@ -27,6 +27,7 @@ export { runTargetRound, STAGING_DIR } from "./target.js";
 export type { RoundProgress, RoundResult, SyncConnect, SyncTargetOptions } from "./target.js";
 export type { RoundStatsWire } from "./codec.js";
 export { LOCK_NAME } from "./volume-lock.js";
+export { CACHE_DIR } from "./cache-dir.js";
 export { TokenBucket } from "./throttle.js";
 export type { Clock } from "./throttle.js";
 export { SyncSources, syncStateDir } from "./registry.js";

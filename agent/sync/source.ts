@@ -37,6 +37,7 @@ import { TokenBucket } from "./throttle.js";
 import type { Clock } from "./throttle.js";
 import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
 import { LOCK_NAME } from "./volume-lock.js";
+import { CACHE_DIR } from "./cache-dir.js";
 import type { WalkEntry } from "./walk.js";
 
 export type CompressionSetting = "auto" | "off" | number;
@@ -708,7 +709,7 @@ class SourceRound {
 }
 
 const EMPTY = new Uint8Array(0);
-const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME]);
+const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME, CACHE_DIR]);
 
 function readAt(fd: number, buf: Buffer, length: number, position: number, rel: string): number {
   try {
