@@ -52,6 +52,35 @@ test("the round cost is fitted back from rounds of different sizes", (t) => {
   t.true(Math.abs((fit?.throughputBytesPerSecond ?? 0) / (100 * MiB) - 1) < 0.001);
 });
 
+test("a full copy that compressed better than the app's writes does not make a diverging pre-copy look converged", (t) => {
+  // The rounds CI saw at --bandwidth 1MiB/s: the first contents compressed 4:1, the app's records 2:1, the app wrote
+  // faster than a round moved them (each round carried more than the last). Fitted with the full copy, its 10.7 s read
+  // as a fixed cost and the throughput came out above the write rate: "converged at 34.7 s".
+  const t0 = 1_000_000;
+  const rounds: RoundObservation[] = [
+    { bytesChanged: 32.0 * MiB, durationMs: 10_700, dirtyBytesPerSecond: 0, endedAtMs: t0 },
+    { bytesChanged: 34.0 * MiB, durationMs: 21_040, dirtyBytesPerSecond: 1.6 * MiB, endedAtMs: t0 + 21_100 },
+    { bytesChanged: 67.8 * MiB, durationMs: 42_270, dirtyBytesPerSecond: 1.6 * MiB, endedAtMs: t0 + 63_500 },
+  ];
+  for (const seen of [rounds.slice(0, 2), rounds]) {
+    const fit = fitRoundCost(seen);
+    t.true((fit?.throughputBytesPerSecond ?? 0) < 1.7 * MiB, `throughput ${(fit?.throughputBytesPerSecond ?? 0) / MiB} MiB/s`);
+    const p = predict({ rounds: seen, quiesceMs: 800, startupMs: 2000, cutoverAtMs: seen.at(-1)?.endedAtMs ?? 0 });
+    t.is(p?.convergence.kind, "diverging", `after ${seen.length} rounds`);
+    t.regex(decideAfterRound(p, { autoCutover: true, maxDowntimeMs: 3000 }).why, /cannot converge/);
+  }
+});
+
+test("a quiet app's tiny incremental rounds give the fixed cost; the full copy still gives the throughput", (t) => {
+  const rounds: RoundObservation[] = [
+    { bytesChanged: 512 * MiB, durationMs: 5_420, dirtyBytesPerSecond: 0, endedAtMs: 10_000 },
+    { bytesChanged: 4096, durationMs: 300, dirtyBytesPerSecond: 1000, endedAtMs: 10_400 },
+  ];
+  const fit = fitRoundCost(rounds);
+  t.true(Math.abs((fit?.fixedMs ?? 0) - 300) < 1, `fixed ${fit?.fixedMs} ms`);
+  t.true(Math.abs((fit?.throughputBytesPerSecond ?? 0) / (100 * MiB) - 1) < 0.01);
+});
+
 test("a round that sent almost nothing gives a fixed cost but no throughput", (t) => {
   const fit = fitRoundCost([{ bytesChanged: 10, durationMs: 120, dirtyBytesPerSecond: 0, endedAtMs: 0 }]);
   t.is(fit?.fixedMs, 120);

@@ -60,13 +60,26 @@ const USEFUL_IMPROVEMENT = 0.1;
 /** Below this the throughput is taken as unmeasured (a round that sent almost nothing says little about the link). */
 const MIN_MEASURED_BYTES = 256 * 1024;
 
+/** How many of the latest incremental rounds the cost fit looks at: the link changes (set-bandwidth, other traffic). */
+const RECENT_ROUNDS = 4;
+
 /**
- * Fits `durationMs = fixedMs + bytes / throughput` to the rounds by least squares. With one round, or rounds that
- * all sent the same amount, the fixed part is taken from the smallest round and the throughput from the largest.
+ * Fits `durationMs = fixedMs + bytes / throughput` to the rounds by least squares.
+ *
+ * The full copy (round 0) may move data at another cost per byte than the incremental rounds do: the volume's first
+ * contents compress differently from what the app writes later, and every file is created. Once two recent
+ * incremental rounds have carried a measurable amount, only the latest incremental rounds count. Where the fit is not
+ * usable (one round, rounds of one size, a negative intercept: the rounds disagree on the cost per byte), the fixed
+ * part is a round that carried almost nothing, else 0, and the throughput is the largest round's bytes over its
+ * whole time. Taking a round that moved data as all fixed cost, as this once did, read a full copy that compressed
+ * 4:1 next to rounds of the app's records at 2:1 as 10 s of fixed cost and a throughput above the link's, and a
+ * pre-copy whose rounds doubled looked converged.
  */
 export function fitRoundCost(rounds: readonly RoundObservation[]): { fixedMs: number; throughputBytesPerSecond: number } | undefined {
   if (rounds.length === 0) return undefined;
-  const points = rounds.map((r) => ({ x: r.bytesChanged, y: Math.max(r.durationMs, 0) }));
+  const all = rounds.map((r) => ({ x: r.bytesChanged, y: Math.max(r.durationMs, 0) }));
+  const recent = all.slice(1).slice(-RECENT_ROUNDS);
+  const points = recent.filter((p) => p.x >= MIN_MEASURED_BYTES).length >= 2 ? recent : all;
   const n = points.length;
   const meanX = points.reduce((s, p) => s + p.x, 0) / n;
   const meanY = points.reduce((s, p) => s + p.y, 0) / n;
@@ -78,13 +91,11 @@ export function fitRoundCost(rounds: readonly RoundObservation[]): { fixedMs: nu
     const intercept = meanY - slope * meanX;
     if (slope > 0 && intercept >= 0) return { fixedMs: intercept, throughputBytesPerSecond: 1000 / slope };
   }
-  // Fallback: the smallest round is mostly fixed cost; the largest one's excess over it is transfer.
   const smallest = points.reduce((a, b) => (b.x < a.x ? b : a));
   const largest = points.reduce((a, b) => (b.x > a.x ? b : a));
-  const fixedMs = largest === smallest ? 0 : Math.min(smallest.y, largest.y);
-  const transferMs = Math.max(largest.y - fixedMs, 1);
   if (largest.x < MIN_MEASURED_BYTES) return { fixedMs: smallest.y, throughputBytesPerSecond: Number.POSITIVE_INFINITY };
-  return { fixedMs, throughputBytesPerSecond: (largest.x * 1000) / transferMs };
+  const fixedMs = smallest.x < MIN_MEASURED_BYTES ? Math.min(smallest.y, largest.y) : 0;
+  return { fixedMs, throughputBytesPerSecond: (largest.x * 1000) / Math.max(largest.y - fixedMs, 1) };
 }
 
 /**
