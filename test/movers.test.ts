@@ -2,7 +2,8 @@
 // pods of the agent image that the real API server creates and the emulated kubelet runs (mounting the claim). A copy
 // between the clusters runs through a mover on each side (the source's relayed by its agent, the target's pulling
 // from the source agent), the content and digests agree, the next round's movers start warm from the claim's cache,
-// and the movers are gone afterwards; a mover deleted mid-round fails the round cleanly and the next one resumes.
+// and the movers are gone afterwards; a mover deleted mid-round fails the round cleanly and the next one resumes; and a
+// migration of the demo app under load runs every round through movers and commits with every acknowledged write.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readFile, readdir, lstat, readlink, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -13,7 +14,7 @@ import type { KubeObject } from "../app-model/index.js";
 import { TheseusError, sleep } from "../common/index.js";
 import { copyVolume } from "../coordinator/copy/index.js";
 import type { DemoCluster } from "../coordinator/demo/index.js";
-import { withClusters } from "./migration-e2e-support.js";
+import { assertAllAcked, migrate, startApp, verifyAcks, withClusters } from "./migration-e2e-support.js";
 import type { Clusters } from "./migration-e2e-support.js";
 import { eventually } from "./local-clusters-support.js";
 
@@ -168,4 +169,25 @@ test("a mover pod deleted mid-round fails the round cleanly, and the next round 
   const dst = await claimDir(c.target, "cut", "data");
   t.deepEqual(await tree(dst), await tree(src));
   await assertMoversGone(t, c);
+});
+
+test("a migration of the demo app under load runs its rounds through mover pods and commits with every acknowledged write", async (t) => {
+  t.timeout(10 * 60_000);
+  const c = t.context.clusters;
+  const app = await startApp(c, c.home, "mig", { writeBytesPerSecond: 500_000 });
+  await sleep(2000);
+  const watch = watchMovers(c);
+  const { handle, drained } = await migrate(c, app, "movers-move", { mode: "move", autoCutover: true });
+  const followed = app.follow(c.target, app.targetNamespace);
+  const outcome = await handle.outcome;
+  await drained;
+  const seen = await watch.stop();
+  t.is(outcome.outcome, "committed", outcome.reason);
+  t.true(seen.source.size >= 2 && seen.target.size >= 2, `a mover per round on each side (source ${seen.source.size}, target ${seen.target.size}, rounds ${outcome.rounds.length})`);
+  await followed;
+  await sleep(2000);
+  const summary = await app.stop();
+  assertAllAcked(t, await verifyAcks(c.target, app.targetNamespace, app), summary);
+  await assertMoversGone(t, c);
+  t.log(`through movers: ${outcome.rounds.length} rounds, downtime ${outcome.measuredDowntimeMs ?? "-"} ms (predicted ${outcome.predictedDowntimeMs ?? "-"} ms), client gap ${summary.longestGapMs} ms`);
 });

@@ -58,6 +58,12 @@ const MANAGED_BY = "app.kubernetes.io/managed-by";
 const COMPONENT = "app.kubernetes.io/component";
 const ANNOTATION_CLAIM = "theseus.io/claim";
 
+/** A mover pod or its Secret (any agent's): Theseus's own, never part of an application, never a writer of it. */
+export function isMoverObject(object: KubeObject): boolean {
+  const labels = object.metadata.labels ?? {};
+  return labels[MANAGED_BY] === "theseus" && labels[COMPONENT] === MOVER_COMPONENT;
+}
+
 export function moverLabelSelector(clusterName: string): string {
   return `${MANAGED_BY}=theseus,${COMPONENT}=${MOVER_COMPONENT},${LABEL_MOVER_OF}=${clusterName}`;
 }

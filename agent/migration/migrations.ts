@@ -38,6 +38,12 @@ export interface VolumeRoots {
     | { readonly kind: "direct"; readonly root: string; release(): Promise<void> }
     | { readonly kind: "mover"; readonly mover: MoverEndpoint; readonly lost: AbortSignal; release(): Promise<void> }
   >;
+  /** Whether the volume can be reached, without starting a mover. */
+  check?(name: string, signal?: AbortSignal): Promise<void>;
+  /** True for a claim behind a mover pod (no directory on this machine). */
+  isMover?(name: string, signal?: AbortSignal): Promise<boolean>;
+  /** A mover-backed source volume's limit: its next relayed round runs at most this fast. */
+  setMoverBandwidth?(name: string, bytesPerSecond: number): void;
 }
 
 export interface MigrationsOptions {
@@ -223,6 +229,16 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     }
   };
 
+  const isMover = async (volume: string, signal?: AbortSignal): Promise<boolean> => options.volumes.isMover !== undefined && (await options.volumes.isMover(volume, signal));
+  const checkVolume = async (volume: string, signal: AbortSignal): Promise<void> => {
+    if (options.volumes.check !== undefined) await options.volumes.check(volume, signal);
+    else await options.volumes.root(volume, signal);
+  };
+  const setSourceLimit = async (volume: string, bytesPerSecond: number, signal?: AbortSignal): Promise<void> => {
+    if (await isMover(volume, signal)) options.volumes.setMoverBandwidth?.(volume, bytesPerSecond);
+    else options.syncSources.setBandwidth(volume, await options.volumes.root(volume, signal), bytesPerSecond);
+  };
+
   /** One round of one volume pair, recorded in the participant's record when it completes. */
   const runRound = async (live: Live, index: number, signal: AbortSignal): Promise<RoundStats> => {
     const rec = record(live);
@@ -393,14 +409,14 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       const now = Date.now();
       for (const pair of request.volumes) {
         if (role === "source") {
-          await options.volumes.root(pair.sourceVolume, signal);
+          await checkVolume(pair.sourceVolume, signal);
           const { session, token } = options.sessions.open({ migrationId: id, volume: pair.sourceVolume, peerCluster, ttlMs: SESSION_TTL_MS });
           tokens[session.id] = token;
           volumes.push({ sourceVolume: pair.sourceVolume, targetVolume: pair.targetVolume, sessionId: session.id, usedBytes: Number(pair.usedBytes), rounds: [] });
         } else {
           if (pair.sessionId === "" || pair.token === "") throw new TheseusError("invalid_argument", `Begin of migration ${id}: volume ${pair.targetVolume} has no session`, { hint: "pass the volume pairs the source's Begin returned" });
-          // The staged claim must be there: its root is where the rounds write.
-          await options.volumes.root(pair.targetVolume, signal);
+          // The staged claim must be there: it is where the rounds write (directly, or through a mover).
+          await checkVolume(pair.targetVolume, signal);
           tokens[pair.sessionId] = pair.token;
           volumes.push({ sourceVolume: pair.sourceVolume, targetVolume: pair.targetVolume, sessionId: pair.sessionId, usedBytes: Number(pair.usedBytes), rounds: [] });
         }
@@ -425,7 +441,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       );
       const live = lives.get(id) ?? makeLive(stored);
       lives.set(id, live);
-      if (role === "source") for (const v of record(live).volumes) options.syncSources.setBandwidth(v.sourceVolume, await options.volumes.root(v.sourceVolume, signal), record(live).bandwidthBytesPerSecond);
+      if (role === "source") for (const v of record(live).volumes) await setSourceLimit(v.sourceVolume, record(live).bandwidthBytesPerSecond, signal);
       log(live).info({ peer: peerCluster, volumes: volumes.length, mode: record(live).mode }, "migration begun");
       await failpoint(role === "source" ? FP.sourceBeginAfter : FP.targetBeginAfter);
       if (role === "target") startPresync(live);
@@ -458,7 +474,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       const stored = await store().update(id, (current) => (current.bandwidthBytesPerSecond === bytesPerSecond ? undefined : { ...current, bandwidthBytesPerSecond: bytesPerSecond, updatedAtMs: Date.now() }), signal);
       adopt(live, stored);
       if (record(live).role === "source") {
-        for (const v of record(live).volumes) options.syncSources.setBandwidth(v.sourceVolume, await options.volumes.root(v.sourceVolume, signal), bytesPerSecond);
+        for (const v of record(live).volumes) await setSourceLimit(v.sourceVolume, bytesPerSecond, signal);
       } else {
         // The rate reaches the source's token bucket in a round's first message: restart the rounds in flight with it
         // (what they applied is kept, and a large file resumes from its checkpoint).
@@ -675,7 +691,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           for (const v of rec.volumes) {
             const token = tokens[v.sessionId];
             if (token !== undefined) options.sessions.restore({ id: v.sessionId, migrationId: rec.id, volume: v.sourceVolume, peerCluster: rec.peerCluster, expiresAtMs: rec.createdAtMs + SESSION_TTL_MS }, token);
-            options.syncSources.setBandwidth(v.sourceVolume, await options.volumes.root(v.sourceVolume, signal), rec.bandwidthBytesPerSecond);
+            await setSourceLimit(v.sourceVolume, rec.bandwidthBytesPerSecond, signal);
           }
           if (LEASED_PHASES.has(rec.state.phase)) {
             live.leaseExpiresAtMs = await store().leaseExpiry(rec.id, signal);
@@ -708,7 +724,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   async function sourceVote(rec: ParticipantRecord, signal: AbortSignal): Promise<string | undefined> {
     for (const v of rec.volumes) {
       try {
-        await options.volumes.root(v.sourceVolume, signal);
+        await checkVolume(v.sourceVolume, signal);
       } catch (error) {
         return `source volume ${v.sourceVolume} cannot be read: ${TheseusError.from(error).message}`;
       }
@@ -719,9 +735,10 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   async function targetVote(live: Live, signal: AbortSignal): Promise<string | undefined> {
     const rec = record(live);
     for (const [index, v] of rec.volumes.entries()) {
-      let root: string;
+      let root: string | undefined;
       try {
-        root = await options.volumes.root(v.targetVolume, signal);
+        // Behind a mover the free space is not known here (the final round fails with resource_exhausted instead).
+        root = (await isMover(v.targetVolume, signal)) ? undefined : await options.volumes.root(v.targetVolume, signal);
       } catch (error) {
         return `the staged volume ${v.targetVolume} is not there: ${TheseusError.from(error).message}`;
       }
@@ -729,6 +746,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       if (v.rounds.length === 0) return `pre-sync has not completed a first round of ${v.targetVolume} yet; wait for it`;
       const error = live.volumes[index]?.error;
       if (error?.code === "resource_exhausted") return `the last round of ${v.targetVolume} failed: ${error.message}`;
+      if (root === undefined) continue;
       const fs = await statfs(root);
       const freeBytes = fs.bavail * fs.bsize;
       if (freeBytes < MIN_FREE_BYTES) return `the target volume ${v.targetVolume} has only ${freeBytes} bytes free; grow its claim or free space`;
@@ -741,6 +759,8 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     const rec = record(live);
     if (rec.syncedAtMs === undefined) return "unknown";
     for (const v of rec.volumes) {
+      // Proving a mover-backed volume untouched would need a pod to walk it: not built, so a rollback keeps it.
+      if (await isMover(v.targetVolume, signal)) return "unknown";
       const write = await firstWriteSince(await options.volumes.root(v.targetVolume, signal), rec.syncedAtMs, signal);
       if (write !== undefined) return { volume: v.targetVolume, ...write };
     }
