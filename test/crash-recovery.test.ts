@@ -6,7 +6,8 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { TheseusError } from "../common/index.js";
+import { createSyncSource, runTargetRound } from "../agent/sync/index.js";
+import { silentLogger, TheseusError } from "../common/index.js";
 import { compareTrees, copyVolume, createLocalInstallation, spawnAgent } from "../coordinator/index.js";
 import type { AgentProcess } from "../coordinator/index.js";
 import type { TlsMaterial } from "../rpc/index.js";
@@ -100,15 +101,27 @@ test("a frozen target (SIGSTOP mid-round) does not hold the source's volume: kee
   process.kill(frozen.pid, "SIGKILL");
 });
 
-test("kill -9 of the target at points of a round, restarted each time: the next round completes and the copy is exact", async (t) => {
+/** Scratch files of rounds (spool.*, applied.*, index.new.*, *.tmp) in an agent's sync state directories. */
+function scratchFiles(agentState: string): string[] {
+  const out: string[] = [];
+  for (const role of ["source", "target"]) {
+    const dir = path.join(agentState, "sync", role, "data");
+    if (!fs.existsSync(dir)) continue;
+    for (const n of fs.readdirSync(dir)) if (/^(spool|applied|index\.new)\.|\.tmp$/.test(n)) out.push(`${role}/${n}`);
+  }
+  return out;
+}
+
+test("kill -9 of the target at points of a round, restarted each time, then of the source: the next round completes, the copy is exact, and no killed round's files are left", async (t) => {
   const { work, tls } = t.context;
   const src = path.join(work, "kill-src");
   source(src, 6, 3 * 1024 * 1024);
   fs.mkdirSync(path.join(src, "small"));
   for (let i = 0; i < 2000; i++) fs.writeFileSync(path.join(src, "small", `s${i}`), `small ${i}\n`);
-  const from = await agent(t, "eu-1", "kill-eu-1", src);
+  let from = await agent(t, "eu-1", "kill-eu-1", src);
   const dst = path.join(work, "kill-dst");
   fs.mkdirSync(dst);
+  let killedWithFiles = 0;
   for (const delayMs of [0, 300, 900, 1800]) {
     const target = await agent(t, "us-2", "kill-us-2", dst);
     const round = copyVolume({ from: from.address, to: target.address, volume: "data", tls, bandwidthBytesPerSecond: 4 * 1024 * 1024 });
@@ -116,9 +129,91 @@ test("kill -9 of the target at points of a round, restarted each time: the next 
     await new Promise((r) => setTimeout(r, delayMs));
     process.kill(target.pid, "SIGKILL");
     await target.exited;
+    if (scratchFiles(path.join(work, "state-kill-us-2")).length > 0) killedWithFiles++;
   }
+  // And the source, mid-round: its index.new.* stays behind.
+  {
+    const target = await agent(t, "us-2", "kill-us-2", dst);
+    fs.writeFileSync(path.join(src, "f0.bin"), crypto.randomBytes(3 * 1024 * 1024));
+    const round = copyVolume({ from: from.address, to: target.address, volume: "data", tls, bandwidthBytesPerSecond: 1024 * 1024 });
+    round.catch(() => undefined);
+    await until("the source's round to start", () => scratchFiles(path.join(work, "state-kill-eu-1")).length > 0);
+    process.kill(from.pid, "SIGKILL");
+    await from.exited;
+    await round.catch(() => undefined);
+    t.true(scratchFiles(path.join(work, "state-kill-eu-1")).length > 0, "the killed source left its index.new behind");
+    process.kill(target.pid, "SIGKILL");
+    await target.exited;
+    from = await agent(t, "eu-1", "kill-eu-1", src);
+  }
+  t.true(killedWithFiles > 0, "some killed target left its round's files (else this test proves nothing about sweeping)");
   const target = await agent(t, "us-2", "kill-us-2", dst);
   await copyVolume({ from: from.address, to: target.address, volume: "data", tls });
   t.deepEqual(await compareTrees(src, dst), []);
   t.false(fs.existsSync(path.join(dst, ".theseus-partial")), "the staging directory is gone after a complete round");
+  t.deepEqual(scratchFiles(path.join(work, "state-kill-us-2")), [], "the target's killed rounds' files are swept");
+  t.deepEqual(scratchFiles(path.join(work, "state-kill-eu-1")), [], "the source's killed round's files are swept");
+});
+
+/** The target's torn-file journal for its volume "data": the verified prefix (blocks) of the file being patched. */
+function tornPrefixBlocks(stateDir: string): number {
+  const dir = path.join(stateDir, "sync", "target", "data", "torn");
+  try {
+    for (const n of fs.readdirSync(dir)) {
+      if (n.endsWith(".json")) return (JSON.parse(fs.readFileSync(path.join(dir, n), "utf8")) as { blocks: number }).blocks;
+    }
+  } catch {
+    // not yet written, or being renamed
+  }
+  return -1;
+}
+
+test("kill -9 of the target mid-patch of a large file: the file is journaled torn, never taken for complete, and the rerun sends only what the cut patch had left", async (t) => {
+  const { work, tls } = t.context;
+  const src = path.join(work, "torn-src");
+  const size = 96 * 1024 * 1024;
+  fs.mkdirSync(src);
+  fs.writeFileSync(path.join(src, "db.bin"), crypto.randomBytes(size));
+  const from = await agent(t, "eu-1", "torn-eu-1", src);
+  const dst = path.join(work, "torn-dst");
+  fs.mkdirSync(dst);
+  const targetState = path.join(work, "state-torn-us-2");
+  let target = await agent(t, "us-2", "torn-us-2", dst);
+  await copyVolume({ from: from.address, to: target.address, volume: "data", tls });
+  // Every block changes (a database rewritten in place): the next round patches all 96 MiB of the target's copy.
+  fs.writeFileSync(path.join(src, "db.bin"), crypto.randomBytes(size));
+  const cut = copyVolume({ from: from.address, to: target.address, volume: "data", tls, bandwidthBytesPerSecond: 8 * 1024 * 1024 });
+  cut.catch(() => undefined);
+  // Killed once the journal counts at least half the file as verified.
+  await until("the patch to pass half the file", () => tornPrefixBlocks(targetState) * 4096 >= size / 2, 120_000);
+  process.kill(target.pid, "SIGKILL");
+  await target.exited;
+  const prefix = tornPrefixBlocks(targetState) * 4096;
+  t.true(prefix >= size / 2 && prefix < size, `the kill fell mid-patch (${prefix} bytes verified)`);
+
+  // Never taken for complete: a source that holds exactly the torn bytes (a copy of the target's volume) must still
+  // send the file. Trusting the torn file's hash would have let this round agree without sending anything. (Played on
+  // a copy of the target's volume and state, so that the real repair below still finds the torn file.)
+  const probeDst = path.join(work, "torn-probe-dst");
+  const probeState = path.join(work, "torn-probe-state");
+  fs.cpSync(dst, probeDst, { recursive: true, preserveTimestamps: true });
+  fs.cpSync(path.join(targetState, "sync", "target", "data"), probeState, { recursive: true, preserveTimestamps: true });
+  const probeSrc = path.join(work, "torn-probe-src");
+  fs.cpSync(dst, probeSrc, { recursive: true, preserveTimestamps: true });
+  fs.rmSync(path.join(probeSrc, ".theseus-lock"), { force: true });
+  const probe = await runTargetRound({ root: probeDst, stateDir: probeState, logger: silentLogger() }, (up) =>
+    createSyncSource({ root: probeSrc, stateDir: path.join(work, "torn-probe-src-state"), logger: silentLogger() }).serve(up),
+  );
+  t.true(probe.source.bytesChanged >= size / 2, `the torn file was sent (${probe.source.bytesChanged} bytes)`);
+  t.deepEqual(await compareTrees(probeSrc, probeDst), []);
+
+  // The rerun: the verified prefix stays, the rest is sent.
+  target = await agent(t, "us-2", "torn-us-2", dst);
+  const rerun = await copyVolume({ from: from.address, to: target.address, volume: "data", tls });
+  t.deepEqual(await compareTrees(src, dst), []);
+  const resent = Number(rerun.stats.wireBytes);
+  t.log(`file ${size} bytes, verified before the kill ${prefix}, resent ${resent}`);
+  t.true(resent < size - prefix + 40 * 1024 * 1024, `resent ${resent} bytes of ${size} (${prefix} verified before the kill)`);
+  t.true(resent < size * 0.6, `resent ${resent} bytes, well under the file's ${size}`);
+  t.deepEqual(fs.readdirSync(path.join(targetState, "sync", "target", "data", "torn")), [], "nothing is torn any more");
 });

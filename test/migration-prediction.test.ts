@@ -52,6 +52,54 @@ test("the round cost is fitted back from rounds of different sizes", (t) => {
   t.true(Math.abs((fit?.throughputBytesPerSecond ?? 0) / (100 * MiB) - 1) < 0.001);
 });
 
+test("a full copy that compressed better than the app's writes does not make a diverging pre-copy look converged", (t) => {
+  // The rounds CI saw at --bandwidth 1MiB/s: the first contents compressed 4:1, the app's records 2:1, the app wrote
+  // faster than a round moved them (each round carried more than the last). Fitted with the full copy, its 10.7 s read
+  // as a fixed cost and the throughput came out above the write rate: "converged at 34.7 s".
+  const t0 = 1_000_000;
+  const rounds: RoundObservation[] = [
+    { bytesChanged: 32.0 * MiB, durationMs: 10_700, dirtyBytesPerSecond: 0, endedAtMs: t0, wireBytes: 8.37 * MiB },
+    { bytesChanged: 34.0 * MiB, durationMs: 21_040, dirtyBytesPerSecond: 1.6 * MiB, endedAtMs: t0 + 21_100, wireBytes: 16.2 * MiB },
+    { bytesChanged: 67.8 * MiB, durationMs: 42_270, dirtyBytesPerSecond: 1.6 * MiB, endedAtMs: t0 + 63_500, wireBytes: 32.4 * MiB },
+  ];
+  for (const seen of [rounds.slice(0, 2), rounds]) {
+    const fit = fitRoundCost(seen);
+    t.true((fit?.throughputBytesPerSecond ?? 0) < 2.1 * MiB, `throughput ${(fit?.throughputBytesPerSecond ?? 0) / MiB} MiB/s`);
+    const p = predict({ rounds: seen, quiesceMs: 800, startupMs: 2000, cutoverAtMs: seen.at(-1)?.endedAtMs ?? 0 });
+    t.is(p?.convergence.kind, "diverging", `after ${seen.length} rounds`);
+    t.regex(decideAfterRound(p, { autoCutover: true, maxDowntimeMs: 3000 }).why, /cannot converge/);
+  }
+});
+
+test("small rounds at their steady state, their times noisy on a loaded machine, are not taken for divergence", (t) => {
+  // The invariant matrix's rounds (bytes, ms) for an app writing ~0.4 MB/s under load average 13: rounds carry half a
+  // megabyte each and take 0.4-2.4 s, mostly fixed cost. A resumed coordinator saw them all at once.
+  const seen: [number, number][] = [
+    [662_812, 727], [547_148, 756], [707_372, 1423], [435_488, 785], [467_020, 476], [346_324, 413], [410_468, 1342],
+    [676_772, 590], [343_188, 887], [922_452, 2446], [561_236, 804], [441_528, 1284], [1_173_644, 1222],
+  ];
+  let at = 1_000_000;
+  const rounds: RoundObservation[] = [{ bytesChanged: 48 * MiB, durationMs: 4000, dirtyBytesPerSecond: 0, endedAtMs: at }];
+  for (const [bytes, ms] of seen) {
+    at += ms;
+    rounds.push({ bytesChanged: bytes, durationMs: ms, dirtyBytesPerSecond: (bytes * 1000) / ms, endedAtMs: at });
+  }
+  for (let k = 2; k <= rounds.length; k++) {
+    const p = predict({ rounds: rounds.slice(0, k), quiesceMs: 800, startupMs: 2500, cutoverAtMs: rounds[k - 1]?.endedAtMs ?? 0 });
+    t.not(p?.convergence.kind, "diverging", `after ${k} rounds: ${JSON.stringify(p)}`);
+  }
+});
+
+test("a quiet app's tiny incremental rounds give the fixed cost; the full copy still gives the throughput", (t) => {
+  const rounds: RoundObservation[] = [
+    { bytesChanged: 512 * MiB, durationMs: 5_420, dirtyBytesPerSecond: 0, endedAtMs: 10_000 },
+    { bytesChanged: 4096, durationMs: 300, dirtyBytesPerSecond: 1000, endedAtMs: 10_400 },
+  ];
+  const fit = fitRoundCost(rounds);
+  t.true(Math.abs((fit?.fixedMs ?? 0) - 300) < 1, `fixed ${fit?.fixedMs} ms`);
+  t.true(Math.abs((fit?.throughputBytesPerSecond ?? 0) / (100 * MiB) - 1) < 0.01);
+});
+
 test("a round that sent almost nothing gives a fixed cost but no throughput", (t) => {
   const fit = fitRoundCost([{ bytesChanged: 10, durationMs: 120, dirtyBytesPerSecond: 0, endedAtMs: 0 }]);
   t.is(fit?.fixedMs, 120);

@@ -2,7 +2,7 @@
 // A dead agent is a failure with a message and a non-zero exit, the throwaway keys never outlive the run, and the
 // agents never outlive the CLI.
 import test from "ava";
-import { spawn, execFileSync } from "node:child_process";
+import { spawn, spawnSync, execFileSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -187,4 +187,49 @@ test("a skipped fifo is named in the text output", async (t) => {
   const r = await runCli(["sync-dirs", src, path.join(base, "fifo-dst"), "--state-dir", path.join(base, "fifo-state")], path.join(base, "fifo-tmp")).done;
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /not copied: 1 special file .* skipped, "pipe"/);
+});
+
+test("exit codes a user can act on: a path past PATH_MAX is bad input (exit 2) with a short message naming it", async (t) => {
+  t.timeout(600_000);
+  const src = path.join(base, "deep-src");
+  fs.mkdirSync(src);
+  // 40 levels of 200-character names (8 KB): created step by step, as no single syscall takes such a path.
+  execFileSync("bash", ["-c", `cd "$1" && for i in $(seq 1 40); do mkdir "$2$i" && cd "$2$i"; done && echo deep > file`, "_", src, "d".repeat(197)]);
+  const r = await runCli(["sync-dirs", src, path.join(base, "deep-dst"), "--state-dir", path.join(base, "deep-state")], path.join(base, "deep-tmp")).done;
+  // rm(1) removes what fs.rmSync cannot (it walks by path, past PATH_MAX).
+  execFileSync("rm", ["-rf", src, path.join(base, "deep-dst")]);
+  t.is(r.code, 2, r.stderr.slice(0, 2000));
+  t.regex(r.stderr, /longer than the system allows/);
+  t.regex(r.stderr, /d{100}\.\.\.\(\d+ characters\)\.\.\./, "the path is named, shortened");
+  t.true(r.stderr.length < 1500, `a short message (${r.stderr.length} characters)`);
+});
+
+test("disk full on the target: the error names the file and the volume, and the partial file is removed to free its space", async (t) => {
+  t.timeout(600_000);
+  const src = path.join(base, "full-src");
+  fs.mkdirSync(src);
+  fs.writeFileSync(path.join(src, "a.txt"), "small, fits\n");
+  fs.writeFileSync(path.join(src, "big.bin"), crypto.randomBytes(24 * 1024 * 1024));
+  const dst = path.join(base, "full-dst");
+  fs.mkdirSync(dst);
+  // A 16 MiB filesystem of its own (a private mount namespace: nothing outside sees it); the run and the look at
+  // what it left happen inside it.
+  fs.mkdirSync(path.join(base, "full-tmp"), { recursive: true });
+  const script = `mount -t tmpfs -o size=16m theseus-full "$2" && node "$1" sync-dirs "$3" "$2" --state-dir "$4"; echo "exit=$?"; ls -A "$2"; du -sk "$2"`;
+  const out = spawnSync("unshare", ["-m", "bash", "-c", script, "_", CLI, dst, src, path.join(base, "full-state")], {
+    encoding: "utf8",
+    env: { ...process.env, TMPDIR: path.join(base, "full-tmp") },
+  });
+  if (out.error !== undefined || /mount: .*(permission|not permitted)/i.test(out.stderr)) {
+    t.log(`no private tmpfs here (${out.error?.message ?? out.stderr}): skipped`);
+    t.pass();
+    return;
+  }
+  t.regex(out.stdout, /exit=1\b/, out.stderr);
+  t.regex(out.stderr, /target volume .*full-dst is full \(no space or inodes left\) while writing big\.bin/);
+  const listing = out.stdout.split("\n");
+  t.true(listing.includes("a.txt"), "what was complete is kept");
+  t.false(listing.includes(".theseus-partial"), "the staging directory (and its partial file) is gone");
+  const kb = Number(/^(\d+)\s/m.exec(out.stdout.split("exit=")[1] ?? "")?.[1] ?? "-1");
+  t.true(kb >= 0 && kb < 1024, `the space is free again (${kb} KiB used)`);
 });

@@ -59,7 +59,7 @@ test("round 0 reproduces contents, modes, mtimes, symlinks, hard links, empty di
   t.is(again.source.entriesChanged, 0);
   t.is(again.source.bytesChanged, 0);
   t.is(again.source.bytesRead, 0);
-  t.true(again.source.wireBytes < 200, `no-change round sent ${again.source.wireBytes} bytes`);
+  t.true(again.downWireBytes < 200, `no-change round sent ${again.downWireBytes} bytes down`);
   t.is(again.digest, r.digest);
 });
 
@@ -97,7 +97,7 @@ test("a later round sends only changed blocks, appends, new, replaced and delete
   t.is(fs.statSync(`${p.dst}/dir/hard-a`).ino, fs.statSync(`${p.dst}/small.txt`).ino, "hard links follow the new contents");
   const changedBytes = 2 * 4096 + fs.statSync(`${p.src}/dir/sub/text.log`).size + 8 + 1 + 10 + 12;
   t.true(r.source.bytesChanged <= changedBytes, `bytes changed ${r.source.bytesChanged}`);
-  t.true(r.source.wireBytes < changedBytes + 2048, `wire bytes ${r.source.wireBytes} for ${changedBytes} changed`);
+  t.true(r.downWireBytes < changedBytes + 2048, `wire bytes down ${r.downWireBytes} for ${changedBytes} changed`);
   t.true(r.source.entriesDeleted >= 1);
   t.false(fs.existsSync(`${p.dst}/gone`));
 });
@@ -111,7 +111,7 @@ test("both agents restarted (fresh objects, state from disk): a round without ch
   t.is(r.source.entriesChanged, 0);
   t.is(r.source.bytesRead, 0, "the source's cache vouches for every file");
   t.true(r.targetBytesRead <= 16, `the target re-read ${r.targetBytesRead} bytes`);
-  t.true(r.source.wireBytes < 200);
+  t.true(r.downWireBytes < 200);
 });
 
 test("a lost source cache costs a re-read, not a resend, for unchanged large files", async (t) => {
@@ -121,7 +121,7 @@ test("a lost source cache costs a re-read, not a resend, for unchanged large fil
   fs.rmSync(p.srcState, { recursive: true });
   const r = await roundInMemory(p, createSyncSource({ root: p.src, stateDir: p.srcState, logger: silentLogger() }));
   t.is(r.source.bytesChanged, 0);
-  t.true(r.source.wireBytes < 300);
+  t.true(r.downWireBytes < 300);
   t.deepEqual(describeTree(p.dst), describeTree(p.src));
 });
 
@@ -184,7 +184,7 @@ test("sockets and fifos are not copied but counted and named in the statistics",
   t.false(fs.existsSync(`${p.dst}/pipe`));
 });
 
-test("a file the source cannot read fails the round with its path", async (t) => {
+test("a file the source cannot read fails the round with its path, as bad input (exit 2), not as a refusing agent", async (t) => {
   if (process.getuid?.() === 0) {
     // Root reads anything: run the round as nobody in a child process instead.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "theseus-unreadable-"));
@@ -196,8 +196,9 @@ test("a file the source cannot read fails the round with its path", async (t) =>
         encoding: "utf8",
       });
       const res = JSON.parse(out) as { code: string; message: string };
-      t.is(res.code, "permission_denied");
-      t.regex(res.message, /secret\/locked\.txt/);
+      // Bad input (exit 2), not an agent refusing us (permission_denied, exit 3).
+      t.is(res.code, "invalid_argument");
+      t.regex(res.message, /cannot read secret\/locked\.txt: permission denied/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -208,8 +209,8 @@ test("a file the source cannot read fails the round with its path", async (t) =>
   fs.writeFileSync(`${p.src}/secret/locked.txt`, "x");
   fs.chmodSync(`${p.src}/secret/locked.txt`, 0);
   const error = await t.throwsAsync(roundInMemory(p), { instanceOf: TheseusError });
-  t.is(error?.code, "permission_denied");
-  t.regex(error?.message ?? "", /secret\/locked\.txt/);
+  t.is(error?.code, "invalid_argument");
+  t.regex(error?.message ?? "", /cannot read secret\/locked\.txt: permission denied/);
 });
 
 test("the token bucket holds the rate, allows only a small burst, and follows a rate change at once", async (t) => {

@@ -26,9 +26,24 @@ export function makePair(base: string, name: string): Pair {
   return { ...p, source: createSyncSource({ root: p.src, stateDir: p.srcState, logger: silentLogger() }) };
 }
 
-/** One round with the two halves joined by async iterables in this process. */
-export function roundInMemory(p: Pair, source: SyncSource = p.source): Promise<RoundResult> {
-  return runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (up) => source.serve(up));
+/**
+ * One round with the two halves joined by async iterables in this process. `downWireBytes`: the source's frames only
+ * (wireBytes counts both directions, the target's index included).
+ */
+export async function roundInMemory(p: Pair, source: SyncSource = p.source): Promise<RoundResult & { downWireBytes: number }> {
+  let up = 0;
+  const r = await runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (frames) =>
+    source.serve(
+      (async function* () {
+        for await (const f of frames) {
+          up += f.length;
+          yield f;
+        }
+      })(),
+    ),
+  );
+  // The target's load reports after the source's end are not in its count: never below zero.
+  return { ...r, downWireBytes: Math.max(0, r.source.wireBytes - up) };
 }
 
 /** A listing of everything that must be reproduced: type, mode, mtime, size, content hash, link target, link groups. */

@@ -7,8 +7,11 @@ import { TheseusError } from "../../common/index.js";
 import { Compressor, Decompressor } from "zstd-napi";
 import zstdBinding from "zstd-napi/binding.js";
 
-/** 2: a large file's hash is taken over its sparse block list (block-list.ts), not one 32-byte hash per block. */
-export const PROTOCOL_VERSION = 2;
+/**
+ * 2: torn records (issue 14). 3: a large file's hash is taken over its sparse block list (block-list.ts), not one
+ * 32-byte hash per block; the start record carries the set-id policy; keepalive (empty) frames.
+ */
+export const PROTOCOL_VERSION = 3;
 /** Block size for large files: the page size databases rewrite in place; see DESIGN notes in index.ts. */
 export const BLOCK_BYTES = 4096;
 /** Files at least this large are hashed per block and patched in place; smaller ones are sent whole. */
@@ -100,6 +103,12 @@ export type SyncRecord =
   | { t: "file_begin"; path: string; meta: Meta; mode: "whole" | "patch"; baseHash: Uint8Array; resumeFrom: number }
   /** target -> source, before the index: a large file received in part, its verified blocks and their list hash. */
   | { t: "partial"; path: string; blocks: number; prefixHash: Uint8Array }
+  /**
+   * target -> source, before the index: a large file whose in-place patch was cut (its index entry has no hash). Its
+   * first `blocks` blocks hold verified new content (list hash `prefixHash`), blocks from there to `dirtyBlocks` are
+   * unknown (they must all be sent), the rest still hold the content `baseHash` names. See target.ts, "torn".
+   */
+  | { t: "torn"; path: string; baseHash: Uint8Array; blocks: number; prefixHash: Uint8Array; dirtyBlocks: number }
   /** target -> source, after the index, every 250 ms: how busy the target is applying (per mille of wall time). */
   | { t: "load"; busyPermille: number }
   | { t: "data"; offset: number; data: Uint8Array }
@@ -127,6 +136,7 @@ const KIND = {
   error: 21,
   partial: 22,
   load: 23,
+  torn: 24,
 } as const;
 
 const TYPE_CODE: Record<EntryType, number> = { dir: 1, file: 2, symlink: 3 };
@@ -357,6 +367,13 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
       w.uint(rec.blocks);
       w.bytes(rec.prefixHash);
       return;
+    case "torn":
+      w.str(rec.path);
+      w.bytes(rec.baseHash);
+      w.uint(rec.blocks);
+      w.bytes(rec.prefixHash);
+      w.uint(rec.dirtyBlocks);
+      return;
     case "data":
       w.uint(rec.offset);
       w.bytes(rec.data);
@@ -472,6 +489,13 @@ export function decodeRecord(r: ByteReader): SyncRecord {
       const path = r.str(MAX_STR);
       const blocks = r.uint();
       return { t: "partial", path, blocks, prefixHash: readHash(r, false) };
+    }
+    case KIND.torn: {
+      const path = r.str(MAX_STR);
+      const baseHash = readHash(r, false);
+      const blocks = r.uint();
+      const prefixHash = readHash(r, false);
+      return { t: "torn", path, baseHash, blocks, prefixHash, dirtyBlocks: r.uint() };
     }
     case KIND.data: {
       const offset = r.uint();

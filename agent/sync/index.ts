@@ -17,6 +17,8 @@
 //   compute the same volume digest; a mismatch fails the round (data_loss).
 // - Resume: files renamed into place are complete and indexed even when a round fails; a large file cut mid-transfer
 //   keeps its verified first blocks (checkpointed every 256 MiB and on failure) and the next round sends the rest.
+//   A file patched in place is journaled as torn until verified (torn.ts): never indexed or digested as complete, and
+//   a cut patch costs only what it had left. Scratch files of killed rounds are swept (leftovers.ts).
 // - Compression: zstd per frame, raw when it saves < 3%; "auto" picks the level from the bandwidth limit, or switches
 //   zstd on when the peer drains slowly (a slow link), never on a fast one (CPU-bound on loopback).
 // - Transport-independent: a round is `runTargetRound(options, connect)` where `connect(up)` carries the target's
@@ -27,6 +29,8 @@ export { runTargetRound, STAGING_DIR } from "./target.js";
 export type { RoundProgress, RoundResult, SyncConnect, SyncTargetOptions } from "./target.js";
 export type { RoundStatsWire } from "./codec.js";
 export { LOCK_NAME } from "./volume-lock.js";
+export { sweepAllLeftovers } from "./leftovers.js";
+export { CACHE_DIR } from "./cache-dir.js";
 export { TokenBucket } from "./throttle.js";
 export type { Clock } from "./throttle.js";
 export { SyncSources, syncStateDir } from "./registry.js";

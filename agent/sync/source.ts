@@ -39,7 +39,11 @@ import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
 import { LOCK_NAME } from "./volume-lock.js";
 import { syncTimeouts, withKeepalive } from "./idle.js";
 import type { SyncTimeouts } from "./idle.js";
+import { CACHE_DIR } from "./cache-dir.js";
 import type { WalkEntry } from "./walk.js";
+import { ownerTag, sweepLeftovers } from "./leftovers.js";
+
+const OWN_TAG = ownerTag();
 
 export type CompressionSetting = "auto" | "off" | number;
 
@@ -55,6 +59,11 @@ export interface SyncSourceOptions {
   clock?: Clock;
   /** Default: from the environment (idle.ts). */
   timeouts?: SyncTimeouts;
+  /**
+   * For tests: runs between the walk's lstat of an entry and its open (or readlink), the window in which a live app's
+   * delete must not fail the round. Never set in production.
+   */
+  beforeOpen?: (relativePath: string) => void;
 }
 
 export interface RoundOptions {
@@ -122,7 +131,9 @@ export function createSyncSource(options: SyncSourceOptions): SyncSource {
       running = roundBucket;
       try {
         fs.mkdirSync(stateDir, { recursive: true });
-        const round = new SourceRound(root, stateDir, options.logger, pairedLimiter(bucket, roundBucket), compression, up, signal);
+        // Scratch files of this volume's killed rounds (their owners are dead; this round is the only one here).
+        sweepLeftovers(stateDir, options.logger);
+        const round = new SourceRound(root, stateDir, options.logger, pairedLimiter(bucket, roundBucket), compression, up, signal, options.beforeOpen);
         // An empty frame whenever the round has sent nothing for a while (unchanged files, waiting for the index).
         yield* withKeepalive(round.run(), timeouts.keepaliveMs);
       } finally {
@@ -138,7 +149,14 @@ class UpCursor {
   private i = 0;
   private ended = false;
   private readonly decoder = new FrameDecoder();
-  constructor(private readonly it: AsyncIterator<Uint8Array>) {}
+  /**
+   * `onFrame(wire, raw)` counts each of the target's frames: its index is traffic too (20 MB for 300k unchanged
+   * files), which the round's statistics, the prediction and the bandwidth limit must see.
+   */
+  constructor(
+    private readonly it: AsyncIterator<Uint8Array>,
+    private readonly onFrame: (wireBytes: number, rawBytes: number) => Promise<void>,
+  ) {}
 
   /** The current record, undefined at the end of the stream, or null when a frame must be awaited first. */
   peekSync(): SyncRecord | undefined | null {
@@ -153,7 +171,9 @@ class UpCursor {
         this.ended = true;
         return undefined;
       }
-      this.recs = decodeFrameRecords(this.decoder.decode(r.value));
+      const raw = this.decoder.decode(r.value);
+      await this.onFrame(r.value.length, raw.length);
+      this.recs = decodeFrameRecords(raw);
       this.i = 0;
     }
     return this.recs[this.i];
@@ -172,7 +192,15 @@ interface PendingLarge {
   size: number;
   baseList: BlockList | undefined;
   baseHash: Uint8Array;
+  /** The target's copy is torn (a patch of it was cut): what its journal says it holds. */
+  torn: TornInfo | undefined;
   finish(hash: Uint8Array, size: number): void;
+}
+
+interface TornInfo {
+  blocks: number;
+  prefixHash: Uint8Array;
+  dirtyBlocks: number;
 }
 
 interface LinkGroup {
@@ -194,6 +222,9 @@ class SourceRound {
   private indexEnded = false;
   private targetBusy = 0;
   private readonly partials = new Map<string, { blocks: number; prefixHash: Uint8Array }>();
+  private readonly torns = new Map<string, TornInfo & { baseHash: Uint8Array }>();
+  /** Entries deleted between the walk's lstat and their open (logged; the next round sees them gone). */
+  private vanishedCount = 0;
   private sinceYield = 0;
 
   constructor(
@@ -204,12 +235,18 @@ class SourceRound {
     private readonly compression: CompressionSetting,
     private readonly up: AsyncIterable<Uint8Array>,
     private readonly signal: AbortSignal | undefined,
+    private readonly beforeOpen: ((relativePath: string) => void) | undefined,
   ) {
     this.blocks = new BlockStore(stateDir);
   }
 
   async *run(): AsyncGenerator<Uint8Array> {
-    const cursor = new UpCursor(this.up[Symbol.asyncIterator]());
+    const cursor = new UpCursor(this.up[Symbol.asyncIterator](), async (wire, raw) => {
+      this.stats.wireBytes += wire;
+      this.stats.rawBytes += raw;
+      // Both directions share the link, so both draw on the limit.
+      await this.bucket.take(wire, this.signal);
+    });
     const start = await cursor.peek();
     if (start?.t !== "start") throw new TheseusError("protocol", "the target did not open the round with a start record");
     if (start.version !== PROTOCOL_VERSION) {
@@ -219,16 +256,20 @@ class SourceRound {
     }
     cursor.advance();
     // Large files the target holds in part from a round cut short: it keeps their verified first blocks.
-    for (let r = await cursor.peek(); r?.t === "partial"; r = await cursor.peek()) {
+    // And large files it holds torn (an in-place patch cut short), with what of them is verified, unknown and old.
+    for (let r = await cursor.peek(); r?.t === "partial" || r?.t === "torn"; r = await cursor.peek()) {
       validatePeerPath(r.path);
-      if (this.partials.size < 16) this.partials.set(r.path, { blocks: r.blocks, prefixHash: r.prefixHash });
+      if (r.t === "partial" && this.partials.size < 16) this.partials.set(r.path, { blocks: r.blocks, prefixHash: r.prefixHash });
+      if (r.t === "torn" && this.torns.size < 16) {
+        this.torns.set(r.path, { baseHash: r.baseHash, blocks: r.blocks, prefixHash: r.prefixHash, dirtyBlocks: r.dirtyBlocks });
+      }
       cursor.advance();
     }
     this.chooseLevel();
     const memo = readMemo(this.stateDir);
     this.stats.previousRoundEndMs = memo.lastRoundEndMs;
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
-    const next = new EntryFileWriter(path.join(this.stateDir, `index.new.${process.pid}`));
+    const next = new EntryFileWriter(path.join(this.stateDir, `index.new.${OWN_TAG}`));
     const digest = new VolumeDigest(start.preserveOwner);
     const groups = new Map<string, LinkGroup>();
     const keepBlocks = new Set<string>();
@@ -267,8 +308,9 @@ class SourceRound {
         if (t !== undefined && t.type === "dir" && w.type !== "dir") dropWithin = t.path;
         const pending = this.entry(w, t, start, cache, next, digest, groups, keepBlocks);
         if (pending !== undefined) {
-          const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash, pending.size);
-          pending.finish(res.hash, res.size);
+          const res = yield* this.sendLarge(pending.abs, pending.rel, pending.meta, pending.baseList, pending.baseHash, pending.size, pending.torn);
+          if (res === undefined) this.vanished(w.path, t);
+          else pending.finish(res.hash, res.size);
         }
         if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
         else if (++this.sinceYield >= 2048) {
@@ -296,11 +338,12 @@ class SourceRound {
       const endMs = Date.now();
       writeMemo(this.stateDir, { lastRoundEndMs: endMs });
       yield* this.flush();
-      // Wire bytes of the end frame itself are not counted: the stats travel inside it.
+      // Wire bytes of the end frame itself are not counted: the stats travel inside it (nor the target's load reports
+      // after this point: a few bytes every 250 ms).
       this.emit({ t: "end", digest: digest.digest(), stats: { ...this.stats } });
       yield* this.flush();
       this.logger.info(
-        { root: this.root, ...this.stats, durationMs: endMs - this.startedMs },
+        { root: this.root, ...this.stats, vanished: this.vanishedCount, durationMs: endMs - this.startedMs },
         "sync round sent",
       );
     } catch (e) {
@@ -481,8 +524,10 @@ class SourceRound {
     if (w.type === "symlink") {
       let target: string;
       try {
+        this.beforeOpen?.(w.path);
         target = fs.readlinkSync(abs);
       } catch (e) {
+        if (isVanished(e)) return this.vanished(w.path, t);
         throw walkError(e, w.path);
       }
       if (t === undefined || t.type !== "symlink" || t.linkTarget !== target || ownersDiffer(t.meta)) {
@@ -522,6 +567,7 @@ class SourceRound {
       sent = this.metaOnly(w.path, meta, size, hash, tFile as IndexEntry, metaDiffers);
     } else if (!isLarge(size)) {
       const data = this.readSmallFile(abs, w.path, size);
+      if (data === undefined) return this.vanished(w.path, t);
       hash = sha256(data);
       size = data.length;
       if (targetHas(hash, size)) {
@@ -536,10 +582,14 @@ class SourceRound {
       // Large and changed (or unknown): diff its blocks against the list of the content the target holds, when this
       // source has that list (it sent or saw that content before). Without a list but with an equal size (a lost
       // cache), hash first: an unchanged file then costs a read, not a resend.
-      const baseList = tFile !== undefined && isLarge(tFile.size) ? this.blocks.get(tFile.hash) : undefined;
+      // A torn copy is diffed against the base its journal names (the content it held before the cut patch).
+      const torn = tFile !== undefined ? this.torns.get(w.path) : undefined;
+      const baseHash = torn?.baseHash ?? tFile?.hash ?? EMPTY;
+      const baseList = tFile !== undefined && (torn !== undefined || isLarge(tFile.size)) ? this.blocks.get(baseHash) : undefined;
       let known = false;
-      if (hash === undefined && baseList === undefined && tFile !== undefined && tFile.size === size) {
+      if (hash === undefined && baseList === undefined && torn === undefined && tFile !== undefined && tFile.size === size) {
         const h = this.hashWhole(abs, w.path, size, allHoles(abs, st));
+        if (h === undefined) return this.vanished(w.path, t);
         if (h.blocks !== undefined) this.blocks.put(h.hash, h.blocks);
         if (h.size === size && targetHas(h.hash, size)) {
           hash = h.hash;
@@ -555,7 +605,8 @@ class SourceRound {
           meta,
           size,
           baseList,
-          baseHash: tFile?.hash ?? EMPTY,
+          baseHash,
+          torn: baseList === undefined ? undefined : torn,
           finish: (h, n) => finish(h, n, true),
         };
       }
@@ -582,17 +633,34 @@ class SourceRound {
     return true;
   }
 
-  private openFile(abs: string, rel: string): number {
+  /**
+   * A file the walk saw is gone when we open it: the live app deleted it (or its directory) in between. That is the
+   * app's delete, not a failure: the target deletes its copy too, and the path is in neither side's digest.
+   */
+  private vanished(p: string, t: IndexEntry | undefined): undefined {
+    this.vanishedCount++;
+    if (t !== undefined) {
+      this.emit({ t: "delete", path: p });
+      this.stats.entriesDeleted++;
+    }
+    return undefined;
+  }
+
+  /** Opens a file the walk saw; undefined when it has vanished since (see vanished()). */
+  private openFile(abs: string, rel: string): number | undefined {
     try {
+      this.beforeOpen?.(rel);
       // O_NOFOLLOW: a file swapped for a symlink after the walk's lstat is refused, never followed out of the volume.
       return fs.openSync(abs, fs.constants.O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
     } catch (e) {
+      if (isVanished(e)) return undefined;
       throw walkError(e, rel);
     }
   }
 
-  private readSmallFile(abs: string, rel: string, size: number): Buffer {
+  private readSmallFile(abs: string, rel: string, size: number): Buffer | undefined {
     const fd = this.openFile(abs, rel);
+    if (fd === undefined) return undefined;
     try {
       const data = readSmall(fd, size, this.readBuf);
       this.stats.bytesRead += data.length;
@@ -606,8 +674,9 @@ class SourceRound {
     }
   }
 
-  private hashWhole(abs: string, rel: string, size: number, holes: boolean): ReturnType<typeof hashFile> {
+  private hashWhole(abs: string, rel: string, size: number, holes: boolean): ReturnType<typeof hashFile> | undefined {
     const fd = this.openFile(abs, rel);
+    if (fd === undefined) return undefined;
     try {
       const h = hashFile(fd, size, this.readBuf, holes);
       this.stats.bytesRead += h.bytesRead;
@@ -631,16 +700,20 @@ class SourceRound {
     baseList: BlockList | undefined,
     baseHash: Uint8Array,
     sizeAtWalk: number,
-  ): AsyncGenerator<Uint8Array, { hash: Buffer; size: number }> {
+    torn: TornInfo | undefined,
+  ): AsyncGenerator<Uint8Array, { hash: Buffer; size: number } | undefined> {
     const mode = baseList === undefined ? "whole" : "patch";
     const fd = this.openFile(abs, rel);
+    if (fd === undefined) return undefined; // vanished before anything of it was sent
     let list = new BlockList();
     let pos = 0;
     try {
       const holes = allHoles(abs, fs.fstatSync(fd));
       // Resume: when the target kept the first blocks of this file from a cut round and they still match what the
       // file holds now, read and hash them (for the file's hash) but send only the rest.
-      const partial = mode === "whole" && !holes ? this.partials.get(rel) : undefined;
+      // A torn copy's verified prefix is resumed the same way, and its unknown blocks are all sent.
+      const partial = holes ? undefined : mode === "whole" ? this.partials.get(rel) : torn;
+      const forceUntil = torn?.dirtyBlocks ?? 0;
       if (partial !== undefined && partial.blocks > 0) {
         const prefixBytes = partial.blocks * BLOCK_BYTES;
         while (pos < prefixBytes) {
@@ -664,8 +737,11 @@ class SourceRound {
           this.emit({ t: "zero", offset: from * BLOCK_BYTES, length: (to - from) * BLOCK_BYTES });
           this.stats.bytesChanged += (to - from) * BLOCK_BYTES;
         };
-        const baseBlocks = Math.min(full, baseList?.length ?? 0);
-        baseList?.forEachRun(0, baseBlocks, (from, to, zero) => {
+        // A torn copy's unknown blocks are all sent.
+        const forced = Math.min(full, forceUntil);
+        if (forced > 0) zeros(0, forced);
+        const baseBlocks = Math.max(forced, Math.min(full, baseList?.length ?? 0));
+        baseList?.forEachRun(forced, baseBlocks, (from, to, zero) => {
           if (!zero) zeros(from, to);
         });
         if (full > baseBlocks) zeros(baseBlocks, full);
@@ -703,7 +779,7 @@ class SourceRound {
         for (let off = 0, b = first; off < n; off += BLOCK_BYTES, b++) {
           const h = blockHash(chunk.subarray(off, Math.min(off + BLOCK_BYTES, n)));
           list.append(h);
-          const changed = baseList === undefined || b >= baseList.length || !baseList.at(b).equals(h);
+          const changed = baseList === undefined || b < forceUntil || b >= baseList.length || !baseList.at(b).equals(h);
           if (!changed) {
             endRun(off);
             continue;
@@ -732,7 +808,13 @@ class SourceRound {
 
 const EMPTY = new Uint8Array(0);
 const SETID_BITS = 0o6000;
-const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME]);
+const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME, CACHE_DIR]);
+
+/** ENOENT: the file is gone; ENOTDIR: a directory above it was replaced by a file. Either way the app's doing. */
+function isVanished(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}
 
 function readAt(fd: number, buf: Buffer, length: number, position: number, rel: string): number {
   try {

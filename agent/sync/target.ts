@@ -11,11 +11,12 @@
 // Staging: new content is written into ".theseus-partial" at the volume root (same filesystem, so rename is atomic and
 // no copy is needed), then renamed into place once verified. The directory exists only while a round runs; the walk
 // hides it. Large files whose target copy matches the source's base are patched in place instead (copying a 2 GiB
-// file to change 1% of it would defeat the purpose): the target is not serving the app during pre-copy, and a patch cut
-// short changes the file's ctime, so the hash cache stops trusting it and the next round re-reads and repairs it.
+// file to change 1% of it would defeat the purpose): the target is not serving the app during pre-copy, and a patched
+// file is journaled as torn until it is complete and verified (torn.ts), so a patch cut short is never taken for a
+// complete file and the next round sends only what it had left.
 import fs from "node:fs";
 import path from "node:path";
-import { sleep, TheseusError, throwIfAborted } from "../../common/index.js";
+import { sleep, systemErrorCode, TheseusError, throwIfAborted } from "../../common/index.js";
 import type { Logger } from "../../common/index.js";
 import {
   BLOCK_BYTES,
@@ -47,12 +48,18 @@ import {
 } from "./state.js";
 import { BlockList } from "./block-list.js";
 import type { CacheEntry } from "./state.js";
-import { walk, walkError, metaOf, VolumeDigest } from "./walk.js";
+import { shortPath, walk, walkError, metaOf, VolumeDigest } from "./walk.js";
 import { acquireVolumeLock, LOCK_NAME } from "./volume-lock.js";
+import { CACHE_DIR } from "./cache-dir.js";
 import type { VolumeLock } from "./volume-lock.js";
 import { STAGING_DIR, StagingDir } from "./staging.js";
 import { idleLimited, syncTimeouts, withKeepalive } from "./idle.js";
 import type { SyncTimeouts } from "./idle.js";
+import { loadTornFiles, tornJournalFor } from "./torn.js";
+import { ownerTag, sweepLeftovers } from "./leftovers.js";
+
+const OWN_TAG = ownerTag();
+import type { TornFile, TornJournal } from "./torn.js";
 
 export { STAGING_DIR };
 /** Largest file the target accepts (16 TiB): bounds what a hostile peer's offsets can make us allocate or write. */
@@ -114,7 +121,8 @@ export interface RoundResult {
 export async function runTargetRound(options: SyncTargetOptions, connect: SyncConnect, signal?: AbortSignal): Promise<RoundResult> {
   const root = path.resolve(options.root);
   const stateDir = path.resolve(options.stateDir);
-  if (isWithin(stateDir, root) || isWithin(root, stateDir)) {
+  // A mover's state is the one exception: it lives in the volume's reserved cache directory, which no walk shows.
+  if ((isWithin(stateDir, root) && !isWithin(stateDir, path.join(root, CACHE_DIR))) || isWithin(root, stateDir)) {
     throw new TheseusError("invalid_argument", `the state directory ${stateDir} must lie outside the volume ${root}`, {
       hint: "the app would see Theseus's files; choose a state directory elsewhere",
     });
@@ -133,6 +141,8 @@ export async function runTargetRound(options: SyncTargetOptions, connect: SyncCo
     fs.mkdirSync(root, { recursive: true });
     // Across processes and agents too: the volume's lock file names who writes it.
     lock = acquireVolumeLock(root, options.writer ?? "a sync round");
+    // Scratch files of killed rounds (their owners are dead; this round is the only one on this state directory).
+    sweepLeftovers(stateDir, options.logger);
     const round = new TargetRound(root, stateDir, options.logger, options.preserveOwner ?? process.getuid?.() === 0, signal, options.onProgress, options.timeouts ?? syncTimeouts(), !(options.keepSetid ?? (process.getuid?.() !== 0 || process.env["THESEUS_KEEP_SETID"] === "1")));
     return await round.run(connect);
   } finally {
@@ -167,8 +177,20 @@ interface OpenFile {
   /** Next offset expected (whole) or the end of the last write (patch). */
   offset: number;
   oldSize: number;
-  /** Offset up to which a whole file's blocks are durable and recorded for resumption. */
+  /** Offset up to which a whole file's blocks are durable and recorded for resumption (a patch's: as verified). */
   checkpoint: number;
+  /** A torn file's repair: every block up to here must be rewritten (the journal does not know what it holds). */
+  mustWriteUntil: number;
+}
+
+interface PatchJournal {
+  journal: TornJournal;
+  begun: boolean;
+  baseHash: Buffer;
+  /** The verified prefix the patch started from (a torn file's, resumed). */
+  prefixBlocks: number;
+  /** The unknown range a torn file had before this patch, which stays unknown until rewritten. */
+  dirty: number;
 }
 
 /** What the target keeps of a large file whose round was cut: its first `blocks` blocks, verified, and their hashes. */
@@ -182,6 +204,12 @@ interface PartialFile {
 const RESUME_NAME = "resume";
 /** A received large file is made durable and recorded every this many bytes, so a killed agent resumes from there. */
 const CHECKPOINT_BYTES = 256 * 1024 * 1024;
+/**
+ * A patch in place is made durable and its verified prefix journaled every this many bytes, and the journal's unknown
+ * range is extended this far ahead of the writes: a patch cut short costs at most about twice this in resent blocks.
+ */
+const PATCH_CHECKPOINT_BYTES = 16 * 1024 * 1024;
+const PATCH_DIRTY_AHEAD_BLOCKS = (16 * 1024 * 1024) / BLOCK_BYTES;
 
 interface LargeKnown {
   hash: Uint8Array;
@@ -198,6 +226,10 @@ class TargetRound {
   private readonly spoolFile: string;
   private readonly partialFile: string;
   private resume: PartialFile | undefined;
+  /** The journal of the file being patched in place, begun at its first write. */
+  private patchJournal: PatchJournal | undefined;
+  /** Files cut patches left torn, until this round completes, replaces or deletes them (see torn.ts). */
+  private torns = new Map<string, { file: TornFile; journal: TornJournal }>();
   private readonly appliedFile: string;
   private readonly applied: EntryFileWriter;
   private spool: EntryFileWriter | undefined;
@@ -217,6 +249,8 @@ class TargetRound {
   private readonly walkDigest: VolumeDigest;
   private readonly walkKeep = new Set<string>();
   private busyMs = 0;
+  /** Bytes of the frames this target sent (its index, its load reports). */
+  private upWireBytes = 0;
   private waitMs = 0;
   /** Aborted when the round ends: stops the load reports. */
   private readonly done = new AbortController();
@@ -233,9 +267,9 @@ class TargetRound {
   ) {
     this.blocks = new BlockStore(stateDir);
     this.staging = new StagingDir(root);
-    this.spoolFile = path.join(stateDir, `spool.${process.pid}`);
+    this.spoolFile = path.join(stateDir, `spool.${OWN_TAG}`);
     this.partialFile = path.join(stateDir, "partial");
-    this.appliedFile = path.join(stateDir, `applied.${process.pid}`);
+    this.appliedFile = path.join(stateDir, `applied.${OWN_TAG}`);
     this.applied = new EntryFileWriter(this.appliedFile);
     this.walkDigest = new VolumeDigest(preserveOwner);
   }
@@ -252,6 +286,13 @@ class TargetRound {
     } else {
       this.staging.clear(RESUME_NAME);
       this.stagingReady = true;
+    }
+    this.torns = loadTornFiles(this.stateDir);
+    for (const [p, t] of this.torns) {
+      if (lstatOrUndefined(this.abs(p))?.isFile() === true) continue;
+      // Removed or replaced since (by hand): nothing of it is left to repair.
+      t.journal.clear();
+      this.torns.delete(p);
     }
     const decoder = new FrameDecoder();
     let ok = false;
@@ -272,11 +313,16 @@ class TargetRound {
         wireBytes += frame.length;
         if (this.onProgress !== undefined && performance.now() - lastProgress >= PROGRESS_INTERVAL_MS) {
           lastProgress = performance.now();
-          this.onProgress({ entries: this.entriesApplied, bytes: this.bytesWritten, wireBytes });
+          // Both directions: the index this target sends up is traffic too.
+          this.onProgress({ entries: this.entriesApplied, bytes: this.bytesWritten, wireBytes: wireBytes + this.upWireBytes });
         }
         for (const rec of decodeFrameRecords(decoder.decode(frame))) {
           if (this.sourceEnd !== undefined) throw new TheseusError("protocol", "the source sent records after its end record");
-          this.apply(rec);
+          try {
+            this.apply(rec);
+          } catch (e) {
+            throw this.applyError(e, rec);
+          }
         }
         idleSince = performance.now();
         this.busyMs += idleSince - started;
@@ -316,13 +362,17 @@ class TargetRound {
       const r = this.resume;
       encodeRecord(w, { t: "partial", path: r.path, blocks: r.blocks, prefixHash: r.list.digest() });
     }
-    yield enc.encode(w).frame;
+    // (The source heeds 16; more are torn only if rounds keep failing, and those beyond are resent whole.)
+    for (const { file: r } of [...this.torns.values()].slice(0, 16)) {
+      encodeRecord(w, { t: "torn", path: r.path, baseHash: r.baseHash, blocks: r.blocks, prefixHash: r.prefixList.digest(), dirtyBlocks: r.dirtyBlocks });
+    }
+    yield this.counted(enc.encode(w).frame);
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
     this.spool = new EntryFileWriter(this.spoolFile);
     const firstOfInode = new Map<number, string>();
     let n = 0;
     try {
-      for (const e of walk(this.root, new Set([STAGING_DIR, LOCK_NAME]))) {
+      for (const e of walk(this.root, new Set([STAGING_DIR, LOCK_NAME, CACHE_DIR]))) {
         const st = e.st;
         const abs = e.path === "" ? this.root : `${this.root}/${e.path}`;
         let entry: IndexEntry;
@@ -339,9 +389,15 @@ class TargetRound {
         } else if (e.type === "special") {
           // A fifo/socket/device in the target volume: reported as an empty-hash file, so the source replaces or deletes it.
           entry = { path: e.path, type: "file", meta: metaOf(st, "file"), size: 0, hash: EMPTY, linkTarget: "", hardlinkTo: "" };
+        } else if (this.torns.has(e.path)) {
+          // Torn: no hash, so it is never taken for complete (no digest agrees, no source skips it); not read either,
+          // the torn record tells the source what it holds.
+          entry = { path: e.path, type: "file", meta: metaOf(st, "file"), size: st.size, hash: EMPTY, linkTarget: "", hardlinkTo: "" };
+          this.large.set(e.path, { hash: EMPTY, st });
         } else {
           const c = cache.seek(e.path);
-          let hash: Uint8Array | undefined = c !== undefined && c.type === "file" && statMatches(c, st) ? c.hash : undefined;
+          // A cached entry without a hash is a torn file's: never trusted.
+          let hash: Uint8Array | undefined = c !== undefined && c.type === "file" && c.hash.length === 32 && statMatches(c, st) ? c.hash : undefined;
           if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) hash = undefined;
           if (hash === undefined) hash = this.hashLocal(abs, st.size);
           if (hash === undefined) continue; // vanished or changed under us: absent from the index, so resent
@@ -359,7 +415,7 @@ class TargetRound {
         if (entry.type === "file" && isLarge(entry.size)) this.walkKeep.add(Buffer.from(entry.hash).toString("hex"));
         this.targetEntries++;
         encodeRecord(w, { t: "entry", e: entry });
-        if (w.length >= FRAME_TARGET_BYTES) yield enc.encode(w).frame;
+        if (w.length >= FRAME_TARGET_BYTES) yield this.counted(enc.encode(w).frame);
         else if (++n % 2048 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
@@ -368,7 +424,7 @@ class TargetRound {
     }
     this.walkDone = true;
     encodeRecord(w, { t: "index_end" });
-    yield enc.encode(w).frame;
+    yield this.counted(enc.encode(w).frame);
     // Then, until the round ends, how busy applying keeps us: the source compresses for a slow link, not for us.
     let lastBusy = this.busyMs;
     let lastWait = this.waitMs;
@@ -383,8 +439,13 @@ class TargetRound {
       lastBusy = this.busyMs;
       lastWait = this.waitMs;
       encodeRecord(w, { t: "load", busyPermille: Math.round((1000 * busy) / Math.max(1, busy + wait)) });
-      yield enc.encode(w).frame;
+      yield this.counted(enc.encode(w).frame);
     }
+  }
+
+  private counted(frame: Buffer): Buffer {
+    this.upWireBytes += frame.length;
+    return frame;
   }
 
   /** Hashes a file the cache does not vouch for; undefined if it is not a readable regular file any more. */
@@ -410,6 +471,31 @@ class TargetRound {
 
   // -------------------------------------------------------------------------------------------------------------------
   // Applying records.
+
+  /** True once the volume ran out of space (or quota): a cut round then keeps no partial file, which holds the space. */
+  private diskFull = false;
+
+  /** A system error while applying, as the user can act on it: which file, which volume, what to do. */
+  private applyError(e: unknown, rec: SyncRecord): unknown {
+    const sys = systemErrorCode(e);
+    if (sys === undefined || e instanceof TheseusError) return e;
+    const p = this.file?.path ?? ("path" in rec ? rec.path : undefined);
+    const what = p === undefined ? "" : ` ${shortPath(p)}`;
+    if (sys === "ENOSPC" || sys === "EDQUOT") {
+      this.diskFull = true;
+      return new TheseusError("resource_exhausted", `the target volume ${this.root} is full (${sys === "ENOSPC" ? "no space or inodes left" : "quota exhausted"}) while writing${what}`, {
+        cause: e,
+        hint: "free space on the target volume or grow it, then run the round again: the files already complete are kept, the partial one was removed to free its space",
+      });
+    }
+    if (sys === "ENAMETOOLONG") {
+      return new TheseusError("invalid_argument", `cannot write${what} on the target: its path is longer than the system allows below ${this.root}`, {
+        cause: e,
+        hint: "shorten the path in the source volume, or use a target volume with a shorter mount path",
+      });
+    }
+    return e;
+  }
 
   private apply(rec: SyncRecord): void {
     if (this.file !== undefined) {
@@ -541,6 +627,15 @@ class TargetRound {
   }
 
   private log(e: IndexEntry, st: fs.Stats | undefined): void {
+    // Complete and verified (a patch's end is logged only then), replaced, or deleted with a directory above it.
+    if (this.torns.size > 0) {
+      for (const [p, t] of this.torns) {
+        if (p === e.path || ((e.type !== "dir" || e.linkTarget === TOMBSTONE) && isWithin(p, e.path))) {
+          t.journal.clear();
+          this.torns.delete(p);
+        }
+      }
+    }
     this.entriesApplied++;
     this.applied.addWithStat(e, st?.ino ?? 0, st?.mtimeMs ?? -1, st?.ctimeMs ?? -1);
   }
@@ -637,27 +732,75 @@ class TargetRound {
         }
         const fd = fs.openSync(staging, fs.constants.O_WRONLY | O_NOFOLLOW);
         fs.ftruncateSync(fd, resumeFrom);
-        this.file = { path: p, abs, meta, mode, fd, staging, list: r.list, base: undefined, offset: resumeFrom, oldSize: 0, checkpoint: resumeFrom };
+        this.file = { path: p, abs, meta, mode, fd, staging, list: r.list, base: undefined, offset: resumeFrom, oldSize: 0, checkpoint: resumeFrom, mustWriteUntil: 0 };
         return;
       }
       fs.rmSync(staging, { force: true });
       fs.rmSync(this.partialFile, { force: true });
       const fd = fs.openSync(staging, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, 0o600);
-      this.file = { path: p, abs, meta, mode, fd, staging, list: new BlockList(), base: undefined, offset: 0, oldSize: 0, checkpoint: 0 };
+      this.file = { path: p, abs, meta, mode, fd, staging, list: new BlockList(), base: undefined, offset: 0, oldSize: 0, checkpoint: 0, mustWriteUntil: 0 };
       return;
     }
-    if (resumeFrom !== 0) throw new TheseusError("protocol", `the source resumed a patch of ${p}`);
+    // A torn file (a patch of it was cut) is patched on against the base its journal names; the source resumes after
+    // the verified prefix only if its own content still starts with it.
+    const torn = this.torns.get(p)?.file;
+    if (resumeFrom !== 0 && (torn === undefined || resumeFrom !== torn.blocks * BLOCK_BYTES)) {
+      throw new TheseusError("protocol", `the source resumed a patch of ${p} at ${resumeFrom} bytes, which this target did not offer`);
+    }
     // Patch in place: only against exactly the content this target reported, still unchanged since it hashed it.
     const known = this.large.get(p);
     const st = lstatOrUndefined(abs);
-    const base = known !== undefined && known.hash.length === 32 && Buffer.from(known.hash).equals(baseHash) ? this.blocks.get(baseHash) : undefined;
+    const baseOk = known !== undefined && (torn !== undefined ? torn.baseHash.equals(baseHash) : known.hash.length === 32 && Buffer.from(known.hash).equals(baseHash));
+    const base = baseOk && baseHash.length === 32 ? this.blocks.get(baseHash) : undefined;
     if (known === undefined || base === undefined || st === undefined || !st.isFile() || st.nlink !== 1 || !sameStat(st, known.st)) {
       throw new TheseusError("failed_precondition", `the source patched ${p} against contents the target does not hold`, {
         hint: "the target volume changed during the round; run the round again",
       });
     }
+    const dirty = torn?.dirtyBlocks ?? 0;
+    // The list is built in order: a torn file's verified prefix, then (advance) the base's hashes between the blocks
+    // received.
+    const list = new BlockList();
+    const prefixBlocks = resumeFrom / BLOCK_BYTES;
+    if (torn !== undefined && prefixBlocks > 0) list.copyFrom(torn.prefixList, 0, prefixBlocks);
+    // Journaled before the first write (beforePatchWrite): from then on the file is torn until fileEnd has verified
+    // it. A patch refused before it wrote anything leaves the file as complete as it was.
+    this.patchJournal = { journal: this.torns.get(p)?.journal ?? tornJournalFor(this.stateDir, p), begun: false, baseHash: Buffer.from(baseHash), prefixBlocks, dirty };
     const fd = fs.openSync(abs, fs.constants.O_WRONLY | O_NOFOLLOW);
-    this.file = { path: p, abs, meta, mode, fd, staging: "", list: new BlockList(), base, offset: 0, oldSize: st.size, checkpoint: 0 };
+    this.file = { path: p, abs, meta, mode, fd, staging: "", list, base, offset: resumeFrom, oldSize: st.size, checkpoint: resumeFrom, mustWriteUntil: dirty * BLOCK_BYTES };
+  }
+
+  /** The torn journal of the file being patched, if it was begun (something was written). */
+  private journalOf(f: OpenFile): TornJournal | undefined {
+    const pj = this.patchJournal;
+    return f.mode === "patch" && pj?.begun === true ? pj.journal : undefined;
+  }
+
+  /** Extends the torn journal's unknown range before a patch writes past it. */
+  private beforePatchWrite(f: OpenFile, end: number): void {
+    const pj = this.patchJournal;
+    if (f.mode !== "patch" || pj === undefined) return;
+    if (!pj.begun) {
+      const dirty = Math.max(pj.dirty, pj.prefixBlocks, blockCount(end) + PATCH_DIRTY_AHEAD_BLOCKS);
+      pj.journal.begin(f.path, pj.baseHash, f.list, pj.prefixBlocks, dirty);
+      pj.begun = true;
+      this.torns.set(f.path, {
+        file: { path: f.path, baseHash: pj.baseHash, blocks: pj.prefixBlocks, prefixList: f.list.prefix(pj.prefixBlocks), dirtyBlocks: dirty },
+        journal: pj.journal,
+      });
+      return;
+    }
+    if (end > pj.journal.dirtyBlocks * BLOCK_BYTES) pj.journal.extendDirty(blockCount(end) + PATCH_DIRTY_AHEAD_BLOCKS);
+  }
+
+  /** Makes a patch's blocks so far durable and journals them as verified: a later round does not resend them. */
+  private checkpointPatch(f: OpenFile): void {
+    const blocks = Math.floor(f.offset / BLOCK_BYTES);
+    const journal = this.journalOf(f);
+    if (journal === undefined || f.fd < 0 || blocks * BLOCK_BYTES <= f.checkpoint) return;
+    fs.fdatasyncSync(f.fd);
+    journal.checkpoint(blocks, f.list);
+    f.checkpoint = blocks * BLOCK_BYTES;
   }
 
   /** A patch's list up to `block`: the base's hashes of the blocks between the last one received and `block`. */
@@ -673,7 +816,9 @@ class TargetRound {
     if (
       offset % BLOCK_BYTES !== 0 ||
       offset + length > MAX_FILE_BYTES ||
-      (f.mode === "whole" ? offset !== f.offset : offset < f.offset || offset > patchLimit)
+      (f.mode === "whole" ? offset !== f.offset : offset < f.offset || offset > patchLimit) ||
+      // Repairing a torn file: its unknown blocks are all rewritten, none skipped.
+      (f.offset < f.mustWriteUntil && offset !== f.offset)
     ) {
       throw new TheseusError("protocol", `the source sent a misplaced block for ${f.path} at offset ${offset}`);
     }
@@ -681,6 +826,7 @@ class TargetRound {
 
   private fileData(f: OpenFile, offset: number, data: Uint8Array): void {
     this.checkRange(f, offset, data.length);
+    this.beforePatchWrite(f, offset + data.length);
     if (f.mode === "whole") writeSparse(f.fd, data, offset);
     else writeAll(f.fd, data, offset);
     this.bytesWritten += data.length;
@@ -688,6 +834,7 @@ class TargetRound {
     f.list.appendData(data);
     f.offset = offset + data.length;
     if (f.mode === "whole" && f.offset - f.checkpoint >= CHECKPOINT_BYTES) this.checkpoint(f);
+    if (f.mode === "patch" && f.offset - f.checkpoint >= PATCH_CHECKPOINT_BYTES) this.checkpointPatch(f);
   }
 
   /** Makes the blocks received so far durable, then records them: a later round resumes after them. */
@@ -707,12 +854,20 @@ class TargetRound {
     f.list.appendZeros(length / BLOCK_BYTES);
     // A new file keeps the hole; a patched one needs the zeros written over the old data (Node cannot punch holes),
     // but not past its old end, where the final truncate makes a hole.
-    if (f.mode === "patch") for (let o = 0; o < length && offset + o < f.oldSize; o += BLOCK_BYTES) writeAll(f.fd, ZERO_BLOCK, offset + o);
+    if (f.mode === "patch") {
+      if (offset < f.oldSize) this.beforePatchWrite(f, Math.min(offset + length, f.oldSize));
+      for (let o = 0; o < length && offset + o < f.oldSize; o += BLOCK_BYTES) writeAll(f.fd, ZERO_BLOCK, offset + o);
+    }
     f.offset = offset + length;
+    if (f.mode === "patch" && f.offset - f.checkpoint >= PATCH_CHECKPOINT_BYTES) this.checkpointPatch(f);
   }
 
   private fileEnd(f: OpenFile, size: number, hash: Uint8Array): void {
-    if (size > MAX_FILE_BYTES || (f.mode === "whole" && f.offset !== size) || (f.mode === "patch" && f.offset > size)) {
+    if (
+      size > MAX_FILE_BYTES ||
+      (f.mode === "whole" && f.offset !== size) ||
+      (f.mode === "patch" && (f.offset > size || f.offset < Math.min(f.mustWriteUntil, size)))
+    ) {
       throw new TheseusError("protocol", `the source's end of ${f.path} does not match its contents`);
     }
     const n = blockCount(size);
@@ -733,10 +888,17 @@ class TargetRound {
     const got = f.list.length === n ? list.digest() : undefined;
     // Verified before the file takes its new size: a lying end record must not leave a huge apparent size behind.
     if (got === undefined || !got.equals(hash)) {
+      if (f.mode === "patch") this.salvagePatch(f);
       this.closeFile();
       throw new TheseusError("data_loss", `the contents received for ${f.path} do not match the source's hash`, {
         hint: "run the round again; the file is re-read and repaired",
       });
+    }
+    // Cutting (or growing) a patched file changes blocks the journal counts as base content: mark them unknown first,
+    // so that a crash before the journal is cleared cannot leave a block the next round would wrongly skip.
+    if (f.mode === "patch") {
+      const current = fs.fstatSync(f.fd).size;
+      if (current !== size) this.beforePatchWrite(f, Math.max(current, size));
     }
     fs.ftruncateSync(f.fd, size);
     this.blocks.put(got, list);
@@ -753,15 +915,6 @@ class TargetRound {
     if (f === undefined) return;
     this.file = undefined;
     if (f.fd >= 0) {
-      // A patch that failed leaves the old size: blocks it wrote past the old end go (the rest is repaired by the
-      // next round, which re-reads the file: its ctime changed).
-      if (f.mode === "patch") {
-        try {
-          if (fs.fstatSync(f.fd).size > f.oldSize) fs.ftruncateSync(f.fd, f.oldSize);
-        } catch {
-          // best effort: the next round re-reads the file anyway
-        }
-      }
       fs.closeSync(f.fd);
     }
     if (f.staging !== "" && !keep) fs.rmSync(f.staging, { force: true });
@@ -850,6 +1003,13 @@ class TargetRound {
 
   private finish(end: Extract<SyncRecord, { t: "end" }>): RoundResult {
     if (!this.walkDone) throw new TheseusError("protocol", "the source ended the round before reading the target's index");
+    for (const p of this.torns.keys()) {
+      if (lstatOrUndefined(this.abs(p)) === undefined) continue;
+      // Never digested as complete: a round that did not repair a torn file cannot agree with its source.
+      throw new TheseusError("data_loss", `${p} on the target is torn (an in-place patch of it was cut short) and this round did not repair it`, {
+        hint: "run the round again: the source resends what the cut patch had left",
+      });
+    }
     let keep = new Set<string>();
     let got: Buffer;
     if (this.applied.entries === 0) {
@@ -897,13 +1057,31 @@ class TargetRound {
     return result;
   }
 
+  /**
+   * A patch that failed: its verified blocks are journaled, and the file goes back to its old size if it grew (a lying
+   * source must not leave a huge apparent size that every later round reads; issue 13). The journal is rewritten
+   * first, to count no verified block past the old end, then the file is cut.
+   */
+  private salvagePatch(f: OpenFile): void {
+    const journal = this.journalOf(f);
+    if (journal === undefined || f.fd < 0) return;
+    const grown = fs.fstatSync(f.fd).size > f.oldSize;
+    if (!grown) return this.checkpointPatch(f);
+    fs.fdatasyncSync(f.fd);
+    journal.begin(f.path, (this.patchJournal as PatchJournal).baseHash, f.list, Math.min(Math.floor(f.offset / BLOCK_BYTES), Math.floor(f.oldSize / BLOCK_BYTES)), journal.dirtyBlocks);
+    fs.ftruncateSync(f.fd, f.oldSize);
+  }
+
   /** After a failed round, keep what was learnt (applied files, hashed files) so the next round resends nothing complete. */
   private salvage(): boolean {
     let kept = false;
     try {
       const f = this.file;
-      if (f !== undefined && f.mode === "whole") kept = this.checkpoint(f);
+      // A full disk: the partial file goes (it holds the space the user must free), what is complete stays.
+      if (this.diskFull) kept = false;
+      else if (f !== undefined && f.mode === "whole") kept = this.checkpoint(f);
       else kept = this.resume !== undefined; // offered but not reached this round: still valid
+      if (f !== undefined && f.mode === "patch") this.salvagePatch(f);
       this.closeFile(kept);
     } catch (e) {
       this.logger.warn({ err: (e as Error).message }, "could not keep the partly received file");
@@ -920,7 +1098,7 @@ class TargetRound {
     this.applied.close();
     const spool = new EntryFileReader(this.spoolFile);
     const applied = new EntryFileReader(this.appliedFile);
-    const out = new EntryFileWriter(path.join(this.stateDir, `index.new.${process.pid}`));
+    const out = new EntryFileWriter(path.join(this.stateDir, `index.new.${OWN_TAG}`));
     let kill: string | undefined;
     const emit = (e: CacheEntry): void => {
       out.add(e);
@@ -963,8 +1141,8 @@ function printable(text: string): string {
 
 /** The staging directory is the target's own: no record may name it or anything below it. */
 function refuseReserved(p: string): void {
-  if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/") || p === LOCK_NAME) {
-    const name = p === LOCK_NAME ? LOCK_NAME : STAGING_DIR;
+  if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/") || p === LOCK_NAME || p === CACHE_DIR || p.startsWith(CACHE_DIR + "/")) {
+    const name = p === LOCK_NAME ? LOCK_NAME : p === CACHE_DIR || p.startsWith(CACHE_DIR + "/") ? CACHE_DIR : STAGING_DIR;
     throw new TheseusError("failed_precondition", `the source volume contains ${name}, a name Theseus reserves`, {
       hint: `rename ${name} at the root of the source volume`,
     });

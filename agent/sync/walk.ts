@@ -4,7 +4,7 @@
 // callers yield to the event loop between batches.
 import fs from "node:fs";
 import crypto from "node:crypto";
-import { TheseusError } from "../../common/index.js";
+import { systemErrorCode, TheseusError } from "../../common/index.js";
 import type { EntryType, IndexEntry } from "./codec.js";
 import { compareNames, joinPath } from "./paths.js";
 import { toMtimeUs } from "./state.js";
@@ -104,10 +104,35 @@ function lstatOrThrow(abs: string, rel: string): fs.Stats {
   }
 }
 
+/**
+ * A file of the volume that cannot be read, as the user can act on it: the volume's content is the input, so a file
+ * the agent may not read or a path longer than the system allows is bad input (exit 2), not an agent refusing us
+ * (permission_denied, exit 3) or an internal error; and the message names the path, shortened, never 16 KB of it.
+ */
 export function walkError(e: unknown, rel: string): TheseusError {
   const err = TheseusError.from(e);
-  const what = rel === "" ? "the volume root" : rel;
-  return new TheseusError(err.code, `cannot read ${what}: ${err.message}`, { cause: e, hint: err.hint });
+  const what = rel === "" ? "the volume root" : shortPath(rel);
+  const sys = systemErrorCode(e);
+  if (sys === "ENAMETOOLONG") {
+    return new TheseusError("invalid_argument", `cannot read ${what}: its path (${Buffer.byteLength(rel)} bytes below the volume root) is longer than the system allows`, {
+      cause: e,
+      hint: "Theseus never skips a file silently: shorten the path (rename or move a directory on it), then run the round again",
+    });
+  }
+  if (sys === "EACCES" || sys === "EPERM") {
+    return new TheseusError("invalid_argument", `cannot read ${what}: permission denied`, {
+      cause: e,
+      hint: "Theseus never skips a file silently: make it readable by the agent's user (chmod, chown), or run the agent as a user that may read it",
+    });
+  }
+  // Node's message repeats the absolute path: drop it, the relative one is named already.
+  const message = err.message.replace(/, \w+ '[^']*'$/, "");
+  return new TheseusError(err.code, `cannot read ${what}: ${message}`, { cause: e, hint: err.hint });
+}
+
+/** A path short enough for one line of an error: its first and last 100 characters. */
+export function shortPath(p: string): string {
+  return p.length <= 240 ? p : `${p.slice(0, 100)}...(${p.length - 200} characters)...${p.slice(-100)}`;
 }
 
 /** Metadata as the protocol carries it. */

@@ -397,8 +397,17 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     for (const v of statuses) {
       if (!volumes.some((p) => p.sourceVolume === v.sourceVolume)) continue;
       const seen = observed.get(v.sourceVolume) ?? [];
-      for (const round of v.rounds.slice(seen.length)) {
-        seen.push({ round, endedAtMs: Date.now() });
+      // Rounds that ended while nobody watched (a resumed coordinator, a slow status stream) arrive together. RoundStats
+      // carries no end time, so they are placed back to back, ending now: stamped all with one time, the write rate
+      // between their scans came out as their bytes over a few hundred milliseconds (6 MiB/s for an app writing 0.4)
+      // and a converged pre-sync was refused as diverging.
+      const unseen = v.rounds.slice(seen.length);
+      const now = Date.now();
+      let laterMs = unseen.reduce((sum, r) => sum + Number(r.durationMs), 0);
+      const floorMs = seen.at(-1)?.endedAtMs ?? 0;
+      for (const round of unseen) {
+        laterMs -= Number(round.durationMs);
+        seen.push({ round, endedAtMs: Math.max(now - laterMs, floorMs) });
         rounds.push({ volume: v.sourceVolume, round });
         await note({ type: "round", volume: v.sourceVolume, final: false, round: toJson(RoundStatsSchema, round) });
         emit({ type: "round", volume: v.sourceVolume, round });

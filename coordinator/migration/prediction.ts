@@ -17,6 +17,8 @@ export interface RoundObservation {
   readonly dirtyBytesPerSecond: number;
   /** When the round ended (epoch ms). */
   readonly endedAtMs: number;
+  /** Bytes the round put on the wire (after compression), when known. */
+  readonly wireBytes?: number;
 }
 
 export interface PredictionInputs {
@@ -60,31 +62,45 @@ const USEFUL_IMPROVEMENT = 0.1;
 /** Below this the throughput is taken as unmeasured (a round that sent almost nothing says little about the link). */
 const MIN_MEASURED_BYTES = 256 * 1024;
 
+/** How many of the latest incremental rounds the cost fit looks at: the link changes (set-bandwidth, other traffic). */
+const RECENT_ROUNDS = 4;
+
 /**
- * Fits `durationMs = fixedMs + bytes / throughput` to the rounds by least squares. With one round, or rounds that
- * all sent the same amount, the fixed part is taken from the smallest round and the throughput from the largest.
+ * Fits `durationMs = fixedMs + bytes / throughput` to the rounds by least squares.
+ *
+ * The full copy (round 0) may move data at another cost per byte than the incremental rounds do: the volume's first
+ * contents compress differently from what the app writes later, and every file is created. Once two recent
+ * incremental rounds have carried a measurable amount, only the latest incremental rounds count.
+ *
+ * The fixed part cannot be negative: when the free fit's intercept is (noise, or rounds that disagree on the cost
+ * per byte), the best fit with a fixed part of 0 is the line through the origin. Rounds of one size say nothing
+ * about the split: a round that carried almost nothing is all fixed cost, else the fixed part is taken as 0. An
+ * earlier fallback took the smallest round that moved data as all fixed cost, which read a full copy that
+ * compressed 4:1 next to rounds of the app's records at 2:1 as 10 s of fixed cost and a throughput above the
+ * link's: a pre-copy whose rounds doubled looked converged.
  */
 export function fitRoundCost(rounds: readonly RoundObservation[]): { fixedMs: number; throughputBytesPerSecond: number } | undefined {
   if (rounds.length === 0) return undefined;
-  const points = rounds.map((r) => ({ x: r.bytesChanged, y: Math.max(r.durationMs, 0) }));
+  const all = rounds.map((r) => ({ x: r.bytesChanged, y: Math.max(r.durationMs, 0) }));
+  const recent = all.slice(1).slice(-RECENT_ROUNDS);
+  const points = recent.filter((p) => p.x >= MIN_MEASURED_BYTES).length >= 2 ? recent : all;
+  const largest = points.reduce((a, b) => (b.x > a.x ? b : a));
+  const smallest = points.reduce((a, b) => (b.x < a.x ? b : a));
+  if (largest.x < MIN_MEASURED_BYTES) return { fixedMs: smallest.y, throughputBytesPerSecond: Number.POSITIVE_INFINITY };
   const n = points.length;
   const meanX = points.reduce((s, p) => s + p.x, 0) / n;
   const meanY = points.reduce((s, p) => s + p.y, 0) / n;
   const sxx = points.reduce((s, p) => s + (p.x - meanX) ** 2, 0);
   const sxy = points.reduce((s, p) => s + (p.x - meanX) * (p.y - meanY), 0);
-  const spread = Math.max(...points.map((p) => p.x)) - Math.min(...points.map((p) => p.x));
-  if (n >= 2 && sxx > 0 && spread >= MIN_MEASURED_BYTES) {
+  if (n >= 2 && sxx > 0 && largest.x - smallest.x >= MIN_MEASURED_BYTES) {
     const slope = sxy / sxx; // ms per byte
     const intercept = meanY - slope * meanX;
     if (slope > 0 && intercept >= 0) return { fixedMs: intercept, throughputBytesPerSecond: 1000 / slope };
+    const throughOrigin = points.reduce((s, p) => s + p.x * p.y, 0) / points.reduce((s, p) => s + p.x * p.x, 0);
+    if (slope > 0 && throughOrigin > 0) return { fixedMs: 0, throughputBytesPerSecond: 1000 / throughOrigin };
   }
-  // Fallback: the smallest round is mostly fixed cost; the largest one's excess over it is transfer.
-  const smallest = points.reduce((a, b) => (b.x < a.x ? b : a));
-  const largest = points.reduce((a, b) => (b.x > a.x ? b : a));
-  const fixedMs = largest === smallest ? 0 : Math.min(smallest.y, largest.y);
-  const transferMs = Math.max(largest.y - fixedMs, 1);
-  if (largest.x < MIN_MEASURED_BYTES) return { fixedMs: smallest.y, throughputBytesPerSecond: Number.POSITIVE_INFINITY };
-  return { fixedMs, throughputBytesPerSecond: (largest.x * 1000) / transferMs };
+  const fixedMs = smallest.x < MIN_MEASURED_BYTES ? Math.min(smallest.y, largest.y) : 0;
+  return { fixedMs, throughputBytesPerSecond: (largest.x * 1000) / Math.max(largest.y - fixedMs, 1) };
 }
 
 /**
@@ -126,8 +142,12 @@ export function predict(inputs: PredictionInputs): Prediction | undefined {
   const downtimeMs = inputs.quiesceMs + finalRoundMs + inputs.startupMs;
 
   let convergence: Convergence;
+  const ceiling = linkCeiling(rounds);
   if (rounds.length < 2) convergence = { kind: "unknown" };
-  else if (dirty >= throughput) convergence = { kind: "diverging", dirtyBytesPerSecond: dirty, throughputBytesPerSecond: throughput };
+  else if (dirty >= ceiling) convergence = { kind: "diverging", dirtyBytesPerSecond: dirty, throughputBytesPerSecond: ceiling };
+  // The fit says rounds cannot keep up but some round moved data faster than the app writes: the rounds are at
+  // their steady state, mostly fixed cost (a fixed part of 0 makes every steady round look as slow as the writes).
+  else if (dirty >= throughput) convergence = { kind: "converged" };
   else {
     // Another round R' would carry what is dirtied between the files' last scan and their next one (half of R'
     // on average), so R' = (fixed + D * sinceScan / T) / (1 - D / 2T); the final round after it would carry
@@ -139,6 +159,25 @@ export function predict(inputs: PredictionInputs): Prediction | undefined {
   }
 
   return { quiesceMs: inputs.quiesceMs, startupMs: inputs.startupMs, fixedMs, throughputBytesPerSecond: throughput, dirtyBytesPerSecond: dirty, finalRoundBytes, finalRoundMs, downtimeMs, convergence };
+}
+
+/**
+ * The fastest any round moved data, in bytes of the app's writes per second: what pre-copy must beat. Divergence is
+ * said against it, not against the fit, because a fit cannot tell rounds at their steady state (each one as long as
+ * its fixed cost, carrying what the app wrote meanwhile) from rounds that grow: both carry about D bytes per second
+ * of their time. The link is measured in wire bytes (the bandwidth limit is on the wire, and the full copy's first
+ * contents may compress far better than the app's writes), converted at the compression of the latest rounds.
+ */
+export function linkCeiling(rounds: readonly RoundObservation[]): number {
+  const measured = rounds.filter((r) => r.bytesChanged >= MIN_MEASURED_BYTES && r.durationMs > 0);
+  if (measured.length === 0) return Number.POSITIVE_INFINITY;
+  const wire = (r: RoundObservation): number => (r.wireBytes !== undefined && r.wireBytes > 0 ? r.wireBytes : r.bytesChanged);
+  // The compression of what the app writes: the incremental rounds', once there is one.
+  const incremental = rounds.slice(1).filter((r) => r.bytesChanged >= MIN_MEASURED_BYTES);
+  const latest = (incremental.length > 0 ? incremental : measured).slice(-RECENT_ROUNDS);
+  const wirePerByte = latest.reduce((s, r) => s + wire(r), 0) / latest.reduce((s, r) => s + r.bytesChanged, 0);
+  const fastestWire = Math.max(...measured.map((r) => (wire(r) * 1000) / r.durationMs));
+  return fastestWire / wirePerByte;
 }
 
 /** What to do after a pre-copy round, given the user's cutover policy. */

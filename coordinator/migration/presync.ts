@@ -16,6 +16,7 @@ export function observation(observed: ObservedRound): RoundObservation {
     durationMs: Number(observed.round.durationMs),
     dirtyBytesPerSecond: observed.round.dirtyBytesPerSecond,
     endedAtMs: observed.endedAtMs,
+    wireBytes: Number(observed.round.wireBytes),
   };
 }
 
