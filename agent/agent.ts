@@ -103,7 +103,7 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
     { allowedRoles: mover ? ["agent"] : ["coordinator"] },
   );
   if (!mover) server.add(MigrationService, observeService("MigrationService", createMigrationService(migrations), metrics), { allowedRoles: ["coordinator"] });
-  const transfer = createTransferService({ volumes, sessions, logger, syncSources, ...(mover ? {} : { mover: { clusterName: options.clusterName, tls } }) });
+  const transfer = createTransferService({ volumes, sessions, logger, syncSources, ...(mover ? { awaitPeerEnd: true } : { mover: { clusterName: options.clusterName, tls } }) });
   server.add(TransferService, observeService("TransferService", guard(transfer), metrics), { allowedRoles: ["agent"] });
 
   // Ready once serving, with usable TLS material and an API server that answers with our credentials.

@@ -25,6 +25,12 @@ export interface TransferServiceDeps {
   readonly timeouts?: SyncTimeouts;
   /** For a volume behind a mover pod: this agent's name and material, which the mover carries too. */
   readonly mover?: { readonly clusterName: string; readonly tls: TlsMaterial };
+  /**
+   * A mover's: end the call only once the peer has ended its stream. The target sends load reports until its round
+   * ends, after ours; a directly connected target's late frames are simply dropped, but the agent relaying them into
+   * a finished mover stream fails the write, and grpc-js then cancels the call and drops the round's last frames.
+   */
+  readonly awaitPeerEnd?: boolean;
 }
 
 export function createTransferService(deps: TransferServiceDeps): Implementation<typeof TransferService> {
@@ -46,11 +52,16 @@ export function createTransferService(deps: TransferServiceDeps): Implementation
       try {
         const log = deps.logger.child({ sessionId: session.id, migrationId: session.migrationId, volume: session.volume, peer: ctx.peer.name });
         log.info("sync round requested by the peer agent");
+        let peerEnded: () => void = () => undefined;
+        const ended = new Promise<void>((resolve) => (peerEnded = resolve));
         const frames = async function* (): AsyncGenerator<Uint8Array> {
           yield first.value.frame;
           for (;;) {
             const next = await nextWithin(it, timeouts.idleMs, silent("nothing", timeouts.idleMs), ctx.signal);
-            if (next.done === true) return;
+            if (next.done === true) {
+              peerEnded();
+              return;
+            }
             yield next.value.frame;
           }
         };
@@ -62,6 +73,8 @@ export function createTransferService(deps: TransferServiceDeps): Implementation
         const root = await deps.volumes.root(session.volume);
         const source = deps.syncSources.get(session.volume, root);
         for await (const frame of source.serve(frames(), ctx.signal, round)) yield { frame };
+        // The source drains the peer's stream in the background after the index; wait for its end (or the call's).
+        if (deps.awaitPeerEnd === true) await Promise.race([ended, new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }))]);
       } finally {
         release();
       }

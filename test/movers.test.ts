@@ -5,7 +5,7 @@
 // and the movers are gone afterwards; a mover deleted mid-round fails the round cleanly and the next one resumes; and a
 // migration of the demo app under load runs every round through movers and commits with every acknowledged write.
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, readdir, lstat, readlink, symlink, writeFile } from "node:fs/promises";
+import { cp, mkdir, readFile, readdir, lstat, readlink, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import anyTest from "ava";
 import type { TestFn } from "ava";
@@ -23,6 +23,16 @@ process.env["THESEUS_VOLUME_ACCESS"] = "mover";
 
 const test = anyTest.serial as TestFn<{ clusters: Clusters }>;
 withClusters(test, "mvsrc", "mvdst");
+
+// A failed test keeps its pods' logs (movers included) in test-results/movers/, before the clusters go down.
+test.afterEach.always(async (t) => {
+  if (t.passed) return;
+  const c = t.context.clusters;
+  for (const side of ["source", "target"] as const) {
+    // Not the keys: a mover pod mounts the agent's (a throwaway PKI here, but keys stay out of reports).
+    await cp(join(c[side].cluster.dataDir, "pods"), join("test-results", "movers", side), { recursive: true, filter: (path) => !path.endsWith(".key") }).catch(() => undefined);
+  }
+});
 
 async function claim(c: DemoCluster, namespace: string, name: string, storageClass: string): Promise<void> {
   await c.objects.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: namespace } }).catch(() => undefined);
