@@ -1,18 +1,18 @@
 // The agent daemon: one mTLS gRPC endpoint serving the control service to coordinators and the transfer service to its
 // peer agent, over the volumes it is configured with.
 import { mkdir } from "node:fs/promises";
-import { VERSION, silentLogger } from "../common/index.js";
+import { TheseusError, VERSION, silentLogger } from "../common/index.js";
 import type { Logger } from "../common/index.js";
 import { createKubeRest } from "../kube/index.js";
-import { createRpcServer } from "../rpc/index.js";
-import type { TlsMaterial } from "../rpc/index.js";
+import { createRpcServer, describeIdentity } from "../rpc/index.js";
+import type { CallContext, TlsMaterial } from "../rpc/index.js";
 import { AgentService } from "../proto/gen/theseus/v1/agent_pb.js";
 import { MigrationService } from "../proto/gen/theseus/v1/migration_pb.js";
 import { TransferService } from "../proto/gen/theseus/v1/transfer_pb.js";
 import type { AgentOptions } from "./config.js";
 import { createAppService } from "./app-service.js";
 import { createArchiveService } from "./archive-service.js";
-import { connectCluster } from "./cluster/index.js";
+import { connectCluster, sweepMovers } from "./cluster/index.js";
 import { createControlService } from "./control-service.js";
 import { createMigrations } from "./migration/index.js";
 import { createMigrationService } from "./migration-service.js";
@@ -57,7 +57,7 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
     tls = reloader.material;
   }
   await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
-  const cluster = connectCluster(options.cluster, options.nodeName);
+  const cluster = connectCluster(options.cluster, options.nodeName, { mode: options.volumeAccess, movers: options.movers, clusterName: options.clusterName, tls, logger });
   const volumes = new VolumeRegistry(options.volumes, cluster?.volumes);
   const sessions = new SessionRegistry();
   // Scratch files of rounds a kill -9 of this agent (or of another agent on this state directory) cut short.
@@ -82,9 +82,12 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
 
   const server = createRpcServer({ tls, logger, keepaliveTimeMs: options.keepaliveMs, keepaliveTimeoutMs: options.keepaliveMs * 4 });
   onTlsChange = (material) => server.updateTls(material);
+  // A mover serves only its own agent (the same identity): not coordinators, and not the peer agent.
+  const mover = options.mode === "mover";
+  const guard = <T extends object>(impl: T): T => (mover ? onlyPeer(impl, options.clusterName) : impl);
   server.add(
     AgentService,
-    observeService("AgentService", createControlService({
+    observeService("AgentService", guard(createControlService({
       clusterName: options.clusterName,
       version: VERSION,
       volumes,
@@ -96,11 +99,12 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
       syncSources,
       app: createAppService({ clusterName: options.clusterName, cluster, logger, defaultTimeoutMs: options.kubeTimeoutMs }),
       archive: createArchiveService({ cluster, volumes, logger }),
-    }), metrics, syncVolumeRounds(metrics)),
-    { allowedRoles: ["coordinator"] },
+    })), metrics, syncVolumeRounds(metrics)),
+    { allowedRoles: mover ? ["agent"] : ["coordinator"] },
   );
-  server.add(MigrationService, observeService("MigrationService", createMigrationService(migrations), metrics), { allowedRoles: ["coordinator"] });
-  server.add(TransferService, observeService("TransferService", createTransferService({ volumes, sessions, logger, syncSources }), metrics), { allowedRoles: ["agent"] });
+  if (!mover) server.add(MigrationService, observeService("MigrationService", createMigrationService(migrations), metrics), { allowedRoles: ["coordinator"] });
+  const transfer = createTransferService({ volumes, sessions, logger, syncSources, ...(mover ? {} : { mover: { clusterName: options.clusterName, tls } }) });
+  server.add(TransferService, observeService("TransferService", guard(transfer), metrics), { allowedRoles: ["agent"] });
 
   // Ready once serving, with usable TLS material and an API server that answers with our credentials.
   let serving = false;
@@ -119,6 +123,10 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
   const port = await server.listen(options.listenHost, options.listenPort);
   const address = `${options.listenHost.includes(":") ? `[${options.listenHost}]` : options.listenHost}:${port}`;
   logger.info({ address, volumes: volumes.names(), cluster: options.cluster.kind, version: VERSION }, "agent listening");
+  // Mover pods left by a crashed predecessor serve nobody now (each lives for one round of this agent's).
+  if (cluster !== undefined && options.volumeAccess !== "direct") {
+    await sweepMovers(cluster.objects, options.clusterName, logger).catch((error: unknown) => logger.warn({ err: error }, "could not sweep left-over mover pods"));
+  }
   // The migrations persisted in the cluster carry on: sessions restored, rounds pulled again, leases watched.
   await migrations.resume();
   serving = true;
@@ -146,4 +154,19 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
       await health?.close();
     },
   };
+}
+
+/** Every method refuses callers whose certificate names another cluster than `name` (a mover's own agent). */
+function onlyPeer<T extends object>(impl: T, name: string): T {
+  const wrapped: Record<string, unknown> = {};
+  for (const [method, fn] of Object.entries(impl)) {
+    if (typeof fn !== "function") continue;
+    wrapped[method] = (request: unknown, ctx: CallContext): unknown => {
+      if (ctx.peer.name !== name) {
+        throw new TheseusError("permission_denied", `${describeIdentity(ctx.peer)} may not call a mover of agent/${name}`, { hint: "a mover serves only the agent that started it" });
+      }
+      return (fn as (r: unknown, c: CallContext) => unknown).call(impl, request, ctx);
+    };
+  }
+  return wrapped as T;
 }

@@ -6,7 +6,8 @@ import { parse as parseYaml } from "yaml";
 import { TheseusError, systemErrorCode } from "../common/index.js";
 import type { LogLevel } from "../common/index.js";
 import { KEEPALIVE_TIME_MS, validateIdentityName } from "../rpc/index.js";
-import type { ClusterSource } from "./cluster/index.js";
+import type { ClusterSource, MoverSettings, VolumeAccessMode } from "./cluster/index.js";
+import { CACHE_DIR } from "./sync/index.js";
 
 export interface AgentOptions {
   readonly clusterName: string;
@@ -34,6 +35,14 @@ export interface AgentOptions {
   readonly tlsReloadIntervalMs: number;
   /** HTTP/2 keepalive of its server: a client connection unanswered for 4x this long is dropped with its calls. */
   readonly keepaliveMs: number;
+  /** How claims are reached: auto (direct where the directory is here, else a mover pod), direct, or mover. */
+  readonly volumeAccess: VolumeAccessMode;
+  readonly movers: MoverSettings;
+  /**
+   * "agent", or "mover": `theseus-agent mover`, the pod that serves one mounted claim for one round (no cluster, no
+   * migrations, its services admit only its own agent's identity, sync state in the volume's cache directory).
+   */
+  readonly mode: "agent" | "mover";
 }
 
 /** The raw, optional settings each source may supply; strings as a user typed them. */
@@ -57,6 +66,10 @@ export interface AgentSettings {
   healthListen?: string | undefined;
   /** THESEUS_KEEPALIVE_MS only: tests freeze a peer and need it noticed in seconds, not a minute. */
   keepaliveMs?: number | undefined;
+  volumeAccess?: string | undefined;
+  moverImage?: string | undefined;
+  moverLimit?: number | undefined;
+  mode?: "agent" | "mover" | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -79,7 +92,7 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
   }
   if (data === null || data === undefined) return {};
   if (typeof data !== "object" || Array.isArray(data)) throw new TheseusError("invalid_argument", `${path} must hold a YAML mapping`);
-  const known = new Set(["clusterName", "listen", "volumes", "pkiDir", "tlsCa", "tlsCert", "tlsKey", "stateDir", "logLevel", "sessionTtlSeconds", "kubeconfig", "nodeName", "namespace", "healthListen"]);
+  const known = new Set(["clusterName", "listen", "volumes", "pkiDir", "tlsCa", "tlsCert", "tlsKey", "stateDir", "logLevel", "sessionTtlSeconds", "kubeconfig", "nodeName", "namespace", "healthListen", "volumeAccess", "moverImage", "moverLimit"]);
   for (const key of Object.keys(data)) {
     if (!known.has(key)) throw new TheseusError("invalid_argument", `${path}: unknown setting "${key}"`, { hint: `known settings: ${[...known].join(", ")}` });
   }
@@ -96,6 +109,8 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
   };
   const ttl = settings["sessionTtlSeconds"];
   if (ttl !== undefined && typeof ttl !== "number") throw new TheseusError("invalid_argument", `${path}: "sessionTtlSeconds" must be a number`);
+  const moverLimit = settings["moverLimit"];
+  if (moverLimit !== undefined && typeof moverLimit !== "number") throw new TheseusError("invalid_argument", `${path}: "moverLimit" must be a number`);
   return {
     clusterName: str("clusterName"),
     listen: str("listen"),
@@ -111,6 +126,9 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
     nodeName: str("nodeName"),
     namespace: str("namespace"),
     healthListen: str("healthListen"),
+    volumeAccess: str("volumeAccess"),
+    moverImage: str("moverImage"),
+    moverLimit,
   };
 }
 
@@ -134,6 +152,9 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): AgentSettings {
     namespace: env["THESEUS_NAMESPACE"],
     healthListen: env["THESEUS_HEALTH_LISTEN"],
     keepaliveMs: env["THESEUS_KEEPALIVE_MS"] === undefined ? undefined : Number(env["THESEUS_KEEPALIVE_MS"]),
+    volumeAccess: env["THESEUS_VOLUME_ACCESS"],
+    moverImage: env["THESEUS_MOVER_IMAGE"],
+    moverLimit: env["THESEUS_MOVER_LIMIT"] === undefined ? undefined : Number(env["THESEUS_MOVER_LIMIT"]),
   };
 }
 
@@ -197,8 +218,25 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
     throw new TheseusError("invalid_argument", `THESEUS_KEEPALIVE_MS must be a whole number of milliseconds of at least 100, not ${String(merged.keepaliveMs)}`);
   }
 
+  const volumeAccess = (merged.volumeAccess ?? "auto") as VolumeAccessMode;
+  if (!["auto", "direct", "mover"].includes(volumeAccess)) {
+    throw new TheseusError("invalid_argument", `volume access "${merged.volumeAccess ?? ""}" is not auto, direct or mover`, {
+      hint: "auto reads local and hostPath volumes directly and everything else through mover pods; mover forces pods (tests)",
+    });
+  }
+  const moverLimit = merged.moverLimit ?? 4;
+  if (!Number.isInteger(moverLimit) || moverLimit < 1 || moverLimit > 64) {
+    throw new TheseusError("invalid_argument", `the mover limit must be a whole number from 1 to 64, not ${String(merged.moverLimit)}`, { hint: "--mover-limit 4 runs at most four mover pods at once" });
+  }
+  const mode = merged.mode ?? "agent";
+  const firstVolume = [...volumeMap.values()][0];
+  if (mode === "mover" && (volumeMap.size !== 1 || firstVolume === undefined)) {
+    throw new TheseusError("invalid_argument", "a mover serves exactly one volume", { hint: "theseus-agent mover --mount /data ..." });
+  }
+
   const kubeconfig = merged.kubeconfig === undefined || merged.kubeconfig === "" ? undefined : resolve(merged.kubeconfig);
-  const cluster: ClusterSource = kubeconfig !== undefined ? { kind: "kubeconfig", path: kubeconfig } : merged.inCluster === true ? { kind: "in-cluster" } : { kind: "none" };
+  // A mover never talks to the API server (its pod mounts no token); in a pod KUBERNETES_SERVICE_HOST is set anyway.
+  const cluster: ClusterSource = mode === "mover" ? { kind: "none" } : kubeconfig !== undefined ? { kind: "kubeconfig", path: kubeconfig } : merged.inCluster === true ? { kind: "in-cluster" } : { kind: "none" };
 
   return {
     clusterName,
@@ -206,10 +244,12 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
     listenPort: port,
     volumes: volumeMap,
     tls: { caPath: tls.caPath, certPath: tls.certPath, keyPath: tls.keyPath },
-    stateDir: resolve(merged.stateDir ?? join(process.env["THESEUS_HOME"] ?? "/var/lib/theseus", "agent", clusterName)),
+    // A mover's state lives in its volume's reserved cache directory, where the next mover of the claim finds it.
+    stateDir: firstVolume !== undefined && mode === "mover" ? join(firstVolume, CACHE_DIR) : resolve(merged.stateDir ?? join(process.env["THESEUS_HOME"] ?? "/var/lib/theseus", "agent", clusterName)),
     logLevel,
     sessionTtlMs: ttl * 1000,
-    shutdownGraceMs: 10_000,
+    // A mover's pod has 5 s from SIGTERM to SIGKILL; its round checkpoints on cancellation.
+    shutdownGraceMs: mode === "mover" ? 2000 : 10_000,
     cluster,
     nodeName: merged.nodeName === undefined || merged.nodeName === "" ? undefined : merged.nodeName,
     kubeTimeoutMs: 300_000,
@@ -217,6 +257,9 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
     health: merged.healthListen === undefined || merged.healthListen === "" ? undefined : parseListen(merged.healthListen, "health listen address"),
     tlsReloadIntervalMs: 2000,
     keepaliveMs,
+    volumeAccess,
+    movers: { image: merged.moverImage ?? "theseus.local/agent", limit: moverLimit, startTimeoutMs: 120_000 },
+    mode,
   };
 }
 

@@ -5,7 +5,7 @@ import type { Logger } from "../common/index.js";
 import { validateIdentityName } from "../rpc/index.js";
 import type { Implementation, TlsMaterial } from "../rpc/index.js";
 import type { AgentService, SyncVolumeResponseSchema } from "../proto/gen/theseus/v1/agent_pb.js";
-import { pullRound, roundStatsOf } from "./migration/index.js";
+import { pullRound, pullRoundThroughMover, roundStatsOf } from "./migration/index.js";
 import type { SyncSources } from "./sync/index.js";
 import type { SessionRegistry } from "./migration/index.js";
 import type { VolumeRegistry } from "./volumes.js";
@@ -31,6 +31,11 @@ export interface ControlServiceDeps {
 
 type SyncEvent = MessageInitShape<typeof SyncVolumeResponseSchema>;
 
+/** What a mover pod started for a round is labelled with besides its owner's name (a migration id is a DNS label). */
+export function moverLabels(migrationId: string): Record<string, string> {
+  return /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(migrationId) ? { "theseus.io/migration": migrationId } : {};
+}
+
 export function createControlService(deps: ControlServiceDeps): Implementation<typeof AgentService> {
   return {
     async getInfo() {
@@ -38,7 +43,8 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
     },
 
     async openSession(request, ctx) {
-      await deps.volumes.root(request.volume);
+      // Checked, not opened: a claim behind a mover gets its pod only when a round runs.
+      await deps.volumes.check(request.volume);
       validateIdentityName(request.peerCluster, "peer cluster");
       const ttlMs = request.ttlSeconds > 0 ? request.ttlSeconds * 1000 : deps.sessionTtlMs;
       const { session, token } = deps.sessions.open({ migrationId: request.migrationId, volume: request.volume, peerCluster: request.peerCluster, ttlMs });
@@ -52,40 +58,45 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
     },
 
     async *syncVolume(request, ctx) {
-      const root = await deps.volumes.root(request.volume);
       if (request.sourceAddress === "") throw new TheseusError("invalid_argument", "the source agent's address is missing");
       validateIdentityName(request.sourceCluster, "source cluster");
       const log = deps.logger.child({ migrationId: request.migrationId, volume: request.volume, source: request.sourceCluster, round: request.round });
+      // A claim behind a mover gets its pod for this round only; it is deleted when the round ends, however it ends.
+      const volume = await deps.volumes.open(request.volume, ctx.signal, moverLabels(request.migrationId));
       const events = createChannel<SyncEvent>();
       log.info("sync round: pulling changes from the source agent");
-      pullRound(
-        {
-          root,
-          agentStateDir: deps.stateDir,
-          volume: request.volume,
-          sourceAddress: request.sourceAddress,
-          sourceCluster: request.sourceCluster,
-          sessionId: request.sessionId,
-          token: request.token,
-          bandwidthBytesPerSecond: Number(request.bandwidthBytesPerSecond),
-          tls: deps.tls,
-          logger: log,
-          onProgress: (p) => events.push({ event: { case: "progress", value: { entries: BigInt(p.entries), bytes: BigInt(p.bytes), wireBytes: BigInt(p.wireBytes) } } }),
-        },
-        ctx.signal,
-      ).then(
-        (result) => {
-          events.push({ event: { case: "done", value: roundStatsOf(request.round, result) } });
-          events.close();
-        },
-        (error: unknown) => events.fail(error),
-      );
+      const onProgress = (p: { entries: number; bytes: number; wireBytes: number }): void =>
+        events.push({ event: { case: "progress", value: { entries: BigInt(p.entries), bytes: BigInt(p.bytes), wireBytes: BigInt(p.wireBytes) } } });
+      const common = {
+        sourceAddress: request.sourceAddress,
+        sourceCluster: request.sourceCluster,
+        sessionId: request.sessionId,
+        token: request.token,
+        bandwidthBytesPerSecond: Number(request.bandwidthBytesPerSecond),
+        tls: deps.tls,
+        logger: log,
+        onProgress,
+      };
+      const round =
+        volume.kind === "direct"
+          ? pullRound({ ...common, root: volume.root, agentStateDir: deps.stateDir, volume: request.volume }, ctx.signal)
+          : pullRoundThroughMover({ ...common, mover: volume.mover, lost: volume.lost, migrationId: request.migrationId, round: request.round }, ctx.signal);
+      round
+        .finally(() => volume.release())
+        .then(
+          (result) => {
+            events.push({ event: { case: "done", value: roundStatsOf(request.round, result) } });
+            events.close();
+          },
+          (error: unknown) => events.fail(error),
+        );
       yield* events;
     },
 
     async setBandwidth(request) {
-      const root = await deps.volumes.root(request.volume);
-      deps.syncSources.setBandwidth(request.volume, root, Number(request.bytesPerSecond));
+      // A volume behind a mover keeps its limit in the registry: each relayed round hands it to its mover.
+      if (await deps.volumes.isMover(request.volume)) deps.volumes.setMoverBandwidth(request.volume, Number(request.bytesPerSecond));
+      else deps.syncSources.setBandwidth(request.volume, await deps.volumes.root(request.volume), Number(request.bytesPerSecond));
       deps.logger.info({ migrationId: request.migrationId, volume: request.volume, bytesPerSecond: Number(request.bytesPerSecond) }, "bandwidth limit changed");
       return {};
     },

@@ -20,6 +20,10 @@ interface Flags {
   nodeName?: string;
   stopWithStdin?: boolean;
   healthListen?: string;
+  volumeAccess?: string;
+  moverImage?: string;
+  moverLimit?: string;
+  mount?: string;
 }
 
 const program = new Command("theseus-agent")
@@ -37,6 +41,10 @@ const program = new Command("theseus-agent")
   .option("--kubeconfig <file>", "this cluster's kubeconfig, for an agent outside the cluster (env THESEUS_KUBECONFIG); in a pod its service account is used")
   .option("--health-listen <host:port>", "plain HTTP port for /healthz, /readyz and /metrics (env THESEUS_HEALTH_LISTEN; default: not served)")
   .option("--node-name <name>", "the node whose volumes this agent reaches; holder pods are pinned there (env THESEUS_NODE_NAME)")
+  .addOption(new Option("--volume-access <mode>", "how claims are reached: auto (local and hostPath directories on this machine directly, everything else through mover pods), direct, or mover (env THESEUS_VOLUME_ACCESS)").choices(["auto", "direct", "mover"]))
+  .option("--mover-image <image>", "the image of mover pods: this agent's own (env THESEUS_MOVER_IMAGE; default theseus.local/agent)")
+  .option("--mover-limit <n>", "mover pods running at once, the rest wait (env THESEUS_MOVER_LIMIT; default 4)")
+  .option("--mount <dir>", "mover mode only: the claim's mount point, served as the volume \"data\" (a plain path, so that the kubelet's path rewriting of the local clusters reaches it)")
   .option("--stop-with-stdin", "stop when stdin closes: a tool that starts a throwaway agent (sync-dirs, the demo) keeps its stdin, so the agent dies with the tool, kill -9 included")
   .addOption(new Option("--log-level <level>", "log level (env THESEUS_LOG_LEVEL)").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
   .addHelpText(
@@ -46,6 +54,7 @@ Examples:
   theseus-agent --cluster eu-1 --pki-dir ~/.theseus/pki --volume data=/srv/data --listen 0.0.0.0:7443
   theseus-agent --cluster eu-1 --pki-dir ~/.theseus/pki --kubeconfig ~/.kube/eu-1.yaml   # claims as NAMESPACE/CLAIM
   THESEUS_CLUSTER=eu-1 THESEUS_VOLUMES=data=/srv/data theseus-agent --config /etc/theseus/agent.yaml
+  theseus-agent mover --cluster eu-1 --mount /data --tls-ca /tls/ca.crt ...   # what a mover pod runs
 
 It logs JSON lines to stderr and stops gracefully on SIGTERM or SIGINT.`,
   );
@@ -53,14 +62,15 @@ It logs JSON lines to stderr and stops gracefully on SIGTERM or SIGINT.`,
 /** Grace for in-flight rounds when the tool that started us died (--stop-with-stdin). */
 const STDIN_GRACE_MS = 2000;
 
-async function main(): Promise<void> {
-  program.parse();
+async function main(mode: "agent" | "mover"): Promise<void> {
+  // `theseus-agent mover ...` takes the agent's flags: the word only switches the mode.
+  program.parse(mode === "mover" ? process.argv.filter((_, i) => i !== 2) : process.argv);
   const flags = program.opts<Flags>();
   const fromFile: AgentSettings = flags.config === undefined ? {} : await readConfigFile(flags.config);
   const fromFlags: AgentSettings = {
     clusterName: flags.cluster,
     listen: flags.listen,
-    volumes: flags.volume.length > 0 ? parseVolumeList(flags.volume, "--volume") : undefined,
+    volumes: flags.mount !== undefined ? { data: flags.mount } : flags.volume.length > 0 ? parseVolumeList(flags.volume, "--volume") : undefined,
     pkiDir: flags.pkiDir,
     tlsCa: flags.tlsCa,
     tlsCert: flags.tlsCert,
@@ -70,6 +80,10 @@ async function main(): Promise<void> {
     kubeconfig: flags.kubeconfig,
     nodeName: flags.nodeName,
     healthListen: flags.healthListen,
+    volumeAccess: flags.volumeAccess,
+    moverImage: flags.moverImage,
+    moverLimit: flags.moverLimit === undefined ? undefined : Number(flags.moverLimit),
+    mode,
   };
   const options = resolveAgentOptions(fromFile, settingsFromEnv(process.env), fromFlags);
   const logger = createLogger({ level: options.logLevel, name: "theseus-agent" });
@@ -114,7 +128,7 @@ function hold(): void {
   setInterval(() => undefined, 1 << 30);
 }
 
-(process.argv[2] === "hold" ? Promise.resolve(hold()) : main()).catch((error: unknown) => {
+(process.argv[2] === "hold" ? Promise.resolve(hold()) : main(process.argv[2] === "mover" ? "mover" : "agent")).catch((error: unknown) => {
   process.stderr.write(`${describeError(error)}\n`);
   process.exit(TheseusError.from(error).code === "invalid_argument" ? 2 : 1);
 });

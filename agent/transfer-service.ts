@@ -12,12 +12,16 @@ import { SESSION_TOKEN_METADATA } from "./migration/index.js";
 import type { SyncSources } from "./sync/index.js";
 import type { SessionRegistry } from "./migration/index.js";
 import type { VolumeRegistry } from "./volumes.js";
+import { relayToMover } from "./mover-client.js";
+import type { TlsMaterial } from "../rpc/index.js";
 
 export interface TransferServiceDeps {
   readonly volumes: VolumeRegistry;
   readonly sessions: SessionRegistry;
   readonly logger: Logger;
   readonly syncSources: SyncSources;
+  /** For a volume behind a mover pod: this agent's name and material, which the mover carries too. */
+  readonly mover?: { readonly clusterName: string; readonly tls: TlsMaterial };
 }
 
 /** Resolves the iterator's next message, or rejects as soon as the call is cancelled (a peer that never sends). */
@@ -46,8 +50,6 @@ export function createTransferService(deps: TransferServiceDeps): Implementation
       const session = deps.sessions.authorize(first.value.sessionId, ctx.metadata[SESSION_TOKEN_METADATA], ctx.peer);
       const release = deps.sessions.track(session.id, (reason) => ctx.cancel(reason));
       try {
-        const root = await deps.volumes.root(session.volume);
-        const source = deps.syncSources.get(session.volume, root);
         const log = deps.logger.child({ sessionId: session.id, migrationId: session.migrationId, volume: session.volume, peer: ctx.peer.name });
         log.info("sync round requested by the peer agent");
         const frames = async function* (): AsyncGenerator<Uint8Array> {
@@ -59,10 +61,41 @@ export function createTransferService(deps: TransferServiceDeps): Implementation
           }
         };
         const round = { bandwidthBytesPerSecond: Number(first.value.bandwidthBytesPerSecond) };
+        if (deps.mover !== undefined && (await deps.volumes.isMover(session.volume, ctx.signal))) {
+          yield* relayRound(deps, deps.mover, session, round.bandwidthBytesPerSecond, frames(), ctx.signal, log);
+          return;
+        }
+        const root = await deps.volumes.root(session.volume);
+        const source = deps.syncSources.get(session.volume, root);
         for await (const frame of source.serve(frames(), ctx.signal, round)) yield { frame };
       } finally {
         release();
       }
     },
   };
+}
+
+/** A round of a volume behind a mover: its pod started for this round, the frames relayed, the pod deleted after. */
+async function* relayRound(
+  deps: TransferServiceDeps,
+  self: { readonly clusterName: string; readonly tls: TlsMaterial },
+  session: { readonly volume: string; readonly migrationId: string },
+  requested: number,
+  frames: AsyncIterable<Uint8Array>,
+  signal: AbortSignal,
+  logger: Logger,
+): AsyncGenerator<{ frame: Uint8Array }> {
+  const labels: Record<string, string> = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(session.migrationId) ? { "theseus.io/migration": session.migrationId } : {};
+  const volume = await deps.volumes.open(session.volume, signal, labels);
+  try {
+    if (volume.kind !== "mover") throw new TheseusError("internal", `volume ${session.volume} was expected behind a mover`);
+    const relay = relayToMover(
+      { mover: volume.mover, lost: volume.lost, tls: self.tls, migrationId: session.migrationId, clusterName: self.clusterName, bandwidthBytesPerSecond: deps.volumes.moverBandwidth(session.volume, requested), logger },
+      frames,
+      signal,
+    );
+    for await (const frame of relay) yield { frame };
+  } finally {
+    await volume.release();
+  }
 }

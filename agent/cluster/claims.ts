@@ -38,9 +38,14 @@ export async function claimInfo(cluster: ClusterAccess, pvc: KubeObject, signal?
   } catch (error) {
     return { info: { ...base, usedBytes: 0, access: "", reason: TheseusError.from(error).message } };
   }
+  if (handle.kind === "mover") {
+    // Measuring would start a mover for every claim of every Discover; the claim's capacity bounds what moves.
+    await handle.release();
+    return { info: { ...base, usedBytes: 0, access: "mover", reason: "" }, measureWarning: `claim ${base.volume}: reached through a mover pod, used bytes not measured (reported as 0)` };
+  }
   try {
     const used = await measureUsedBytes(handle.root, signal);
-    const info = { ...base, usedBytes: used.complete ? used.bytes : 0, access: cluster.volumes.kind, reason: "" };
+    const info = { ...base, usedBytes: used.complete ? used.bytes : 0, access: "direct", reason: "" };
     return used.complete ? { info } : { info, measureWarning: `claim ${base.volume}: too many files to measure its used bytes (reported as 0, at least ${used.bytes} bytes)` };
   } finally {
     await handle.release();

@@ -5,8 +5,11 @@ import { TheseusError } from "../../common/index.js";
 import { createKubeObjects, createKubeRest, inClusterKubeConfig, loadKubeConfig } from "../../kube/index.js";
 import type { KubeObjects } from "../../kube/index.js";
 import type { KubeObject, ObjectRef } from "../../app-model/index.js";
-import { createDirectVolumeAccess } from "./volume-access.js";
-import type { VolumeAccess } from "./volume-access.js";
+import type { Logger } from "../../common/index.js";
+import { createMoverAccess } from "./movers.js";
+import type { MoverSettings } from "./movers.js";
+import { createDirectVolumeAccess, selectVolumeAccess } from "./volume-access.js";
+import type { VolumeAccess, VolumeAccessMode } from "./volume-access.js";
 
 export type ClusterSource = { readonly kind: "kubeconfig"; readonly path: string } | { readonly kind: "in-cluster" } | { readonly kind: "none" };
 
@@ -18,7 +21,16 @@ export interface ClusterAccess {
   readonly nodeName: string | undefined;
 }
 
-export function connectCluster(source: ClusterSource, nodeName?: string): ClusterAccess | undefined {
+/** How claims are reached (--volume-access) and what movers need; without it, direct access only. */
+export interface VolumeAccessSettings {
+  readonly mode: VolumeAccessMode;
+  readonly movers: MoverSettings;
+  readonly clusterName: string;
+  readonly tls: { readonly caPem: string; readonly certPem: string; readonly keyPem: string };
+  readonly logger: Logger;
+}
+
+export function connectCluster(source: ClusterSource, nodeName?: string, access?: VolumeAccessSettings): ClusterAccess | undefined {
   if (source.kind === "none") return undefined;
   let kubeConfig: KubeConfig;
   try {
@@ -31,7 +43,9 @@ export function connectCluster(source: ClusterSource, nodeName?: string): Cluste
     });
   }
   const objects = createKubeObjects(createKubeRest(kubeConfig));
-  return { kubeConfig, objects, volumes: createDirectVolumeAccess(objects), nodeName };
+  const direct = createDirectVolumeAccess(objects);
+  const movers = access === undefined || access.mode === "direct" ? undefined : createMoverAccess({ ...access.movers, objects, clusterName: access.clusterName, tls: access.tls, logger: access.logger });
+  return { kubeConfig, objects, volumes: selectVolumeAccess(access?.mode ?? "direct", direct, movers), nodeName };
 }
 
 /** The cluster, or the error every application-model call gives when the agent has none. */

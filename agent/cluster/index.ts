@@ -2,10 +2,12 @@
 // application-model operations the AgentService RPCs expose (discover, describe, stage, unstage, quiesce, unquiesce,
 // activate). The kinds' details are app-model's; this component does the reads, writes and waits.
 export { connectCluster, requireCluster } from "./cluster.js";
-export type { ClusterAccess, ClusterSource } from "./cluster.js";
+export type { ClusterAccess, ClusterSource, VolumeAccessSettings } from "./cluster.js";
 export { claimVolumeRef } from "./claims.js";
-export { createDirectVolumeAccess, measureUsedBytes } from "./volume-access.js";
-export type { ClaimRef, UsedBytes, VolumeAccess, VolumeHandle } from "./volume-access.js";
+export { createDirectVolumeAccess, measureUsedBytes, selectVolumeAccess } from "./volume-access.js";
+export type { ClaimRef, DirectHandle, MoverEndpoint, MoverHandle, MoverLease, UsedBytes, VolumeAccess, VolumeAccessMode, VolumeHandle } from "./volume-access.js";
+export { LABEL_MOVER_OF, MOVER_VOLUME, createMoverAccess, moverLabelSelector, sweepMovers } from "./movers.js";
+export type { MoverSettings } from "./movers.js";
 export { discoverApp } from "./discover.js";
 export type { DiscoverItem } from "./discover.js";
 export { describeCluster } from "./describe.js";

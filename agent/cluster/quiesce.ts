@@ -1,6 +1,7 @@
 // Quiesce and Unquiesce on the source: app-model says per kind how to stop a writer (and remembers the original value
 // in an annotation); this applies those merge patches, then waits until every pod that mounts one of the
 // application's claims is gone (not merely terminating: a copy taken while a database still shuts down is corrupt).
+import { isMoverObject } from "./movers.js";
 import { SWITCHED_KINDS, podMountsClaim, quiescePatch, refOf, unquiescePatch } from "../../app-model/index.js";
 import type { KubeObject, ObjectRef } from "../../app-model/index.js";
 import type { Logger } from "../../common/index.js";
@@ -41,7 +42,8 @@ export async function quiesceApp(
     watch: { kubeConfig: cluster.kubeConfig, paths: [`/api/v1/namespaces/${selection.namespace}/pods`] },
     probe: async () => {
       // Every pod of the namespace, whatever its labels: a writer outside the selection corrupts the copy all the same.
-      const left = (await objects.list(pods, { namespace: selection.namespace }, signal)).filter((pod) => podMountsClaim(pod, claims));
+      // Except the movers: they only read the source's files (their cache directory is hidden from every round).
+      const left = (await objects.list(pods, { namespace: selection.namespace }, signal)).filter((pod) => podMountsClaim(pod, claims) && !isMoverObject(pod));
       return left.length === 0 ? { done: true, value: undefined } : { done: false, pending: `still there: ${left.map(describePod).join(", ")}` };
     },
   });

@@ -2,6 +2,7 @@
 // preferred versions, custom resources included) listed in the namespace, narrowed server-side by a label selector or
 // to one Helm release. Kinds that cannot be listed (forbidden, a failing aggregated API) become warnings, so that the
 // plan reports them instead of silently moving a partial application.
+import { isMoverObject } from "./movers.js";
 import { parseLabelSelector } from "../../app-model/index.js";
 import type { KubeObject, ServedResource } from "../../app-model/index.js";
 import { TheseusError, describeError } from "../../common/index.js";
@@ -61,6 +62,8 @@ export async function listApp(objects: KubeObjects, selection: AppSelection, sig
   const kinds = options.kinds;
   const resources = listableResources(discovery, true).filter((r) => kinds === undefined || kinds.has(r.kind));
   const found = await listEach(objects, resources, { namespace: selection.namespace, labelSelector: selection.labelSelector }, signal);
+  // A round's mover pod and its Secret (the agent's key) are Theseus's, not the application's: never planned or moved.
+  found.objects = found.objects.filter((o) => !isMoverObject(o));
   const release = selection.helmRelease;
   const secretName = new RegExp(`^sh\\.helm\\.release\\.v1\\.${release.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.v\\d+$`);
   const selected =

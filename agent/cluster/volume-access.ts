@@ -1,7 +1,8 @@
 // Volume access: how this agent reaches the files of a PersistentVolumeClaim. One interface, so that the sync engine
-// and the transfer sessions work on claims whatever the storage: here the direct implementation, for local and
-// hostPath PVs whose directories are on this machine (the local clusters' provisioner makes exactly those); mover
-// pods for network storage come later behind the same interface.
+// and the transfer sessions work on claims whatever the storage: the direct implementation here, for local and
+// hostPath PVs whose directories are on this machine (the local clusters' provisioner makes exactly those), and mover
+// pods (movers.ts) for everything else: a short-lived pod of the agent image that mounts the claim and runs the sync
+// engine's side of a round there. `createVolumeAccess` picks one per claim (--volume-access auto|direct|mover).
 import { lstat, opendir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { KubeObject } from "../../app-model/index.js";
@@ -14,16 +15,48 @@ export interface ClaimRef {
   readonly name: string;
 }
 
-export interface VolumeHandle {
+/** A claim whose directory is on this machine. */
+export interface DirectHandle {
+  readonly kind: "direct";
   readonly claim: ClaimRef;
   /** The directory the sync engine reads or writes. */
   readonly root: string;
-  /** Gives the access back (a mover pod stops); the root must not be used afterwards. */
+  /** Gives the access back; the root must not be used afterwards. */
   release(): Promise<void>;
 }
 
+/** Where a running mover serves one claim, and the TLS material that reaches it. */
+export interface MoverEndpoint {
+  readonly claim: ClaimRef;
+  /** host:port of the mover's gRPC server (its pod IP). */
+  readonly address: string;
+  /** The cluster name in the mover's certificate (this agent's own: the mover runs with the agent's identity). */
+  readonly clusterName: string;
+  /** The volume name the mover serves its mount as. */
+  readonly volume: string;
+  readonly pod: string;
+}
+
+/** A claim that only a pod mounting it can read: nothing runs until `start`, so resolving it stays cheap. */
+export interface MoverHandle {
+  readonly kind: "mover";
+  readonly claim: ClaimRef;
+  /** Starts a mover pod for the claim and waits until it serves; `release` deletes the pod (and its Secret). */
+  start(signal?: AbortSignal, labels?: Readonly<Record<string, string>>): Promise<MoverLease>;
+  release(): Promise<void>;
+}
+
+export interface MoverLease {
+  readonly endpoint: MoverEndpoint;
+  /** Fires when the mover pod is gone or failed before release (deleted mid-round, evicted, its node lost). */
+  readonly lost: AbortSignal;
+  release(): Promise<void>;
+}
+
+export type VolumeHandle = DirectHandle | MoverHandle;
+
 export interface VolumeAccess {
-  /** What `ClaimInfo.access` reports for claims this implementation reaches ("direct"). */
+  /** The configured choice: "direct", "mover" or "auto" (direct where it reaches, else a mover). */
   readonly kind: string;
   /** A handle on the claim's files; failed_precondition (with why) when this access cannot reach them. */
   resolve(claim: ClaimRef, signal?: AbortSignal): Promise<VolumeHandle>;
@@ -46,7 +79,7 @@ export function createDirectVolumeAccess(objects: KubeObjects): VolumeAccess {
       const root = directPath(pv);
       if (root === undefined) {
         throw new TheseusError("failed_precondition", `${named}: PersistentVolume ${volumeName} is neither a local nor a hostPath volume, which direct access cannot reach`, {
-          hint: "network storage needs a mover pod, which a later version brings",
+          hint: "network storage needs a mover pod: start the agent with --volume-access auto (the default) or mover",
         });
       }
       const info = await stat(root).catch(() => undefined);
@@ -55,7 +88,30 @@ export function createDirectVolumeAccess(objects: KubeObjects): VolumeAccess {
           hint: "run the agent on the node that holds the volume",
         });
       }
-      return { claim, root, release: async () => undefined };
+      return { kind: "direct", claim, root, release: async () => undefined };
+    },
+  };
+}
+
+export type VolumeAccessMode = "auto" | "direct" | "mover";
+
+/**
+ * The access the agent uses: `direct` only, `mover` always (the local clusters' tests force it: there every PV is a
+ * local directory), or `auto`: direct where the claim's local or hostPath directory is on this machine, a mover for
+ * everything else (network storage, another node's directory, a claim not bound yet).
+ */
+export function selectVolumeAccess(mode: VolumeAccessMode, direct: VolumeAccess, mover: VolumeAccess | undefined): VolumeAccess {
+  if (mode === "direct" || mover === undefined) return direct;
+  if (mode === "mover") return mover;
+  return {
+    kind: "auto",
+    async resolve(claim, signal) {
+      try {
+        return await direct.resolve(claim, signal);
+      } catch (error) {
+        if (error instanceof TheseusError && error.code === "failed_precondition") return mover.resolve(claim, signal);
+        throw error;
+      }
     },
   };
 }

@@ -19,11 +19,11 @@ import type { RoundStats } from "../../proto/gen/theseus/v1/agent_pb.js";
 import { Mode, ParticipantStatusSchema, Role, VolumeStatusSchema } from "../../proto/gen/theseus/v1/migration_pb.js";
 import type { BeginRequest, ParticipantStatus, VolumePairSchema, VolumeStatus } from "../../proto/gen/theseus/v1/migration_pb.js";
 import { activateApp, quiesceApp, requireCluster, retireApp, unquiesceApp, unstageApp, validateMigrationId, validateNamespace } from "../cluster/index.js";
-import type { ClusterAccess } from "../cluster/index.js";
+import type { ClusterAccess, MoverEndpoint } from "../cluster/index.js";
 import type { SessionRegistry } from "./sessions.js";
 import type { RoundProgress, SyncSources } from "../sync/index.js";
 import { MIGRATION_FAILPOINTS as FP } from "./failpoints.js";
-import { pullRound, roundStatsOf } from "./rounds.js";
+import { pullRound, pullRoundThroughMover, roundStatsOf } from "./rounds.js";
 import { END_PHASES, LEASED_PHASES, PRESYNC_PHASES, transition } from "./state.js";
 import type { Failure, ParticipantEvent, ParticipantState, QuiescedObject } from "./state.js";
 import { ROUNDS_KEPT, createParticipantStore } from "./store.js";
@@ -33,6 +33,17 @@ import type { ParticipantRecord, ParticipantStore, StoredRecord, VolumeRecord } 
 /** How the participant reaches a volume's files (the agent's VolumeRegistry: static names and claims). */
 export interface VolumeRoots {
   root(name: string, signal?: AbortSignal): Promise<string>;
+  /** The volume for one round: its directory, or a mover pod started for it (released after the round). */
+  open?(name: string, signal?: AbortSignal, labels?: Readonly<Record<string, string>>): Promise<
+    | { readonly kind: "direct"; readonly root: string; release(): Promise<void> }
+    | { readonly kind: "mover"; readonly mover: MoverEndpoint; readonly lost: AbortSignal; release(): Promise<void> }
+  >;
+  /** Whether the volume can be reached, without starting a mover. */
+  check?(name: string, signal?: AbortSignal): Promise<void>;
+  /** True for a claim behind a mover pod (no directory on this machine). */
+  isMover?(name: string, signal?: AbortSignal): Promise<boolean>;
+  /** A mover-backed source volume's limit: its next relayed round runs at most this fast. */
+  setMoverBandwidth?(name: string, bytesPerSecond: number): void;
 }
 
 export interface MigrationsOptions {
@@ -105,6 +116,16 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   const logger = options.logger.child({ component: "migrations" });
   const lives = new Map<string, Live>();
   let closed = false;
+  // The agent serves calls before it has resumed its persisted migrations (its port opens first). A call that loaded
+  // a migration lazily meanwhile made resume() skip it, so a target restarted mid pre-sync never pulled a round again
+  // and the coordinator watched a migration that stood still (the invariant matrix's target.round.after). Every call
+  // that reaches a migration waits for the resume first.
+  let resuming: Promise<void> = Promise.resolve();
+  /** Resolves once the resume has ended, however it ended (a failed resume is the agent's start failing). */
+  const resumed = (signal?: AbortSignal): Promise<void> => {
+    const settled = resuming.catch(() => undefined);
+    return signal === undefined ? settled : raceSignal(settled, signal);
+  };
   let storeInstance: ParticipantStore | undefined;
 
   const cluster = (): ClusterAccess => requireCluster(options.cluster);
@@ -135,6 +156,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   };
 
   const find = async (id: string, signal?: AbortSignal): Promise<Live> => {
+    await resumed(signal);
     const known = lives.get(id);
     if (known !== undefined) return known;
     const stored = await store().get(validateId(id), signal);
@@ -218,6 +240,16 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     }
   };
 
+  const isMover = async (volume: string, signal?: AbortSignal): Promise<boolean> => options.volumes.isMover !== undefined && (await options.volumes.isMover(volume, signal));
+  const checkVolume = async (volume: string, signal: AbortSignal): Promise<void> => {
+    if (options.volumes.check !== undefined) await options.volumes.check(volume, signal);
+    else await options.volumes.root(volume, signal);
+  };
+  const setSourceLimit = async (volume: string, bytesPerSecond: number, signal?: AbortSignal): Promise<void> => {
+    if (await isMover(volume, signal)) options.volumes.setMoverBandwidth?.(volume, bytesPerSecond);
+    else options.syncSources.setBandwidth(volume, await options.volumes.root(volume, signal), bytesPerSecond);
+  };
+
   /** One round of one volume pair, recorded in the participant's record when it completes. */
   const runRound = async (live: Live, index: number, signal: AbortSignal): Promise<RoundStats> => {
     const rec = record(live);
@@ -226,32 +258,33 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     const tokens = await store().getTokens(rec.id, signal);
     const token = tokens[pair.sessionId];
     if (token === undefined) throw new TheseusError("failed_precondition", `migration ${rec.id} holds no token for the session of ${pair.sourceVolume}`, { hint: "abort the migration and start it again" });
-    const root = await options.volumes.root(pair.targetVolume, signal);
+    // A claim behind a mover gets a pod for this round only (labelled with the migration id).
+    const volume = options.volumes.open === undefined
+      ? { kind: "direct" as const, root: await options.volumes.root(pair.targetVolume, signal), release: async () => undefined }
+      : await options.volumes.open(pair.targetVolume, signal, { "theseus.io/migration": rec.id });
     const number = nextRoundNumber(pair);
     const volumeLog = log(live).child({ volume: pair.targetVolume, round: number });
     live.volumes[index] = { running: true, progress: undefined, error: undefined };
     notify(live);
     try {
-      const result = await pullRound(
-        {
-          root,
-          agentStateDir: options.stateDir,
-          volume: pair.targetVolume,
-          sourceAddress: rec.peerAddress,
-          sourceCluster: rec.peerCluster,
-          sessionId: pair.sessionId,
-          token,
-          bandwidthBytesPerSecond: rec.bandwidthBytesPerSecond,
-          tls: options.tls,
-          logger: volumeLog,
-          onProgress: (progress) => {
-            const v = live.volumes[index];
-            if (v !== undefined) v.progress = progress;
-            notify(live);
-          },
+      const common = {
+        sourceAddress: rec.peerAddress,
+        sourceCluster: rec.peerCluster,
+        sessionId: pair.sessionId,
+        token,
+        bandwidthBytesPerSecond: rec.bandwidthBytesPerSecond,
+        tls: options.tls,
+        logger: volumeLog,
+        onProgress: (progress: RoundProgress) => {
+          const v = live.volumes[index];
+          if (v !== undefined) v.progress = progress;
+          notify(live);
         },
-        signal,
-      );
+      };
+      const result = await (volume.kind === "direct"
+        ? pullRound({ ...common, root: volume.root, agentStateDir: options.stateDir, volume: pair.targetVolume }, signal)
+        : pullRoundThroughMover({ ...common, mover: volume.mover, lost: volume.lost, migrationId: rec.id, round: number }, signal)
+      ).finally(() => volume.release());
       const stats = roundStatsOf(number, result);
       const stored = await store().update(rec.id, (current) => ({
         ...current,
@@ -362,6 +395,30 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     });
   };
 
+  async function resumeAll(signal?: AbortSignal): Promise<void> {
+    for (const stored of await store().list(signal)) {
+      const rec = stored.record;
+      if (lives.has(rec.id) || rec.state.phase === "finished") continue;
+      const live = makeLive(stored);
+      lives.set(rec.id, live);
+      if (rec.role === "source" && !END_PHASES.has(rec.state.phase) && rec.state.phase !== "aborting") {
+        const tokens = await store().getTokens(rec.id, signal);
+        for (const v of rec.volumes) {
+          const token = tokens[v.sessionId];
+          if (token !== undefined) options.sessions.restore({ id: v.sessionId, migrationId: rec.id, volume: v.sourceVolume, peerCluster: rec.peerCluster, expiresAtMs: rec.createdAtMs + SESSION_TTL_MS }, token);
+          await setSourceLimit(v.sourceVolume, rec.bandwidthBytesPerSecond, signal);
+        }
+        if (LEASED_PHASES.has(rec.state.phase)) {
+          live.leaseExpiresAtMs = await store().leaseExpiry(rec.id, signal);
+          armWatchdog(live);
+        }
+      }
+      if (rec.state.phase === "aborting") void cleanup(live).catch((error: unknown) => log(live).error({ err: TheseusError.from(error).message }, "resuming the abort failed"));
+      startPresync(live);
+      log(live).info({ phase: rec.state.phase }, "migration resumed");
+      }
+  }
+
   // ---------------------------------------------------------------------------------------------------------------
   // The calls.
 
@@ -370,6 +427,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       const id = validateId(request.migrationId);
       const role = request.role === Role.SOURCE ? "source" : request.role === Role.TARGET ? "target" : undefined;
       if (role === undefined) throw new TheseusError("invalid_argument", `Begin of migration ${id}: role must be source or target`);
+      await resumed(signal);
       const existing = lives.get(id)?.stored ?? (await store().get(id, signal));
       if (existing !== undefined) {
         // A retried Begin: the first answer, whatever this one asks.
@@ -387,14 +445,14 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       const now = Date.now();
       for (const pair of request.volumes) {
         if (role === "source") {
-          await options.volumes.root(pair.sourceVolume, signal);
+          await checkVolume(pair.sourceVolume, signal);
           const { session, token } = options.sessions.open({ migrationId: id, volume: pair.sourceVolume, peerCluster, ttlMs: SESSION_TTL_MS });
           tokens[session.id] = token;
           volumes.push({ sourceVolume: pair.sourceVolume, targetVolume: pair.targetVolume, sessionId: session.id, usedBytes: Number(pair.usedBytes), rounds: [] });
         } else {
           if (pair.sessionId === "" || pair.token === "") throw new TheseusError("invalid_argument", `Begin of migration ${id}: volume ${pair.targetVolume} has no session`, { hint: "pass the volume pairs the source's Begin returned" });
-          // The staged claim must be there: its root is where the rounds write.
-          await options.volumes.root(pair.targetVolume, signal);
+          // The staged claim must be there: it is where the rounds write (directly, or through a mover).
+          await checkVolume(pair.targetVolume, signal);
           tokens[pair.sessionId] = pair.token;
           volumes.push({ sourceVolume: pair.sourceVolume, targetVolume: pair.targetVolume, sessionId: pair.sessionId, usedBytes: Number(pair.usedBytes), rounds: [] });
         }
@@ -419,7 +477,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       );
       const live = lives.get(id) ?? makeLive(stored);
       lives.set(id, live);
-      if (role === "source") for (const v of record(live).volumes) options.syncSources.setBandwidth(v.sourceVolume, await options.volumes.root(v.sourceVolume, signal), record(live).bandwidthBytesPerSecond);
+      if (role === "source") for (const v of record(live).volumes) await setSourceLimit(v.sourceVolume, record(live).bandwidthBytesPerSecond, signal);
       log(live).info({ peer: peerCluster, volumes: volumes.length, mode: record(live).mode }, "migration begun");
       await failpoint(role === "source" ? FP.sourceBeginAfter : FP.targetBeginAfter);
       if (role === "target") startPresync(live);
@@ -443,6 +501,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
 
     async list(signal) {
       if (options.cluster === undefined) return [];
+      await resumed(signal);
       for (const stored of await store().list(signal)) if (!lives.has(stored.record.id)) lives.set(stored.record.id, makeLive(stored));
       return [...lives.values()].map(statusOf);
     },
@@ -452,7 +511,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       const stored = await store().update(id, (current) => (current.bandwidthBytesPerSecond === bytesPerSecond ? undefined : { ...current, bandwidthBytesPerSecond: bytesPerSecond, updatedAtMs: Date.now() }), signal);
       adopt(live, stored);
       if (record(live).role === "source") {
-        for (const v of record(live).volumes) options.syncSources.setBandwidth(v.sourceVolume, await options.volumes.root(v.sourceVolume, signal), bytesPerSecond);
+        for (const v of record(live).volumes) await setSourceLimit(v.sourceVolume, bytesPerSecond, signal);
       } else {
         // The rate reaches the source's token bucket in a round's first message: restart the rounds in flight with it
         // (what they applied is kept, and a large file resumes from its checkpoint).
@@ -657,29 +716,10 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       );
     },
 
-    async resume(signal) {
-      if (options.cluster === undefined) return;
-      for (const stored of await store().list(signal)) {
-        const rec = stored.record;
-        if (lives.has(rec.id) || rec.state.phase === "finished") continue;
-        const live = makeLive(stored);
-        lives.set(rec.id, live);
-        if (rec.role === "source" && !END_PHASES.has(rec.state.phase) && rec.state.phase !== "aborting") {
-          const tokens = await store().getTokens(rec.id, signal);
-          for (const v of rec.volumes) {
-            const token = tokens[v.sessionId];
-            if (token !== undefined) options.sessions.restore({ id: v.sessionId, migrationId: rec.id, volume: v.sourceVolume, peerCluster: rec.peerCluster, expiresAtMs: rec.createdAtMs + SESSION_TTL_MS }, token);
-            options.syncSources.setBandwidth(v.sourceVolume, await options.volumes.root(v.sourceVolume, signal), rec.bandwidthBytesPerSecond);
-          }
-          if (LEASED_PHASES.has(rec.state.phase)) {
-            live.leaseExpiresAtMs = await store().leaseExpiry(rec.id, signal);
-            armWatchdog(live);
-          }
-        }
-        if (rec.state.phase === "aborting") void cleanup(live).catch((error: unknown) => log(live).error({ err: TheseusError.from(error).message }, "resuming the abort failed"));
-        startPresync(live);
-        log(live).info({ phase: rec.state.phase }, "migration resumed");
-      }
+    resume(signal) {
+      if (options.cluster === undefined) return Promise.resolve();
+      resuming = resumeAll(signal);
+      return resuming;
     },
 
     async close() {
@@ -702,7 +742,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   async function sourceVote(rec: ParticipantRecord, signal: AbortSignal): Promise<string | undefined> {
     for (const v of rec.volumes) {
       try {
-        await options.volumes.root(v.sourceVolume, signal);
+        await checkVolume(v.sourceVolume, signal);
       } catch (error) {
         return `source volume ${v.sourceVolume} cannot be read: ${TheseusError.from(error).message}`;
       }
@@ -713,9 +753,10 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   async function targetVote(live: Live, signal: AbortSignal): Promise<string | undefined> {
     const rec = record(live);
     for (const [index, v] of rec.volumes.entries()) {
-      let root: string;
+      let root: string | undefined;
       try {
-        root = await options.volumes.root(v.targetVolume, signal);
+        // Behind a mover the free space is not known here (the final round fails with resource_exhausted instead).
+        root = (await isMover(v.targetVolume, signal)) ? undefined : await options.volumes.root(v.targetVolume, signal);
       } catch (error) {
         return `the staged volume ${v.targetVolume} is not there: ${TheseusError.from(error).message}`;
       }
@@ -723,6 +764,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       if (v.rounds.length === 0) return `pre-sync has not completed a first round of ${v.targetVolume} yet; wait for it`;
       const error = live.volumes[index]?.error;
       if (error?.code === "resource_exhausted") return `the last round of ${v.targetVolume} failed: ${error.message}`;
+      if (root === undefined) continue;
       const fs = await statfs(root);
       const freeBytes = fs.bavail * fs.bsize;
       if (freeBytes < MIN_FREE_BYTES) return `the target volume ${v.targetVolume} has only ${freeBytes} bytes free; grow its claim or free space`;
@@ -735,6 +777,8 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     const rec = record(live);
     if (rec.syncedAtMs === undefined) return "unknown";
     for (const v of rec.volumes) {
+      // Proving a mover-backed volume untouched would need a pod to walk it: not built, so a rollback keeps it.
+      if (await isMover(v.targetVolume, signal)) return "unknown";
       const write = await firstWriteSince(await options.volumes.root(v.targetVolume, signal), rec.syncedAtMs, signal);
       if (write !== undefined) return { volume: v.targetVolume, ...write };
     }

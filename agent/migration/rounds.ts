@@ -1,17 +1,20 @@
-// One sync round pulled by the target agent from the source agent's TransferService, and its statistics as the wire's
-// RoundStats. Shared by the migration's background pre-sync and the coordinator-driven SyncVolume call.
+// One sync round pulled by the target agent from the source agent's TransferService (or, for a claim behind a mover
+// pod, by the mover: the agent image in mover mode, which runs the same round where the claim is mounted and carries
+// the agent's own identity), and its statistics as the wire's RoundStats. Shared by the migration's background pre-sync and the coordinator-driven SyncVolume call.
 import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Logger } from "../../common/index.js";
+import { TheseusError } from "../../common/index.js";
 import { createRpcClient } from "../../rpc/index.js";
 import type { TlsMaterial } from "../../rpc/index.js";
-import { RoundStatsSchema } from "../../proto/gen/theseus/v1/agent_pb.js";
+import { AgentService, RoundStatsSchema } from "../../proto/gen/theseus/v1/agent_pb.js";
 import type { RoundStats } from "../../proto/gen/theseus/v1/agent_pb.js";
 import { TransferService } from "../../proto/gen/theseus/v1/transfer_pb.js";
 import type { SyncUpSchema } from "../../proto/gen/theseus/v1/transfer_pb.js";
 import { SESSION_TOKEN_METADATA } from "./sessions.js";
 import { runTargetRound, syncStateDir } from "../sync/index.js";
 import type { RoundProgress, RoundResult, SyncConnect } from "../sync/index.js";
+import type { MoverEndpoint } from "../cluster/index.js";
 
 export interface PullRoundOptions {
   readonly root: string;
@@ -83,4 +86,92 @@ export function roundStatsOf(round: number, result: RoundResult): RoundStats {
     specialFilesSkipped: BigInt(s.specialFilesSkipped),
     firstSpecialFile: s.firstSpecialFile,
   });
+}
+
+export interface MoverRoundOptions {
+  readonly mover: MoverEndpoint;
+  /** Fires when the mover's pod is gone mid-round. */
+  readonly lost: AbortSignal;
+  readonly tls: TlsMaterial;
+  readonly migrationId: string;
+  readonly round: number;
+  readonly sourceAddress: string;
+  readonly sourceCluster: string;
+  readonly sessionId: string;
+  readonly token: string;
+  readonly bandwidthBytesPerSecond: number;
+  readonly logger: Logger;
+  readonly onProgress?: (progress: RoundProgress) => void;
+}
+
+/** A target round run by the mover that mounts the claim; the result as the agent's own round would give it. */
+export async function pullRoundThroughMover(options: MoverRoundOptions, signal: AbortSignal): Promise<RoundResult> {
+  const { mover } = options;
+  const client = createRpcClient(AgentService, mover.address, { tls: options.tls, expectedPeer: { role: "agent", name: mover.clusterName } });
+  const both = AbortSignal.any([signal, options.lost]);
+  options.logger.info({ mover: mover.pod, address: mover.address }, "sync round through a mover pod");
+  try {
+    const events = client.syncVolume(
+      {
+        migrationId: options.migrationId,
+        volume: mover.volume,
+        sourceAddress: options.sourceAddress,
+        sourceCluster: options.sourceCluster,
+        sessionId: options.sessionId,
+        token: options.token,
+        round: options.round,
+        bandwidthBytesPerSecond: BigInt(options.bandwidthBytesPerSecond),
+      },
+      { signal: both },
+    );
+    for await (const event of events) {
+      if (event.event.case === "progress") {
+        const p = event.event.value;
+        options.onProgress?.({ entries: Number(p.entries), bytes: Number(p.bytes), wireBytes: Number(p.wireBytes) });
+      } else if (event.event.case === "done") {
+        return roundResultOf(event.event.value);
+      }
+    }
+    throw new TheseusError("protocol", `the mover ${mover.pod} ended the round without its statistics`);
+  } catch (error) {
+    throw lostOr(options.lost, error);
+  } finally {
+    client.close();
+  }
+}
+
+/** A lost mover explains a cancelled call better than the cancellation does. */
+function lostOr(lost: AbortSignal, error: unknown): TheseusError {
+  if (lost.aborted) return TheseusError.from(lost.reason);
+  return TheseusError.from(error);
+}
+
+/** The wire's statistics back in the engine's result shape (what the caller reads of it: roundStatsOf). */
+function roundResultOf(s: RoundStats): RoundResult {
+  const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
+  return {
+    source: {
+      entriesScanned: Number(s.entriesScanned),
+      entriesChanged: Number(s.entriesChanged),
+      entriesDeleted: Number(s.entriesDeleted),
+      bytesRead: Number(s.bytesRead),
+      bytesChanged: Number(s.bytesChanged),
+      wireBytes: Number(s.wireBytes),
+      rawBytes: Number(s.rawBytes),
+      ownersNotPreserved: Number(s.ownersNotPreserved),
+      specialFilesSkipped: Number(s.specialFilesSkipped),
+      firstSpecialFile: s.firstSpecialFile,
+      previousRoundEndMs: 0,
+    },
+    entriesApplied: Number(s.entriesChanged) + Number(s.entriesDeleted),
+    bytesWritten: Number(s.bytesWritten),
+    targetBytesRead: Number(s.targetBytesRead),
+    targetEntries: Number(s.entriesScanned),
+    durationMs: Number(s.durationMs),
+    digest: hex(s.targetDigest),
+    sourceDigest: hex(s.sourceDigest),
+    dirtyBytesPerSecond: s.dirtyBytesPerSecond,
+    compressionRatio: Number(s.wireBytes) === 0 ? 1 : Number(s.rawBytes) / Number(s.wireBytes),
+    ownersPreserved: Number(s.ownersNotPreserved) === 0,
+  };
 }

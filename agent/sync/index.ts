@@ -30,6 +30,7 @@ export type { RoundProgress, RoundResult, SyncConnect, SyncTargetOptions } from 
 export type { RoundStatsWire } from "./codec.js";
 export { LOCK_NAME } from "./volume-lock.js";
 export { sweepAllLeftovers } from "./leftovers.js";
+export { CACHE_DIR } from "./cache-dir.js";
 export { TokenBucket } from "./throttle.js";
 export type { Clock } from "./throttle.js";
 export { SyncSources, syncStateDir } from "./registry.js";

@@ -37,6 +37,7 @@ import { TokenBucket } from "./throttle.js";
 import type { Clock } from "./throttle.js";
 import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
 import { LOCK_NAME } from "./volume-lock.js";
+import { CACHE_DIR } from "./cache-dir.js";
 import type { WalkEntry } from "./walk.js";
 import { ownerTag, sweepLeftovers } from "./leftovers.js";
 
@@ -781,7 +782,7 @@ class SourceRound {
 }
 
 const EMPTY = new Uint8Array(0);
-const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME]);
+const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME, CACHE_DIR]);
 
 /** ENOENT: the file is gone; ENOTDIR: a directory above it was replaced by a file. Either way the app's doing. */
 function isVanished(e: unknown): boolean {

@@ -49,6 +49,7 @@ import {
 import type { CacheEntry } from "./state.js";
 import { shortPath, walk, walkError, metaOf, VolumeDigest } from "./walk.js";
 import { acquireVolumeLock, LOCK_NAME } from "./volume-lock.js";
+import { CACHE_DIR } from "./cache-dir.js";
 import type { VolumeLock } from "./volume-lock.js";
 import { STAGING_DIR, StagingDir } from "./staging.js";
 import { loadTornFiles, tornJournalFor } from "./torn.js";
@@ -108,7 +109,8 @@ export interface RoundResult {
 export async function runTargetRound(options: SyncTargetOptions, connect: SyncConnect, signal?: AbortSignal): Promise<RoundResult> {
   const root = path.resolve(options.root);
   const stateDir = path.resolve(options.stateDir);
-  if (isWithin(stateDir, root) || isWithin(root, stateDir)) {
+  // A mover's state is the one exception: it lives in the volume's reserved cache directory, which no walk shows.
+  if ((isWithin(stateDir, root) && !isWithin(stateDir, path.join(root, CACHE_DIR))) || isWithin(root, stateDir)) {
     throw new TheseusError("invalid_argument", `the state directory ${stateDir} must lie outside the volume ${root}`, {
       hint: "the app would see Theseus's files; choose a state directory elsewhere",
     });
@@ -346,7 +348,7 @@ class TargetRound {
     const firstOfInode = new Map<number, string>();
     let n = 0;
     try {
-      for (const e of walk(this.root, new Set([STAGING_DIR, LOCK_NAME]))) {
+      for (const e of walk(this.root, new Set([STAGING_DIR, LOCK_NAME, CACHE_DIR]))) {
         const st = e.st;
         const abs = e.path === "" ? this.root : `${this.root}/${e.path}`;
         let entry: IndexEntry;
@@ -1105,8 +1107,8 @@ function printable(text: string): string {
 
 /** The staging directory is the target's own: no record may name it or anything below it. */
 function refuseReserved(p: string): void {
-  if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/") || p === LOCK_NAME) {
-    const name = p === LOCK_NAME ? LOCK_NAME : STAGING_DIR;
+  if (p === STAGING_DIR || p.startsWith(STAGING_DIR + "/") || p === LOCK_NAME || p === CACHE_DIR || p.startsWith(CACHE_DIR + "/")) {
+    const name = p === LOCK_NAME ? LOCK_NAME : p === CACHE_DIR || p.startsWith(CACHE_DIR + "/") ? CACHE_DIR : STAGING_DIR;
     throw new TheseusError("failed_precondition", `the source volume contains ${name}, a name Theseus reserves`, {
       hint: `rename ${name} at the root of the source volume`,
     });
