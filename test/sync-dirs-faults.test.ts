@@ -189,7 +189,8 @@ test("a skipped fifo is named in the text output", async (t) => {
   t.regex(r.stdout, /not copied: 1 special file .* skipped, "pipe"/);
 });
 
-test("exit codes a user can act on: a path past PATH_MAX is bad input (exit 2) with a short message naming it", async (t) => {
+// Serial: ava runs these before the concurrent ones, so that two more CLIs do not slow the kill tests past their waits.
+test.serial("exit codes a user can act on: a path past PATH_MAX is bad input (exit 2) with a short message naming it", async (t) => {
   t.timeout(600_000);
   const src = path.join(base, "deep-src");
   fs.mkdirSync(src);
@@ -204,7 +205,7 @@ test("exit codes a user can act on: a path past PATH_MAX is bad input (exit 2) w
   t.true(r.stderr.length < 1500, `a short message (${r.stderr.length} characters)`);
 });
 
-test("disk full on the target: the error names the file and the volume, and the partial file is removed to free its space", async (t) => {
+test.serial("disk full on the target: the error names the file and the volume, and the partial file is removed to free its space", async (t) => {
   t.timeout(600_000);
   const src = path.join(base, "full-src");
   fs.mkdirSync(src);
