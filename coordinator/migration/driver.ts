@@ -511,7 +511,12 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     await failpoint("coordinator.before-quiesce");
     if (await abortIfRequested()) return;
     startRenewing();
-    const quiesced = await source.quiesce({ migrationId: spec.id, timeoutSeconds: QUIESCE_TIMEOUT_MS / 1000 }, call({ timeoutMs: QUIESCE_TIMEOUT_MS + CALL_TIMEOUT_MS }));
+    // Quiesce is idempotent, and a connection lost while it runs (its answer with it) is no reason to give up the
+    // migration: it is retried for twice the source's lease. Within one lease the source holds still; past it the
+    // source has restored itself and says so to the next retry, which then aborts with that reason.
+    const quiesced = await withinLease("Quiesce on the source", () =>
+      source.quiesce({ migrationId: spec.id, timeoutSeconds: QUIESCE_TIMEOUT_MS / 1000 }, call({ timeoutMs: QUIESCE_TIMEOUT_MS + CALL_TIMEOUT_MS })),
+    );
     await apply({ type: "quiesced", durationMs: Number(quiesced.durationMs) });
   }
 
@@ -624,6 +629,22 @@ export function startDriver(options: DriverOptions): MigrationHandle {
       new TheseusError(e.code, `${what} failed after the commit decision: ${e.message}`, { cause: e, hint: `the migration can only go forward now: when the agent is back, run \`theseus resume ${spec.id}\`` }),
       what,
     );
+  }
+
+  /** Retries while the agent is unreachable, with back-off, until two leases have passed since the first attempt. */
+  async function withinLease<T>(what: string, attempt: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + 2 * spec.leaseMs;
+    for (let i = 1, delayMs = RETRY_MS; ; i++, delayMs = Math.min(delayMs * 2, RETRY_MAX_MS)) {
+      try {
+        return await attempt();
+      } catch (error) {
+        const e = TheseusError.from(error);
+        const transient = e.code === "unavailable" || e.code === "deadline_exceeded";
+        if (!transient || Date.now() + delayMs > deadline) throw e;
+        log.warn({ err: e.message, attempt: i }, `${what} failed; retrying within the lease`);
+        await sleep(delayMs);
+      }
+    }
   }
 
   /** Retries while the agent is unreachable (unavailable, deadline_exceeded), with back-off, for AGENT_RETURN_MS. */
