@@ -145,3 +145,16 @@ test("quiesced and committed states carry their measurements", (t) => {
   const a = transition("target", S.committing, E.activated);
   t.true(a.ok && a.state.phase === "committed" && a.state.startupMs === 700);
 });
+
+test("a step refused after the participant aborted on its own says why (a coordinator back from a partition reports the lease)", (t) => {
+  const expired: ParticipantState = { phase: "aborted", failure: { code: "failed_precondition", message: LEASE_EXPIRED_MESSAGE } };
+  const r = transition("source", expired, E.quiesceStarted);
+  t.false(r.ok);
+  if (!r.ok) {
+    t.is(r.error.code, "failed_precondition");
+    t.true(r.error.message.includes(LEASE_EXPIRED_MESSAGE), r.error.message);
+  }
+  const early = transition("target", S.presyncing, E.finalStarted);
+  t.false(early.ok);
+  if (!early.ok) t.regex(early.error.message, /in phase presyncing/);
+});

@@ -83,9 +83,14 @@ export const LEASE_EXPIRED_MESSAGE = "the source's lease expired before Commit: 
 export function transition(role: ParticipantRole, state: ParticipantState, event: ParticipantEvent): Transition {
   const to = (next: ParticipantState): Transition => ({ ok: true, state: next, changed: true });
   const same: Transition = { ok: true, state, changed: false };
+  // A participant that aborted on its own (its lease ran out) says why, so that a coordinator coming back after a
+  // partition reports the lease and not a bare phase name.
   const refuse = (what: string, hint?: string): Transition => ({
     ok: false,
-    error: new TheseusError("failed_precondition", `the ${role} cannot ${what} in phase ${state.phase}`, { hint }),
+    error:
+      state.phase === "aborting" || state.phase === "aborted"
+        ? new TheseusError("failed_precondition", `the ${role} cannot ${what}: it has aborted: ${state.failure.message}`, { hint: "the migration is over; `theseus status ID` says how it ended" })
+        : new TheseusError("failed_precondition", `the ${role} cannot ${what} in phase ${state.phase}`, { hint }),
   });
   const only = (wanted: ParticipantRole, what: string): Transition | undefined =>
     role === wanted ? undefined : { ok: false, error: new TheseusError("invalid_argument", `${what} is for the ${wanted}, and this agent is the ${role}`) };

@@ -512,10 +512,13 @@ export function startDriver(options: DriverOptions): MigrationHandle {
     if (await abortIfRequested()) return;
     startRenewing();
     // Quiesce is idempotent, and a connection lost while it runs (its answer with it) is no reason to give up the
-    // migration: it is retried for twice the source's lease. Within one lease the source holds still; past it the
-    // source has restored itself and says so to the next retry, which then aborts with that reason.
-    const quiesced = await withinLease("Quiesce on the source", () =>
-      source.quiesce({ migrationId: spec.id, timeoutSeconds: QUIESCE_TIMEOUT_MS / 1000 }, call({ timeoutMs: QUIESCE_TIMEOUT_MS + CALL_TIMEOUT_MS })),
+    // migration: it is retried as long as an agent is given to come back. Waiting costs the app nothing: a source
+    // that hears nothing restores itself when its lease runs out, and says so to the next retry, which then aborts
+    // with that reason (the first drop aborted at once, naming a connection reset).
+    const quiesced = await untilReachable(
+      () => source.quiesce({ migrationId: spec.id, timeoutSeconds: QUIESCE_TIMEOUT_MS / 1000 }, call({ timeoutMs: QUIESCE_TIMEOUT_MS + CALL_TIMEOUT_MS })),
+      (e) => e,
+      "Quiesce on the source",
     );
     await apply({ type: "quiesced", durationMs: Number(quiesced.durationMs) });
   }
@@ -629,22 +632,6 @@ export function startDriver(options: DriverOptions): MigrationHandle {
       new TheseusError(e.code, `${what} failed after the commit decision: ${e.message}`, { cause: e, hint: `the migration can only go forward now: when the agent is back, run \`theseus resume ${spec.id}\`` }),
       what,
     );
-  }
-
-  /** Retries while the agent is unreachable, with back-off, until two leases have passed since the first attempt. */
-  async function withinLease<T>(what: string, attempt: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + 2 * spec.leaseMs;
-    for (let i = 1, delayMs = RETRY_MS; ; i++, delayMs = Math.min(delayMs * 2, RETRY_MAX_MS)) {
-      try {
-        return await attempt();
-      } catch (error) {
-        const e = TheseusError.from(error);
-        const transient = e.code === "unavailable" || e.code === "deadline_exceeded";
-        if (!transient || Date.now() + delayMs > deadline) throw e;
-        log.warn({ err: e.message, attempt: i }, `${what} failed; retrying within the lease`);
-        await sleep(delayMs);
-      }
-    }
   }
 
   /** Retries while the agent is unreachable (unavailable, deadline_exceeded), with back-off, for AGENT_RETURN_MS. */
