@@ -4,9 +4,9 @@
 // agent's gRPC port with mTLS and gets answers that need the chart's RBAC (the agent's service account lists the
 // storage classes and reads a namespace). `helm uninstall` removes it all, cluster-wide rights included.
 import { execFile } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import anyTest from "ava";
 import type { TestFn } from "ava";
@@ -35,6 +35,42 @@ const test = anyTest.serial as TestFn<Context>;
 async function helm(kubeconfig: string, ...args: string[]): Promise<string> {
   const { stdout } = await run(HELM_BINARY, [...args, "--kubeconfig", kubeconfig], { cwd: repoRoot, maxBuffer: 16 << 20, env: { ...process.env, HELM_CACHE_HOME: join(tmpdir(), "theseus-helm-cache"), HELM_CONFIG_HOME: join(tmpdir(), "theseus-helm-config") } });
   return stdout;
+}
+
+/**
+ * What a failed `helm --wait` leaves to go on: the agent pods' status and the tail of their containers' logs (the
+ * emulated kubelet writes them under the cluster's pod directories), so that a failure on a busy CI runner says why.
+ */
+async function agentDiagnostics(objects: KubeObjects, kubeconfig: string): Promise<string> {
+  const pods = await objects.list(await objects.resourceFor("v1", "Pod"), { namespace: NAMESPACE }).catch((error: unknown) => [`listing pods failed: ${String(error)}`]);
+  const lines: string[] = [];
+  for (const p of pods) {
+    if (typeof p === "string") {
+      lines.push(p);
+      continue;
+    }
+    lines.push(`pod ${p.metadata.name ?? "?"}: ${JSON.stringify(p["status"] ?? {})}`);
+    const uid = p.metadata.uid ?? "";
+    const found = await findDir(dirname(kubeconfig), uid, 4);
+    if (found === undefined) continue;
+    for (const file of (await readdir(found)).filter((f) => f.endsWith(".log"))) {
+      const text = await readFile(join(found, file), "utf8").catch(() => "");
+      lines.push(`--- ${file} (last 40 lines)`, ...text.split("\n").slice(-40));
+    }
+  }
+  return lines.join("\n");
+}
+
+async function findDir(root: string, name: string, depth: number): Promise<string | undefined> {
+  if (name === "" || depth < 0) return undefined;
+  const entries = await readdir(root, { withFileTypes: true }).catch(() => []);
+  for (const e of entries) if (e.isDirectory() && e.name === name) return join(root, e.name);
+  for (const e of entries) {
+    if (!e.isDirectory()) continue;
+    const below = await findDir(join(root, e.name), name, depth - 1);
+    if (below !== undefined) return below;
+  }
+  return undefined;
 }
 
 async function agentPod(objects: KubeObjects): Promise<KubeObject | undefined> {
@@ -76,7 +112,10 @@ test("helm install runs the agent as a pod that serves, and a coordinator reache
   t.not(rotated.certPem, before.certPem);
   const secret = await objects.get({ apiVersion: "v1", kind: "Secret", namespace: NAMESPACE, name: "theseus-agent-tls" });
   t.is(Buffer.from((secret?.["data"] as Record<string, string>)["tls.crt"] ?? "", "base64").toString(), rotated.certPem);
-  const out = await helm(kubeconfig, "install", "theseus-agent", CHART_DIR, "-n", NAMESPACE, "--set", `clusterName=${CLUSTER}`, "--wait", "--timeout", "6m");
+  const out = await helm(kubeconfig, "install", "theseus-agent", CHART_DIR, "-n", NAMESPACE, "--set", `clusterName=${CLUSTER}`, "--wait", "--timeout", "6m").catch(async (error: unknown) => {
+    t.log(await agentDiagnostics(objects, kubeconfig));
+    throw error;
+  });
   t.regex(out, /STATUS: deployed/);
   t.regex(out, /theseus agents add chart-inst/, "NOTES.txt tells the next step");
 
