@@ -474,9 +474,12 @@ export class PodWorker {
     if (image === undefined) return;
     const mounts = this.containerMounts(run.spec);
     const env = await this.containerEnv(run.spec, mounts);
-    const command = run.spec.command ?? image.entrypoint;
-    const args = run.spec.args ?? (run.spec.command === undefined ? image.known.defaultArgs : []);
-    const argv = [...command, ...args].map((a) => rewritePath(expand(a, env), mounts));
+    // The image's own entrypoint (node and a script of this repository) is not a container path and is never
+    // rewritten: with the repository under /tmp (CI's clean clone) and the agent chart's emptyDir at /tmp, the script's
+    // path was taken for the mount's and the agent pod never started. A pod's `command` and `args` are container paths.
+    const command = run.spec.command === undefined ? [...image.entrypoint] : run.spec.command.map((a) => rewritePath(expand(a, env), mounts));
+    const args = (run.spec.args ?? (run.spec.command === undefined ? image.known.defaultArgs : [])).map((a) => rewritePath(expand(a, env), mounts));
+    const argv = [...command, ...args];
     const cwd = run.spec.workingDir !== undefined ? rewritePath(run.spec.workingDir, mounts) : this.ctx.podDir;
     const logFile = join(this.ctx.podDir, `${run.spec.name}.log`);
     void this.ctx.events.record(
