@@ -27,5 +27,5 @@ export type { SanitiseOptions } from "./sanitise.js";
 export { mapImage } from "./rewrite.js";
 export { applyOrder, deleteOrder } from "./order.js";
 export { describeChange } from "./changes.js";
-export { parseQuantity } from "./quantity.js";
+export { formatBytesQuantity, parseQuantity } from "./quantity.js";
 export { REPLICATED_KINDS, containersOf, podSpecOf } from "./pod-templates.js";

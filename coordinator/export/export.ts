@@ -7,9 +7,9 @@ import { createWriteStream } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { buildPlan, planObjectsToStage } from "../../app-model/index.js";
+import { buildPlan, formatBytesQuantity, planObjectsToStage } from "../../app-model/index.js";
 import type { ClusterFacts, Inventory, KubeObject, PlanOptions } from "../../app-model/index.js";
-import { TheseusError, throwIfAborted } from "../../common/index.js";
+import { TheseusError, formatBytes, throwIfAborted } from "../../common/index.js";
 import type { TlsMaterial } from "../../rpc/index.js";
 import { dialAgent } from "../agents/index.js";
 import type { AgentClient, AgentTarget } from "../agents/index.js";
@@ -74,19 +74,52 @@ export function neutralObjects(inventory: Inventory, source: ClusterFacts, sourc
   return { objects: planObjectsToStage(plan), warnings: plan.problems.map((p) => p.message) };
 }
 
+const MiB = 2 ** 20;
+
+/**
+ * A claim may hold more than it requests where the storage does not enforce the request (local-path, hostPath): a
+ * chart that kept the request would not hold the data on any class that does, and an import could not raise it
+ * (nothing but the chart's own objects reaches the target). So the exported claim requests what its files use plus a
+ * tenth, in whole MiB, and the export says so.
+ */
+export function fitClaimRequests(inventory: Inventory): { inventory: Inventory; warnings: string[] } {
+  const raised = new Map<string, number>();
+  for (const claim of inventory.claims) {
+    if (claim.usedBytes > claim.requestedBytes) raised.set(`${claim.namespace}/${claim.name}`, Math.ceil((claim.usedBytes * 1.1) / MiB) * MiB);
+  }
+  if (raised.size === 0) return { inventory, warnings: [] };
+  const warnings: string[] = [];
+  const claims = inventory.claims.map((claim) => {
+    const bytes = raised.get(`${claim.namespace}/${claim.name}`);
+    if (bytes === undefined) return claim;
+    warnings.push(`claim ${claim.name} requests ${formatBytes(claim.requestedBytes)} but its files use ${formatBytes(claim.usedBytes)} (its storage does not enforce requests): the chart requests ${formatBytesQuantity(bytes)}`);
+    return { ...claim, requestedBytes: bytes };
+  });
+  const objects = inventory.objects.map((object) => {
+    const bytes = object.kind === "PersistentVolumeClaim" ? raised.get(`${object.metadata.namespace ?? ""}/${object.metadata.name ?? ""}`) : undefined;
+    if (bytes === undefined) return object;
+    const copy = structuredClone(object);
+    const spec = (copy["spec"] ??= {}) as { resources?: { requests?: Record<string, unknown> } };
+    spec.resources = { ...spec.resources, requests: { ...spec.resources?.requests, storage: formatBytesQuantity(bytes) } };
+    return copy;
+  });
+  return { inventory: { ...inventory, claims, objects }, warnings };
+}
+
 export async function exportApp(request: ExportRequest): Promise<ExportResult> {
   const { app, signal } = request;
   const chart = app.helmRelease !== "" ? app.helmRelease : app.namespace;
   if (!CHART_NAME.test(chart)) throw new TheseusError("invalid_argument", `"${chart}" cannot name a chart`, { hint: "chart names are lowercase letters, digits and '-'" });
   // Before any quiesce: the objects must carry the replicas the app runs with, not the zero of a stopped app.
-  const inventory = await discoverInventory(request.from, app, request.tls, signal);
+  const fitted = fitClaimRequests(await discoverInventory(request.from, app, request.tls, signal));
+  const { inventory } = fitted;
   const bound = inventory.claims.filter((c) => c.volumeName !== "");
   request.onEvent?.({ type: "discovered", objects: inventory.objects.length, claims: inventory.claims.length });
   const served = await describeTarget(request.from, app.namespace, [], request.tls, signal);
   const stored = neutralObjects(inventory, served, app.namespace, app.namespace);
   const templated = neutralObjects(inventory, served, app.namespace, NAMESPACE_PLACEHOLDER);
   const exportedAt = new Date().toISOString();
-  const warnings = [...stored.warnings];
+  const warnings = [...fitted.warnings, ...stored.warnings];
 
   const spoolDir = `${request.out}.parts`;
   const spooled: SpooledClaim[] = [];
