@@ -57,8 +57,9 @@ export async function ensureAgent(
   const current = state.agent;
   if (current?.process != null && isAlive(current.process)) return state;
   const logFile = join(dir, "logs", "agent.log");
-  const pid = spawnDetached({ argv, logFile, cwd: dir });
-  const agent: LocalAgentState = { port, argv, logFile, process: { pid, marker: join(dir, "agent") } };
+  const marker = join(dir, "agent");
+  const pid = await spawnDetached({ argv, logFile, marker, cwd: dir });
+  const agent: LocalAgentState = { port, argv, logFile, process: { pid, marker } };
   const next: ClusterState = { ...state, agent };
   await writeState(dir, next);
   await waitListening(agent, timeoutMs, signal);

@@ -321,7 +321,7 @@ async function startComponent(state: ClusterState, dir: string, component: Compo
   const spec = state.components[component];
   await mkdir(join(dir, "logs"), { recursive: true });
   await writeFile(spec.logFile, `--- ${new Date().toISOString()} starting ${component}\n`, { flag: "a" });
-  const pid = spawnDetached({ argv: spec.argv, logFile: spec.logFile, cwd: dir });
+  const pid = await spawnDetached({ argv: spec.argv, logFile: spec.logFile, marker: dir, cwd: dir });
   const next: ClusterState = {
     ...state,
     components: { ...state.components, [component]: { ...spec, process: { pid, marker: dir } } },

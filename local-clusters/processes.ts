@@ -16,14 +16,23 @@ export interface ProcessRecord {
 export interface DetachedSpec {
   readonly argv: readonly string[];
   readonly logFile: string;
+  /** What isAlive will look for in the process's command line (see ProcessRecord.marker). */
+  readonly marker: string;
   readonly env?: NodeJS.ProcessEnv;
   readonly cwd?: string;
 }
 
-export function spawnDetached(spec: DetachedSpec): number {
+/**
+ * Starts a process that outlives us and resolves with its pid once its command line shows the marker. Node's spawn
+ * returns when the exec has begun (the close-on-exec pipe closed), not when the new program's arguments are in place:
+ * on a loaded machine /proc/PID/cmdline is empty for a while after, and an isAlive right away said a healthy
+ * node-daemon had "exited during start-up" (a CI run, with nothing in its log).
+ */
+export async function spawnDetached(spec: DetachedSpec): Promise<number> {
   const [cmd, ...args] = spec.argv;
   if (cmd === undefined) throw new Error("empty argv");
   const fd = openSync(spec.logFile, "a");
+  let pid: number;
   try {
     const child = spawn(cmd, args, {
       detached: true,
@@ -33,9 +42,21 @@ export function spawnDetached(spec: DetachedSpec): number {
     });
     child.unref();
     if (child.pid === undefined) throw new Error(`could not start ${cmd}`);
-    return child.pid;
+    pid = child.pid;
   } finally {
     closeSync(fd);
+  }
+  // A process that dies at once is left for the caller's isAlive to report, with its log.
+  for (let waited = 0; waited < 5000 && !isAlive({ pid, marker: spec.marker }) && exists(pid); waited += 10) await sleep(10);
+  return pid;
+}
+
+/** The pid is a process that has not exited (its command line may not be in place yet). */
+function exists(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
   }
 }
 

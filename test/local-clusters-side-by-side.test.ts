@@ -90,7 +90,12 @@ test.serial("up restarts the components of a running cluster that died, and the 
   const state = JSON.parse(await readFile(join(b.dataDir, "state.json"), "utf8")) as {
     components: Record<string, { process: { pid: number } | null }>;
   };
-  for (const c of ["kube-scheduler", "node-daemon"]) process.kill(state.components[c]?.process?.pid ?? -1, "SIGKILL");
+  for (const c of ["kube-scheduler", "node-daemon"]) {
+    const pid = state.components[c]?.process?.pid;
+    // Never kill(-1): as root that signals every process on the machine.
+    if (pid === undefined || pid <= 0) throw new Error(`state.json has no pid for ${c}`);
+    process.kill(pid, "SIGKILL");
+  }
   const degraded = await eventually("list to notice", async () => {
     const s = (await listClusters()).find((c) => c.name === b.name);
     return s?.status === "degraded" ? s : undefined;
