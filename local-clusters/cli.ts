@@ -2,7 +2,7 @@
 // the coordinator with hooks that give each cluster its agent (certificates, registration); local-clusters/main.ts is
 // a stand-alone entry without an agent. The local clusters never issue certificates or know the coordinator's config.
 import type { Command } from "commander";
-import { createLogger } from "../common/index.js";
+import { TheseusError, createLogger } from "../common/index.js";
 import type { LocalAgentOptions } from "./agent.js";
 import { downCluster, getCluster, listClusters, upCluster } from "./cluster.js";
 import type { LocalCluster } from "./cluster.js";
@@ -13,12 +13,29 @@ import { STORAGE_CLASS_IMMEDIATE, STORAGE_CLASS_WAIT } from "./provisioner.js";
 
 /** What the coordinator adds to `local up` and `local down`: the cluster's agent. */
 export interface LocalCommandHooks {
-  /** Before `up` starts the agent: makes its certificates exist and says where they are. */
-  prepareAgent(name: string, command: Command): Promise<LocalAgentOptions>;
+  /** Before `up` starts the agent: makes its certificates exist and says how to run it with them. */
+  prepareAgent(name: string, command: Command, how: AgentHow): Promise<LocalAgentOptions>;
   /** After `up`: e.g. registers the agent under the cluster's name; returns a line to show the user. */
   afterUp(cluster: LocalCluster, command: Command): Promise<string>;
   /** After `down` removed a cluster. */
   afterDown(name: string, command: Command): Promise<void>;
+}
+
+/** How `local up` runs the cluster's agent: `--agent` and, for the chart, `--volume-access`. */
+export interface AgentHow {
+  readonly mode: "chart" | "process";
+  readonly volumeAccess: "auto" | "direct" | "mover";
+}
+
+const AGENT_MODES = ["chart", "process"] as const;
+const VOLUME_ACCESS = ["auto", "direct", "mover"] as const;
+
+function agentHowOf(opts: { agent: string; volumeAccess: string }): AgentHow {
+  const mode = AGENT_MODES.find((m) => m === opts.agent);
+  if (mode === undefined) throw new TheseusError("invalid_argument", `--agent ${opts.agent} is not a way to run the agent`, { hint: "use --agent chart (the Helm chart, as in a real cluster) or --agent process (a local process the tests can kill by pid)" });
+  const volumeAccess = VOLUME_ACCESS.find((v) => v === opts.volumeAccess);
+  if (volumeAccess === undefined) throw new TheseusError("invalid_argument", `--volume-access ${opts.volumeAccess} is not one of ${VOLUME_ACCESS.join(", ")}`);
+  return { mode, volumeAccess };
 }
 
 export function registerLocalCommands(program: Command, hooks?: LocalCommandHooks): Command {
@@ -54,6 +71,8 @@ Examples:
     .option("--nodes <n>", "number of emulated nodes for a new cluster", "1")
     .option("--openshift", "also install the Route and DeploymentConfig CRDs (OpenShift kinds)")
     .option("--print-kubeconfig", "print only the kubeconfig path (for scripts)")
+    .option("--agent <how>", "how the agent runs: chart (Helm, a pod behind a NodePort) or process", "chart")
+    .option("--volume-access <mode>", "chart only: how the agent reaches claims: auto (directly where it can), direct, or mover (always a mover pod)", "auto")
     .description("start a local cluster, or reuse it if it runs (restarting components that died)")
     .addHelpText(
       "after",
@@ -65,11 +84,14 @@ Known images (any tag): ${KNOWN_IMAGES.map((k) => k.repository).join(", ")}.
 Examples:
   $ theseus local up source
   $ theseus local up ocp --openshift
+  $ theseus local up fast --agent process     # the agent as a local process (no Helm)
+  $ theseus local up nfs-like --volume-access mover   # every claim through a mover pod
   $ kubectl --kubeconfig ~/.theseus/clusters/source/kubeconfig get nodes`,
     )
-    .action(async (name: string, opts: { nodes: string; openshift?: boolean; printKubeconfig?: boolean }, command: Command) => {
+    .action(async (name: string, opts: { nodes: string; openshift?: boolean; printKubeconfig?: boolean; agent: string; volumeAccess: string }, command: Command) => {
       const logger = createLogger({ name: "theseus", level: opts.printKubeconfig === true ? "warn" : "info" });
-      const agent = hooks === undefined ? {} : { agent: await hooks.prepareAgent(name, command) };
+      const how = agentHowOf(opts);
+      const agent = hooks === undefined ? {} : { agent: await hooks.prepareAgent(name, command, how) };
       const cluster = await upCluster(name, { nodes: Number(opts.nodes), logger, ...agent });
       if (opts.openshift === true) await installOpenShiftKinds(cluster.kubeconfigPath);
       const registered = hooks === undefined ? undefined : await hooks.afterUp(cluster, command);

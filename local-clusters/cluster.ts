@@ -19,7 +19,7 @@ import type { ProcessRecord } from "./processes.js";
 import { COMPONENT_ORDER, readState, writeState } from "./state.js";
 import type { ClusterState, ComponentName, ComponentState } from "./state.js";
 import { storageClassManifests } from "./provisioner.js";
-import { agentAddress, ensureAgent } from "./agent.js";
+import { agentAddress, agentProcess, agentRunning, ensureAgent } from "./agent.js";
 import type { LocalAgentOptions } from "./agent.js";
 
 export interface LocalCluster {
@@ -443,7 +443,9 @@ async function failureDetail(state: ClusterState, dir: string): Promise<string> 
 async function stopAll(state: ClusterState, dir: string): Promise<void> {
   // The agent first (it may be writing to the API server), then the node daemon: it stops its pods with their grace
   // period while the API server still answers.
-  if (state.agent?.process != null) await stopProcess(state.agent.process, 15_000);
+  // A chart-installed agent is a pod: the node daemon stops it with the others.
+  const agent = agentProcess(state.agent);
+  if (agent !== undefined) await stopProcess(agent, 15_000);
   for (const c of [...COMPONENT_ORDER].reverse()) {
     const proc = state.components[c].process;
     if (proc !== null) await stopProcess(proc, c === "node-daemon" ? 40_000 : 10_000);
@@ -509,7 +511,7 @@ export async function listClusters(): Promise<ClusterSummary[]> {
         return [c, p !== null && isAlive(p)];
       }),
     ) as Record<ComponentName, boolean>;
-    const agent = state.agent === undefined ? undefined : { address: agentAddress(state.agent), running: state.agent.process !== null && isAlive(state.agent.process) };
+    const agent = state.agent === undefined ? undefined : { address: agentAddress(state.agent), running: await agentRunning(state.agent) };
     const alive = Object.values(components).filter(Boolean).length;
     const status: ClusterStatus =
       alive === COMPONENT_ORDER.length && agent?.running !== false ? "running" : alive === 0 && agent?.running !== true ? "stopped" : "degraded";

@@ -9,5 +9,5 @@ export { installOpenShiftKinds } from "./openshift.js";
 export { BUILD_SCRIPT, KUBERNETES_VERSION, clusterDir, controlPlaneBinaries, kubernetesBinDir, repoRoot, theseusHome } from "./paths.js";
 export { PROVISIONER_NAME, STORAGE_CLASS_IMMEDIATE, STORAGE_CLASS_WAIT } from "./provisioner.js";
 export { registerLocalCommands } from "./cli.js";
-export type { LocalCommandHooks } from "./cli.js";
+export type { AgentHow, LocalCommandHooks } from "./cli.js";
 export type { LocalAgentOptions } from "./agent.js";

@@ -15,6 +15,8 @@ import { PodWorker } from "./pod-worker.js";
 export interface KubeletOptions {
   readonly kubeConfig: KubeConfig;
   readonly nodeName: string;
+  /** The node's own address, 127.<cluster>.0.<n> (its InternalIP, the pods' hostIP, where NodePorts answer). */
+  readonly nodeIp: string;
   readonly podsDir: string;
   readonly apiServerPort: number;
   /** Hands out a loopback pod IP (127.<cluster>.X.Y), or returns the one a pod already has. */
@@ -33,16 +35,16 @@ export async function runKubelet(options: KubeletOptions): Promise<void> {
   const core = kc.makeApiClient(CoreV1Api);
   const coordination = kc.makeApiClient(CoordinationV1Api);
   const events = new EventRecorder(core, { component: "kubelet", host: nodeName }, logger);
-  await registerNode(core, nodeName);
-  logger.info("node registered");
+  await registerNode(core, nodeName, options.nodeIp);
+  logger.info({ nodeIp: options.nodeIp }, "node registered");
 
   const heartbeat = (async () => {
     while (!signal.aborted) {
       try {
-        await patchNodeStatus(core, nodeName);
+        await patchNodeStatus(core, nodeName, options.nodeIp);
         await renewLease(coordination, nodeName);
       } catch (error) {
-        if (isNotFound(error)) await registerNode(core, nodeName).catch(() => undefined);
+        if (isNotFound(error)) await registerNode(core, nodeName, options.nodeIp).catch(() => undefined);
         logger.warn({ err: describeError(error) }, "node heartbeat failed");
       }
       await sleep(HEARTBEAT_MS, signal).catch(() => undefined);
@@ -87,6 +89,7 @@ export async function runKubelet(options: KubeletOptions): Promise<void> {
             events,
             logger,
             nodeName,
+            nodeIp: options.nodeIp,
             podDir,
             podIp: options.podIp(pod.status?.podIP),
             apiServerPort: options.apiServerPort,
@@ -142,12 +145,12 @@ function nodeObject(name: string): V1Node {
   };
 }
 
-async function registerNode(core: CoreV1Api, name: string): Promise<void> {
+async function registerNode(core: CoreV1Api, name: string, nodeIp: string): Promise<void> {
   await createIfAbsent(() => core.createNode({ body: nodeObject(name) }));
-  await patchNodeStatus(core, name);
+  await patchNodeStatus(core, name, nodeIp);
 }
 
-async function patchNodeStatus(core: CoreV1Api, name: string): Promise<void> {
+async function patchNodeStatus(core: CoreV1Api, name: string, nodeIp: string): Promise<void> {
   const now = new Date();
   const condition = (type: string, status: string, reason: string, message: string) => ({
     type,
@@ -168,7 +171,7 @@ async function patchNodeStatus(core: CoreV1Api, name: string): Promise<void> {
       condition("Ready", "True", "KubeletReady", "emulated kubelet (theseus local) is posting ready status"),
     ],
     addresses: [
-      { type: "InternalIP", address: "127.0.0.1" },
+      { type: "InternalIP", address: nodeIp },
       { type: "Hostname", address: name },
     ],
     daemonEndpoints: { kubeletEndpoint: { Port: 0 } },

@@ -1,5 +1,5 @@
 // The detached process behind every local cluster's nodes: one emulated kubelet per Node, the local-path
-// provisioner and the DeploymentConfig controller. Started by upCluster as `node dist/local-clusters/node-daemon.js
+// provisioner, the DeploymentConfig controller and the NodePort proxy. Started by upCluster as `node dist/local-clusters/node-daemon.js
 // CLUSTER_DIR`; stops its pods and exits on SIGTERM (downCluster).
 import { setMaxListeners } from "node:events";
 import { join } from "node:path";
@@ -9,7 +9,8 @@ import { loadKubeConfig } from "../kube/index.js";
 import { runKubelet } from "./kubelet.js";
 import { runDeploymentConfigController } from "./openshift.js";
 import { runProvisioner } from "./provisioner.js";
-import { readState } from "./state.js";
+import { runServiceProxy } from "./service-proxy.js";
+import { nodeIpOf, readState } from "./state.js";
 
 async function main(): Promise<void> {
   const dir = process.argv[2];
@@ -49,8 +50,9 @@ async function main(): Promise<void> {
 
   await Promise.all([
     ...state.nodes.map((nodeName) =>
-      runKubelet({ kubeConfig: kc, nodeName, podsDir: join(dir, "pods"), apiServerPort: state.ports.apiServer, podIp, logger, signal }),
+      runKubelet({ kubeConfig: kc, nodeName, nodeIp: nodeIpOf(state, nodeName), podsDir: join(dir, "pods"), apiServerPort: state.ports.apiServer, podIp, logger, signal }),
     ),
+    runServiceProxy({ kubeConfig: kc, nodeIps: state.nodes.map((n) => nodeIpOf(state, n)), logger, signal }),
     runProvisioner({ kubeConfig: kc, pvDir: join(dir, "pv"), logger, signal }),
     runDeploymentConfigController({ kubeConfig: kc, logger, signal }),
   ]);

@@ -33,6 +33,8 @@ export interface PodWorkerContext {
   readonly events: EventRecorder;
   readonly logger: Logger;
   readonly nodeName: string;
+  /** The node's address: the pod's hostIP. */
+  readonly nodeIp: string;
   /** The pod's own directory: volumes, logs, pid files. */
   readonly podDir: string;
   readonly podIp: string;
@@ -369,7 +371,7 @@ export class PodWorker {
       case "status.podIP":
         return this.ctx.podIp;
       case "status.hostIP":
-        return "127.0.0.1";
+        return this.ctx.nodeIp;
       default:
         return "";
     }
@@ -701,7 +703,7 @@ export class PodWorker {
     return {
       phase,
       conditions,
-      hostIP: "127.0.0.1",
+      hostIP: this.ctx.nodeIp,
       podIP: this.ctx.podIp,
       podIPs: [{ ip: this.ctx.podIp }],
       startTime: this.startTime,

@@ -19,11 +19,25 @@ export interface ComponentState {
   readonly process: ProcessRecord | null;
 }
 
-/** The cluster's Theseus agent (present once a `local up` asked for it; clusters made before it have none). */
-export interface LocalAgentState extends ComponentState {
+/** The cluster's agent run as a detached process on 127.0.0.1 (`local up --agent process`). */
+export interface ProcessAgentState extends ComponentState {
+  /** Absent in the state of clusters made before agents could be installed with the chart. */
+  readonly mode?: "process";
   /** Chosen once: the address registered with the coordinator stays true across restarts. */
   readonly port: number;
 }
+
+/** The cluster's agent installed with the Helm chart, reached through its NodePort (`local up`, the default). */
+export interface ChartAgentState {
+  readonly mode: "chart";
+  readonly release: string;
+  readonly namespace: string;
+  /** <node address>:<nodePort>: stays true while the agent's pod is replaced. */
+  readonly address: string;
+}
+
+/** The cluster's Theseus agent (present once a `local up` asked for it; clusters made before it have none). */
+export type LocalAgentState = ProcessAgentState | ChartAgentState;
 
 export interface ClusterState {
   readonly version: 1;
@@ -40,6 +54,16 @@ export interface ClusterState {
   readonly apiServerUrl: string;
   readonly components: Readonly<Record<ComponentName, ComponentState>>;
   readonly agent?: LocalAgentState;
+}
+
+/**
+ * A node's address: 127.<index>.0.<n> for the n-th node. Pod IPs start at 127.<index>.1.1, so the two never meet;
+ * it is the node's InternalIP, its pods' hostIP, and where the cluster's NodePorts answer.
+ */
+export function nodeIpOf(state: Pick<ClusterState, "podIpPrefix" | "nodes">, nodeName: string): string {
+  const n = state.nodes.indexOf(nodeName);
+  if (n < 0 || n > 253) throw new Error(`${nodeName} is not a node of this cluster`);
+  return `${state.podIpPrefix}.0.${n + 1}`;
 }
 
 export function statePath(dir: string): string {

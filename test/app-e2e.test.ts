@@ -76,8 +76,8 @@ test.before(async (t) => {
   const home = privateTheseusHome();
   t.context.home = home;
   // One after the other: two control planes compiling their caches at once on 2 cores only slow each other down.
-  ok(await theseus(home, "local", "up", EU, "--openshift"), `theseus local up ${EU}`);
-  ok(await theseus(home, "local", "up", US, "--openshift"), `theseus local up ${US}`);
+  ok(await theseus(home, "local", "up", EU, "--agent", "process", "--openshift"), `theseus local up ${EU}`);
+  ok(await theseus(home, "local", "up", US, "--agent", "process", "--openshift"), `theseus local up ${US}`);
   const kube = async (name: string): Promise<KubeObjects> => {
     const cluster = await getCluster(name);
     if (cluster === undefined) throw new Error(`cluster ${name} vanished`);
@@ -123,7 +123,7 @@ test.serial("local up registers each cluster's agent by name, local list shows i
   await eventually("the killed agent to be gone", async () => (existsSync(`/proc/${pid}`) && !(await readFile(`/proc/${pid}/stat`, "utf8")).includes(") Z ") ? undefined : true));
   const dead = JSON.parse(ok(await theseus(t.context.home, "local", "list", "--json"), "local list").stdout) as typeof clusters;
   t.is(dead.find((c) => c.name === EU)?.status, "degraded");
-  ok(await theseus(t.context.home, "local", "up", EU), "second local up");
+  ok(await theseus(t.context.home, "local", "up", EU, "--agent", "process"), "second local up");
   const revived = JSON.parse(ok(await theseus(t.context.home, "local", "list", "--json"), "local list").stdout) as typeof clusters;
   t.deepEqual(revived.find((c) => c.name === EU)?.agent, clusters.find((c) => c.name === EU)?.agent);
   const again = JSON.parse(ok(await theseus(t.context.home, "agents", "list", "-o", "json"), "agents list").stdout) as typeof agents;

@@ -95,8 +95,8 @@ test.before(async (t) => {
   t.context.home = privateTheseusHome();
   t.context.work = mkdtempSync(join(tmpdir(), "theseus-fatchart-"));
   t.context.archive = join(t.context.work, "shop.tgz");
-  ok(await theseus(t, "local", "up", EU, "--openshift"), `theseus local up ${EU}`);
-  ok(await theseus(t, "local", "up", US, "--openshift"), `theseus local up ${US}`);
+  ok(await theseus(t, "local", "up", EU, "--agent", "process", "--openshift"), `theseus local up ${EU}`);
+  ok(await theseus(t, "local", "up", US, "--agent", "process", "--openshift"), `theseus local up ${US}`);
   const eu = await getCluster(EU);
   const us = await getCluster(US);
   if (eu === undefined || us === undefined) throw new Error("a cluster vanished");

@@ -127,8 +127,8 @@ test.before(async (t) => {
   t.timeout(10 * 60_000);
   const home = privateTheseusHome();
   t.context.home = home;
-  ok(await theseus(home, "local", "up", EU), `theseus local up ${EU}`);
-  ok(await theseus(home, "local", "up", US), `theseus local up ${US}`);
+  ok(await theseus(home, "local", "up", EU, "--agent", "process"), `theseus local up ${EU}`);
+  ok(await theseus(home, "local", "up", US, "--agent", "process"), `theseus local up ${US}`);
   t.context.source = await kube(EU);
   t.context.target = await kube(US);
   const source = t.context.source;

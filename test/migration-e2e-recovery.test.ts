@@ -62,7 +62,7 @@ test.serial("an agent restarted during pre-sync resumes its rounds from its pers
   const pid = (JSON.parse(await readFile(statePath, "utf8")) as { agent: { process: { pid: number } } }).agent.process.pid;
   process.kill(pid, "SIGKILL");
   const lastBefore = Math.max(...roundsSeen());
-  ok(await theseus(c.home, ["local", "up", US]), `theseus local up ${US} (restarts its agent)`);
+  ok(await theseus(c.home, ["local", "up", US, "--agent", "process"]), `theseus local up ${US} (restarts its agent)`);
   await eventually("a round after the agent's restart", async () => (Math.max(...roundsSeen()) > lastBefore ? true : undefined), 180_000);
   const followed = app.follow(c.target, app.targetNamespace);
   await handle.cutover();

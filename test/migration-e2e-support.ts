@@ -58,8 +58,8 @@ export interface Clusters {
 
 /** `theseus local up` for both (one after the other: two first starts at once only slow each other down). */
 export async function upClusters(home: string, sourceName: string, targetName: string): Promise<Clusters> {
-  ok(await theseus(home, ["local", "up", sourceName]), `theseus local up ${sourceName}`);
-  ok(await theseus(home, ["local", "up", targetName]), `theseus local up ${targetName}`);
+  ok(await theseus(home, ["local", "up", sourceName, "--agent", "process"]), `theseus local up ${sourceName}`);
+  ok(await theseus(home, ["local", "up", targetName, "--agent", "process"]), `theseus local up ${targetName}`);
   const get = async (name: string): Promise<DemoCluster> => {
     const cluster = await getCluster(name);
     if (cluster?.agentAddress === undefined) throw new Error(`cluster ${name} has no agent`);

@@ -4,7 +4,7 @@ import { access } from "node:fs/promises";
 import { TheseusError } from "../../common/index.js";
 import type { LocalCommandHooks } from "../../local-clusters/index.js";
 import { createAgentRegistry } from "../agents/index.js";
-import { caPaths, initCertificateAuthority, issueToDirectory, leafPaths, listCoordinatorNames } from "../certs/index.js";
+import { caPaths, initCertificateAuthority, issueToDirectory, leafPaths, listCoordinatorNames, loadTlsMaterial } from "../certs/index.js";
 import { globalOptions } from "./context.js";
 
 /** The coordinator identity `local up` issues when the PKI directory has none (and no --as names one). */
@@ -12,7 +12,7 @@ const LOCAL_COORDINATOR = "local";
 
 export function localCommandHooks(): LocalCommandHooks {
   return {
-    async prepareAgent(name, command) {
+    async prepareAgent(name, command, how) {
       const { pkiDir, as } = globalOptions(command);
       if (!(await exists(caPaths(pkiDir).caCert))) await tolerateRace(initCertificateAuthority(pkiDir, { installation: "local" }));
       if (!(await exists(leafPaths(pkiDir, { role: "agent", name }).cert))) await tolerateRace(issueToDirectory(pkiDir, { role: "agent", name }));
@@ -20,7 +20,9 @@ export function localCommandHooks(): LocalCommandHooks {
       if (coordinator !== undefined && !(await exists(leafPaths(pkiDir, { role: "coordinator", name: coordinator }).cert))) {
         await tolerateRace(issueToDirectory(pkiDir, { role: "coordinator", name: coordinator }));
       }
-      return { pkiDir };
+      if (how.mode === "process") return { mode: "process", pkiDir };
+      // The chart mounts the material from a Secret, as `theseus certs secret --apply` writes it.
+      return { mode: "chart", tls: await loadTlsMaterial(pkiDir, { role: "agent", name }), volumeAccess: how.volumeAccess };
     },
     async afterUp(cluster) {
       if (cluster.agentAddress === undefined) throw new TheseusError("internal", `local cluster ${cluster.name} came up without its agent`);

@@ -1,11 +1,13 @@
-// The demo's two local clusters, each with its agent: the control plane built first when this machine has never built
-// it (the one slow step of a fresh machine, so it is announced with its cost), then `local up`'s code for each.
+// The demo's two local clusters, each with its agent installed as a user installs it (the Helm chart, the agent a pod
+// behind a NodePort): the control plane built first when this machine has never built it (the one slow step of a
+// fresh machine, so it is announced with its cost), then `local up`'s code for each.
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import type { Logger } from "../../common/index.js";
 import { TheseusError, formatDuration } from "../../common/index.js";
 import { controlPlaneBinaries, downCluster, kubernetesBinDir, repoRoot, upCluster } from "../../local-clusters/index.js";
 import type { LocalCluster } from "../../local-clusters/index.js";
+import { loadTlsMaterial } from "../certs/index.js";
 
 const SETUP_SCRIPT = "scripts/install-system-deps.sh";
 
@@ -34,10 +36,19 @@ export async function ensureControlPlane(say: (line: string) => void, signal?: A
   say(`built the control plane in ${formatDuration(Date.now() - startedMs)}; later runs reuse it`);
 }
 
+/**
+ * How the demo's agents reach the app's claims: through mover pods, the path of network storage in real clusters
+ * (the local clusters' PVs could be read directly; the demo shows the general path).
+ */
+export const DEMO_VOLUME_ACCESS = "mover";
+
 /** `theseus local up NAME` for each name, one after the other (two first starts at once only slow each other down). */
 export async function upDemoClusters(names: readonly string[], pkiDir: string, logger: Logger, signal?: AbortSignal): Promise<LocalCluster[]> {
   const clusters: LocalCluster[] = [];
-  for (const name of names) clusters.push(await upCluster(name, { agent: { pkiDir }, logger, ...(signal === undefined ? {} : { signal }) }));
+  for (const name of names) {
+    const tls = await loadTlsMaterial(pkiDir, { role: "agent", name });
+    clusters.push(await upCluster(name, { agent: { mode: "chart", tls, volumeAccess: DEMO_VOLUME_ACCESS }, logger, ...(signal === undefined ? {} : { signal }) }));
+  }
   return clusters;
 }
 

@@ -15,7 +15,7 @@ import { startMigration } from "../migration/index.js";
 import type { MigrationHandle, MigrationOutcome } from "../migration/index.js";
 import { demoClaimName, demoCluster, demoVolumeDir, deployDemoApp, seedVolume, waitForAppUrl } from "./app.js";
 import type { DemoCluster } from "./app.js";
-import { downDemoClusters, ensureControlPlane, upDemoClusters } from "./clusters.js";
+import { DEMO_VOLUME_ACCESS, downDemoClusters, ensureControlPlane, upDemoClusters } from "./clusters.js";
 import { verdictOf } from "./report.js";
 import type { DemoPrediction, DemoReport, DemoRound } from "./report.js";
 
@@ -105,7 +105,7 @@ export async function runDemo(input: DemoOptions): Promise<DemoReport> {
     let stepMs = Date.now();
     const [eu, us] = await upDemoClusters(names, pki, logger, signal);
     if (eu?.agentAddress === undefined || us?.agentAddress === undefined) throw new TheseusError("internal", "a demo cluster came up without its agent");
-    say(`1. two local clusters, ${eu.name} and ${us.name} (real kube-apiserver v1.20.2, emulated kubelets), each with its agent (${eu.agentAddress}, ${us.agentAddress}) and certificates from a fresh CA, in ${since(stepMs)}`);
+    say(`1. two local clusters, ${eu.name} and ${us.name} (real kube-apiserver v1.20.2, emulated kubelets), each with its agent installed by the Helm chart (pods behind NodePorts ${eu.agentAddress} and ${us.agentAddress}, claims reached through ${DEMO_VOLUME_ACCESS} pods) and certificates from a fresh CA, in ${since(stepMs)}`);
 
     const source = demoCluster(eu);
     const target = demoCluster(us);

@@ -92,8 +92,8 @@ export async function startBench(name: string): Promise<Bench> {
   mkdirSync(dir, { recursive: true });
   const names = { source: `${name}-src`, target: `${name}-dst` };
   try {
-    ok(await theseus(home, ["local", "up", names.source], { timeoutMs: 10 * 60_000 }), `local up ${names.source}`);
-    ok(await theseus(home, ["local", "up", names.target], { timeoutMs: 10 * 60_000 }), `local up ${names.target}`);
+    ok(await theseus(home, ["local", "up", names.source, "--agent", "process"], { timeoutMs: 10 * 60_000 }), `local up ${names.source}`);
+    ok(await theseus(home, ["local", "up", names.target, "--agent", "process"], { timeoutMs: 10 * 60_000 }), `local up ${names.target}`);
   } catch (error) {
     for (const n of [names.source, names.target]) await downCluster(n).catch(() => undefined);
     throw error;
