@@ -25,8 +25,9 @@ export function register(program: Command): void {
       "after",
       `
 The first run on a machine builds the local clusters' control plane (about 1 minute of apt and 5-9 minutes of
-compiling on 2 cores, once). The demo then takes about two minutes: two clusters come up, the app writes about
-5 MB/s, the migration pre-syncs, cuts over on its own, and the verifier checks every acknowledged write on the target.
+compiling on 2 cores, once). The demo then takes a few minutes: two clusters come up, each with its agent installed
+by the Helm chart (a pod; the app's claims are read and written through mover pods), the app writes about 5 MB/s,
+the migration pre-syncs, cuts over on its own, and the verifier checks every acknowledged write on the target.
 
 Examples:
   $ theseus demo
