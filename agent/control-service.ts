@@ -9,6 +9,7 @@ import { pullRound, pullRoundThroughMover, roundStatsOf } from "./migration/inde
 import type { SyncSources } from "./sync/index.js";
 import type { SessionRegistry } from "./migration/index.js";
 import type { VolumeRegistry } from "./volumes.js";
+import { moverLabels } from "./cluster/index.js";
 import type { AppHandlers } from "./app-service.js";
 import type { ArchiveHandlers } from "./archive-service.js";
 
@@ -30,11 +31,6 @@ export interface ControlServiceDeps {
 }
 
 type SyncEvent = MessageInitShape<typeof SyncVolumeResponseSchema>;
-
-/** What a mover pod started for a round is labelled with besides its owner's name (a migration id is a DNS label). */
-export function moverLabels(migrationId: string): Record<string, string> {
-  return /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(migrationId) ? { "theseus.io/migration": migrationId } : {};
-}
 
 export function createControlService(deps: ControlServiceDeps): Implementation<typeof AgentService> {
   return {
@@ -62,6 +58,7 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
       validateIdentityName(request.sourceCluster, "source cluster");
       const log = deps.logger.child({ migrationId: request.migrationId, volume: request.volume, source: request.sourceCluster, round: request.round });
       // A claim behind a mover gets its pod for this round only; it is deleted when the round ends, however it ends.
+      // (A coordinator's SyncVolume is a copy's, outside any migration: a migration's target pulls its own rounds.)
       const volume = await deps.volumes.open(request.volume, ctx.signal, moverLabels(request.migrationId));
       const events = createChannel<SyncEvent>();
       log.info("sync round: pulling changes from the source agent");

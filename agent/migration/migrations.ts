@@ -18,7 +18,7 @@ import { RoundStatsSchema } from "../../proto/gen/theseus/v1/agent_pb.js";
 import type { RoundStats } from "../../proto/gen/theseus/v1/agent_pb.js";
 import { Mode, ParticipantStatusSchema, Role, VolumeStatusSchema } from "../../proto/gen/theseus/v1/migration_pb.js";
 import type { BeginRequest, ParticipantStatus, VolumePairSchema, VolumeStatus } from "../../proto/gen/theseus/v1/migration_pb.js";
-import { activateApp, quiesceApp, requireCluster, retireApp, unquiesceApp, unstageApp, validateMigrationId, validateNamespace } from "../cluster/index.js";
+import { LABEL_MIGRATION, activateApp, quiesceApp, requireCluster, retireApp, unquiesceApp, unstageApp, validateMigrationId, validateNamespace } from "../cluster/index.js";
 import type { ClusterAccess, MoverEndpoint } from "../cluster/index.js";
 import type { SessionRegistry } from "./sessions.js";
 import type { RoundProgress, SyncSources } from "../sync/index.js";
@@ -33,8 +33,11 @@ import type { ParticipantRecord, ParticipantStore, StoredRecord, VolumeRecord } 
 /** How the participant reaches a volume's files (the agent's VolumeRegistry: static names and claims). */
 export interface VolumeRoots {
   root(name: string, signal?: AbortSignal): Promise<string>;
-  /** The volume for one round: its directory, or a mover pod started for it (released after the round). */
-  open?(name: string, signal?: AbortSignal, labels?: Readonly<Record<string, string>>): Promise<
+  /**
+   * The volume for one round: its directory, or a mover pod; with `keepFor` (a migration id) the migration's, shared
+   * by its rounds until `endMigration`, else started for this round and deleted by `release`.
+   */
+  open?(name: string, signal?: AbortSignal, labels?: Readonly<Record<string, string>>, keepFor?: string): Promise<
     | { readonly kind: "direct"; readonly root: string; release(): Promise<void> }
     | { readonly kind: "mover"; readonly mover: MoverEndpoint; readonly lost: AbortSignal; release(): Promise<void> }
   >;
@@ -44,6 +47,8 @@ export interface VolumeRoots {
   isMover?(name: string, signal?: AbortSignal): Promise<boolean>;
   /** A mover-backed source volume's limit: its next relayed round runs at most this fast. */
   setMoverBandwidth?(name: string, bytesPerSecond: number): void;
+  /** Deletes the movers a migration kept (`open`'s keepFor); untilGone waits until the API server has none left. */
+  endMigration?(migrationId: string, options?: { untilGone?: boolean; signal?: AbortSignal }): Promise<void>;
 }
 
 export interface MigrationsOptions {
@@ -258,10 +263,12 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     const tokens = await store().getTokens(rec.id, signal);
     const token = tokens[pair.sessionId];
     if (token === undefined) throw new TheseusError("failed_precondition", `migration ${rec.id} holds no token for the session of ${pair.sourceVolume}`, { hint: "abort the migration and start it again" });
-    // A claim behind a mover gets a pod for this round only (labelled with the migration id).
+    // A claim behind a mover uses the migration's mover (labelled with its id): the first round starts it, the later
+    // ones find it running, so no pod start-up falls into the final round (the downtime); the migration's end
+    // deletes it (endMovers). A mover lost since the last round is replaced here.
     const volume = options.volumes.open === undefined
       ? { kind: "direct" as const, root: await options.volumes.root(pair.targetVolume, signal), release: async () => undefined }
-      : await options.volumes.open(pair.targetVolume, signal, { "theseus.io/migration": rec.id });
+      : await options.volumes.open(pair.targetVolume, signal, { [LABEL_MIGRATION]: rec.id }, rec.id);
     const number = nextRoundNumber(pair);
     const volumeLog = log(live).child({ volume: pair.targetVolume, round: number });
     live.volumes[index] = { running: true, progress: undefined, error: undefined };
@@ -348,6 +355,9 @@ export function createMigrations(options: MigrationsOptions): Migrations {
         clearTimeout(live.watchdog);
         await stopPresync(live, "the migration is aborting");
         const signal = AbortSignal.timeout(options.defaultTimeoutMs);
+        // Before the application mounts the claims again (the source's, restored) or they are deleted (the target's:
+        // a mounted claim's deletion waits for its pods).
+        await endMovers(live, true, signal);
         if (rec.role === "source") {
           closeSessions(rec);
           await unquiesceApp(cluster(), rec.id, rec.app, log(live), signal);
@@ -372,6 +382,19 @@ export function createMigrations(options: MigrationsOptions): Migrations {
 
   const closeSessions = (rec: ParticipantRecord): void => {
     for (const v of rec.volumes) options.sessions.close(v.sessionId);
+  };
+
+  /**
+   * Deletes the migration's movers (all its rounds shared them). `untilGone` where the application mounts the claims
+   * next: a ReadWriteOnce claim mounts on one node at a time, the app's pod may be scheduled on another node than the
+   * mover's, and a mover still terminating there would hold the attachment (Multi-Attach) while the app waits.
+   * A failure is logged, not thrown: the migration's end must not hang on a pod; the next agent start sweeps it.
+   */
+  const endMovers = async (live: Live, untilGone: boolean, signal?: AbortSignal): Promise<void> => {
+    if (options.volumes.endMigration === undefined) return;
+    await options.volumes.endMigration(record(live).id, { untilGone, ...(signal === undefined ? {} : { signal }) }).catch((error: unknown) =>
+      log(live).warn({ err: TheseusError.from(error).message }, "could not delete the migration's mover pods; the next agent start sweeps them"),
+    );
   };
 
   // ---------------------------------------------------------------------------------------------------------------
@@ -405,7 +428,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
         const tokens = await store().getTokens(rec.id, signal);
         for (const v of rec.volumes) {
           const token = tokens[v.sessionId];
-          if (token !== undefined) options.sessions.restore({ id: v.sessionId, migrationId: rec.id, volume: v.sourceVolume, peerCluster: rec.peerCluster, expiresAtMs: rec.createdAtMs + SESSION_TTL_MS }, token);
+          if (token !== undefined) options.sessions.restore({ id: v.sessionId, migrationId: rec.id, volume: v.sourceVolume, peerCluster: rec.peerCluster, expiresAtMs: rec.createdAtMs + SESSION_TTL_MS, ofMigration: true }, token);
           await setSourceLimit(v.sourceVolume, rec.bandwidthBytesPerSecond, signal);
         }
         if (LEASED_PHASES.has(rec.state.phase)) {
@@ -446,7 +469,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       for (const pair of request.volumes) {
         if (role === "source") {
           await checkVolume(pair.sourceVolume, signal);
-          const { session, token } = options.sessions.open({ migrationId: id, volume: pair.sourceVolume, peerCluster, ttlMs: SESSION_TTL_MS });
+          const { session, token } = options.sessions.open({ migrationId: id, volume: pair.sourceVolume, peerCluster, ttlMs: SESSION_TTL_MS, ofMigration: true });
           tokens[session.id] = token;
           volumes.push({ sourceVolume: pair.sourceVolume, targetVolume: pair.targetVolume, sessionId: session.id, usedBytes: Number(pair.usedBytes), rounds: [] });
         } else {
@@ -591,6 +614,9 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           // The end of the final round is what a rollback later proves the volumes unchanged since.
           const syncedAtMs = Date.now();
           await apply(live, { type: "final-round-done", durationMs: syncedAtMs - started }, stepSignal, { syncedAtMs });
+          // That was the target's last round: its movers go now, while the coordinator commits the source, so that
+          // Commit's wait for them (before the activation) is short. Not awaited: the deletions are no part of the round.
+          void endMovers(live, false);
           await failpoint(FP.targetFinalRoundAfter);
           return finalAnswer(live);
         },
@@ -615,6 +641,9 @@ export function createMigrations(options: MigrationsOptions): Migrations {
             } else if (state.phase === "committed") {
               clearTimeout(live.watchdog);
               closeSessions(record(live));
+              // Nothing reads the source after its commit. Not waited for here: Finish does before the claims are
+              // mounted again (a copy's source restored) and nothing mounts a move's.
+              void endMovers(live, false);
               await store().release(id, stepSignal);
               log(live).info("committed: fenced, will never restore itself");
             }
@@ -624,6 +653,8 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           await apply(live, { type: "commit", nowMs: Date.now(), leaseExpiresAtMs: undefined }, stepSignal);
           if (record(live).state.phase === "committing") {
             await failpoint(FP.targetCommitBeforeActivate);
+            // The final round deleted the movers; the app's pods mount the claims only once the pods are gone (RWO).
+            await endMovers(live, true, stepSignal);
             const readyTimeoutMs = timeoutMs > 0 ? timeoutMs : options.defaultTimeoutMs;
             let result: { durationMs: number };
             try {
@@ -696,6 +727,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           if (rec.state.phase === "finished") return statusOf(live);
           const check = transition(rec.role, rec.state, { type: "finish" });
           if (!check.ok) throw check.error;
+          await endMovers(live, true, stepSignal);
           // A copy leaves the source running as it was; a move's source, kept at rest until now, is removed.
           if (rec.role === "source" && rec.mode === "copy" && rec.state.phase === "committed") await unquiesceApp(cluster(), id, rec.app, log(live), stepSignal);
           if (rec.role === "source" && rec.mode === "move" && rec.state.phase === "committed") await retireApp(cluster(), id, rec.app, options.defaultTimeoutMs, log(live), stepSignal);
