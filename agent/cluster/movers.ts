@@ -11,12 +11,19 @@
 // deleted with it; the mover's services admit only this agent's identity. A CA-issued short-lived mover certificate
 // (cert-manager) is the better answer where one is installed.
 //
-// Life cycle: one mover per claim and round (`start` ... `release`), at most `limit` at once (the rest wait), labelled
+// Life cycle: a migration's rounds of one claim share one mover (`start` with keepFor = the migration id): the first
+// round starts it, the later ones (the final round included) find it serving, so no pod start-up falls into the
+// cutover's downtime, and `endMigration` deletes it when the migration's participant ends (migrations.ts says when).
+// A kept mover lost between rounds (deleted, evicted) is replaced by the next round's start. Rounds outside a
+// migration (a copy's) get one mover each (`start` ... `release`). At most `limit` run at once; a start that finds no
+// slot takes the one of an idle kept mover (deleting it), so that a migration of more claims than the limit, whose
+// final round runs them all at once, cannot wait forever on its own idle movers. Labelled
 // app.kubernetes.io/managed-by=theseus, theseus.io/mover-of=<cluster> (and the migration id when there is one).
 // The pods cannot be owned by the agent's Deployment or a migration record: those live in the agent's namespace, and an
 // ownerReference across namespaces is invalid (the garbage collector would delete the pod at once). So the agent
-// deletes its movers when a round ends, and `sweepMovers` deletes every leftover one when the agent starts (a crashed
-// agent's). The Secret is owned by its pod, so the garbage collector removes it with the pod whatever happens.
+// deletes its movers itself, and `sweepMovers` deletes every leftover one when the agent starts (a crashed agent's,
+// also those of migrations that resume: see agent.ts). The Secret is owned by its pod, so the garbage collector
+// removes it with the pod whatever happens.
 //
 // Scheduling: a ReadWriteOnce claim that a running pod mounts can be mounted only on that pod's node, so the mover is
 // pinned there (spec.nodeName); otherwise the scheduler places it, and for an unbound WaitForFirstConsumer claim the
