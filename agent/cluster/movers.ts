@@ -107,10 +107,17 @@ export function createMoverAccess(options: MoverAccessOptions): VolumeAccess {
   };
   const startOne = async (claim: ClaimRef, labels: Readonly<Record<string, string>>, signal: AbortSignal | undefined): Promise<MoverLease> => {
     await acquire(signal);
-    try {
-      return await startMover(options, log, claim, labels, signal, () => slots.release());
-    } catch (error) {
+    // Once: a start that fails inside startMover releases its pod, which frees the slot too.
+    let freed = false;
+    const free = (): void => {
+      if (freed) return;
+      freed = true;
       slots.release();
+    };
+    try {
+      return await startMover(options, log, claim, labels, signal, free);
+    } catch (error) {
+      free();
       throw error;
     }
   };
