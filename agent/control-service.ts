@@ -1,4 +1,5 @@
 // The agent's control service (AgentService), called by coordinators.
+import { statfs } from "node:fs/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { TheseusError, createChannel } from "../common/index.js";
 import type { Logger } from "../common/index.js";
@@ -32,10 +33,24 @@ export interface ControlServiceDeps {
 
 type SyncEvent = MessageInitShape<typeof SyncVolumeResponseSchema>;
 
+/** Bytes the agent's (unprivileged) user may still write on the filesystem of `root`, or undefined if unknown. */
+async function freeBytesOf(root: string): Promise<number | undefined> {
+  const fs = await statfs(root).catch(() => undefined);
+  return fs === undefined ? undefined : fs.bavail * fs.bsize;
+}
+
 export function createControlService(deps: ControlServiceDeps): Implementation<typeof AgentService> {
   return {
     async getInfo() {
-      return { clusterName: deps.clusterName, version: deps.version, volumes: deps.volumes.names().map((name) => ({ name })) };
+      // With each volume's free space: a mover's one volume is its claim's mount, and the target's Prepare vote
+      // reads it from there (it has no directory of its own for a claim behind a mover).
+      const volumes = await Promise.all(
+        deps.volumes.names().map(async (name) => {
+          const freeBytes = await deps.volumes.root(name).then(freeBytesOf, () => undefined);
+          return freeBytes === undefined ? { name } : { name, freeBytes: BigInt(freeBytes) };
+        }),
+      );
+      return { clusterName: deps.clusterName, version: deps.version, volumes };
     },
 
     async openSession(request, ctx) {

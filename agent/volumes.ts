@@ -110,6 +110,11 @@ export class VolumeRegistry {
     await this.#access?.endMigration?.(migrationId, options);
   }
 
+  /** A migration begins here: under an id that ended before, its rounds may keep movers again. */
+  beginMigration(migrationId: string): void {
+    this.#access?.beginMigration?.(migrationId);
+  }
+
   async close(): Promise<void> {
     const handles = [...this.#handles.values()];
     this.#handles.clear();

@@ -182,3 +182,19 @@ test("a failed start gives its slot back once: the limit still holds after it", 
   await (await two).release();
   t.is(fake.maxPods, 1, "never more movers than the limit");
 });
+
+test("a round that arrives after its migration's movers were ended is refused, not given a pod nothing would delete", async (t) => {
+  const { fake, access, claim } = setup(4);
+  const a = await claim("a");
+  await (await a.start(undefined, labels, "m1")).release();
+  await access.endMigration?.("m1", { untilGone: true });
+  const late = await t.throwsAsync(a.start(undefined, labels, "m1"), { instanceOf: TheseusError });
+  t.is(late?.code, "failed_precondition");
+  t.deepEqual(fake.pods(), [], "no pod for the late round");
+  // A new migration under the same id (Begin) may keep movers again.
+  access.beginMigration?.("m1");
+  await (await a.start(undefined, labels, "m1")).release();
+  t.is(fake.pods().length, 1);
+  await access.endMigration?.("m1", { untilGone: true });
+  t.deepEqual(fake.pods(), []);
+});

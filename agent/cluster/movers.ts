@@ -87,6 +87,11 @@ export function createMoverAccess(options: MoverAccessOptions): VolumeAccess {
   const slots = new Semaphore(options.limit);
   const log = options.logger.child({ component: "movers" });
   const kept = new Map<string, Kept>();
+  /**
+   * Migrations whose movers were ended: a round that still arrives for one (the peer's pre-sync retrying before it
+   * hears of the abort) is refused instead of starting a pod that nothing would delete. Bounded: the oldest go first.
+   */
+  const endedMigrations = new Set<string>();
 
   /** A slot for a new pod. With none free, an idle kept mover gives its own up: the limit must not deadlock a migration of more claims than it. */
   const acquire = async (signal: AbortSignal | undefined): Promise<void> => {
@@ -125,6 +130,11 @@ export function createMoverAccess(options: MoverAccessOptions): VolumeAccess {
   const startKept = async (claim: ClaimRef, labels: Readonly<Record<string, string>>, migrationId: string, signal: AbortSignal | undefined): Promise<MoverLease> => {
     const key = `${migrationId}\n${claim.namespace}/${claim.name}`;
     for (;;) {
+      if (endedMigrations.has(migrationId)) {
+        throw new TheseusError("failed_precondition", `migration ${migrationId} has ended here: its movers are gone, and no round of it starts another`, {
+          hint: "the migration was committed or aborted on this agent",
+        });
+      }
       let entry = kept.get(key);
       if (entry === undefined) {
         // The pod's start belongs to the migration, not to the round that asked first: a round cancelled meanwhile
@@ -183,7 +193,12 @@ export function createMoverAccess(options: MoverAccessOptions): VolumeAccess {
         release: async () => undefined,
       };
     },
+    beginMigration(migrationId) {
+      endedMigrations.delete(migrationId);
+    },
     async endMigration(migrationId, end = {}) {
+      endedMigrations.add(migrationId);
+      if (endedMigrations.size > 1000) endedMigrations.delete(endedMigrations.values().next().value ?? migrationId);
       const mine = [...kept.values()].filter((k) => k.migrationId === migrationId);
       const leases = await Promise.all(mine.map((k) => evict(k, "its migration ended")));
       const pods = leases.flatMap((lease) => (lease === undefined ? [] : [{ namespace: lease.endpoint.claim.namespace, name: lease.endpoint.pod }]));

@@ -77,6 +77,8 @@ export interface VolumeAccess {
   resolve(claim: ClaimRef, signal?: AbortSignal): Promise<VolumeHandle>;
   /** Deletes the movers kept for a migration (MoverHandle.start's keepFor); nothing to do for direct access. */
   endMigration?(migrationId: string, options?: EndMigrationOptions): Promise<void>;
+  /** A new migration under an id that ended before on this agent may keep movers again. */
+  beginMigration?(migrationId: string): void;
 }
 
 export function createDirectVolumeAccess(objects: KubeObjects): VolumeAccess {
@@ -123,6 +125,7 @@ export function selectVolumeAccess(mode: VolumeAccessMode, direct: VolumeAccess,
   return {
     kind: "auto",
     ...(mover.endMigration === undefined ? {} : { endMigration: mover.endMigration.bind(mover) }),
+    ...(mover.beginMigration === undefined ? {} : { beginMigration: mover.beginMigration.bind(mover) }),
     async resolve(claim, signal) {
       try {
         return await direct.resolve(claim, signal);

@@ -23,7 +23,7 @@ import type { ClusterAccess, MoverEndpoint } from "../cluster/index.js";
 import type { SessionRegistry } from "./sessions.js";
 import type { RoundProgress, SyncSources } from "../sync/index.js";
 import { MIGRATION_FAILPOINTS as FP } from "./failpoints.js";
-import { pullRound, pullRoundThroughMover, roundStatsOf } from "./rounds.js";
+import { moverFreeBytes, pullRound, pullRoundThroughMover, roundStatsOf } from "./rounds.js";
 import { END_PHASES, LEASED_PHASES, PRESYNC_PHASES, transition } from "./state.js";
 import type { Failure, ParticipantEvent, ParticipantState, QuiescedObject } from "./state.js";
 import { ROUNDS_KEPT, createParticipantStore } from "./store.js";
@@ -49,6 +49,8 @@ export interface VolumeRoots {
   setMoverBandwidth?(name: string, bytesPerSecond: number): void;
   /** Deletes the movers a migration kept (`open`'s keepFor); untilGone waits until the API server has none left. */
   endMigration?(migrationId: string, options?: { untilGone?: boolean; signal?: AbortSignal }): Promise<void>;
+  /** Undoes an earlier endMigration of the id (which refuses the ended migration's late rounds a mover). */
+  beginMigration?(migrationId: string): void;
 }
 
 export interface MigrationsOptions {
@@ -355,11 +357,12 @@ export function createMigrations(options: MigrationsOptions): Migrations {
         clearTimeout(live.watchdog);
         await stopPresync(live, "the migration is aborting");
         const signal = AbortSignal.timeout(options.defaultTimeoutMs);
-        // Before the application mounts the claims again (the source's, restored) or they are deleted (the target's:
-        // a mounted claim's deletion waits for its pods).
+        // The movers go before the application mounts the claims again (the source's, restored) or they are deleted
+        // (the target's: a mounted claim's deletion waits for its pods). The source's sessions are closed first, so
+        // that no round the peer still sends starts a mover after them.
+        if (rec.role === "source") closeSessions(rec);
         await endMovers(live, true, signal);
         if (rec.role === "source") {
-          closeSessions(rec);
           await unquiesceApp(cluster(), rec.id, rec.app, log(live), signal);
         } else {
           await unstageApp(cluster(), rec.id, validateNamespace(rec.app.namespace), options.defaultTimeoutMs, log(live), signal);
@@ -459,6 +462,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
         return { volumes: await pairsOf(record(live), signal), status: statusOf(live) };
       }
       if (request.app === undefined) throw new TheseusError("invalid_argument", `Begin of migration ${id}: the request names no application`, { hint: "set app.namespace" });
+      options.volumes.beginMigration?.(id);
       const app = { namespace: validateNamespace(request.app.namespace), labelSelector: request.app.labelSelector.trim(), helmRelease: request.app.helmRelease.trim() };
       const peerCluster = validateIdentityName(request.peerCluster, "peer cluster");
       if (request.volumes.length === 0) throw new TheseusError("invalid_argument", `Begin of migration ${id}: no volume pairs`);
@@ -785,10 +789,11 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   async function targetVote(live: Live, signal: AbortSignal): Promise<string | undefined> {
     const rec = record(live);
     for (const [index, v] of rec.volumes.entries()) {
+      let mover: boolean;
       let root: string | undefined;
       try {
-        // Behind a mover the free space is not known here (the final round fails with resource_exhausted instead).
-        root = (await isMover(v.targetVolume, signal)) ? undefined : await options.volumes.root(v.targetVolume, signal);
+        mover = await isMover(v.targetVolume, signal);
+        root = mover ? undefined : await options.volumes.root(v.targetVolume, signal);
       } catch (error) {
         return `the staged volume ${v.targetVolume} is not there: ${TheseusError.from(error).message}`;
       }
@@ -796,12 +801,38 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       if (v.rounds.length === 0) return `pre-sync has not completed a first round of ${v.targetVolume} yet; wait for it`;
       const error = live.volumes[index]?.error;
       if (error?.code === "resource_exhausted") return `the last round of ${v.targetVolume} failed: ${error.message}`;
-      if (root === undefined) continue;
-      const fs = await statfs(root);
-      const freeBytes = fs.bavail * fs.bsize;
-      if (freeBytes < MIN_FREE_BYTES) return `the target volume ${v.targetVolume} has only ${freeBytes} bytes free; grow its claim or free space`;
+      let freeBytes: number | undefined;
+      if (root !== undefined) {
+        const fs = await statfs(root);
+        freeBytes = fs.bavail * fs.bsize;
+      } else if (mover) {
+        // Not knowing is no reason to refuse (it was the rule before movers reported it): the final round still
+        // fails with resource_exhausted on a full volume.
+        freeBytes = await moverBackedFreeBytes(live, v.targetVolume, signal).catch((error: unknown) => {
+          log(live).warn({ volume: v.targetVolume, err: TheseusError.from(error).message }, "the free space of a mover-backed volume could not be read; voting without it");
+          return undefined;
+        });
+      }
+      if (freeBytes !== undefined && freeBytes < MIN_FREE_BYTES) return `the target volume ${v.targetVolume} has only ${freeBytes} bytes free; grow its claim or free space`;
     }
     return undefined;
+  }
+
+  /**
+   * A mover-backed target volume's free space, as the migration's mover (running since pre-sync; started again if it
+   * was lost, as the final round would) reads it on its mount. undefined when the mover cannot say (an older image,
+   * or no mover access): the vote then counts on the final round failing with resource_exhausted, as before.
+   */
+  async function moverBackedFreeBytes(live: Live, volume: string, signal: AbortSignal): Promise<number | undefined> {
+    if (options.volumes.open === undefined) return undefined;
+    const id = record(live).id;
+    const opened = await options.volumes.open(volume, signal, { [LABEL_MIGRATION]: id }, id);
+    try {
+      if (opened.kind !== "mover") return undefined;
+      return await moverFreeBytes(opened.mover, opened.lost, options.tls, signal);
+    } finally {
+      await opened.release();
+    }
   }
 
   /** The first write to any of the target's volumes since the final round, or undefined when there is none. */
