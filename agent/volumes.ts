@@ -118,7 +118,7 @@ export class VolumeRegistry {
   async close(): Promise<void> {
     const handles = [...this.#handles.values()];
     this.#handles.clear();
-    await Promise.all(handles.map((h) => h.release()));
+    await Promise.all([...handles.map((h) => h.release()), this.#access?.close?.()]);
   }
 
   async #claimRoot(reference: string, signal?: AbortSignal): Promise<string> {

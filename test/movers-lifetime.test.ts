@@ -198,3 +198,13 @@ test("a round that arrives after its migration's movers were ended is refused, n
   await access.endMigration?.("m1", { untilGone: true });
   t.deepEqual(fake.pods(), []);
 });
+
+test("an agent that shuts down deletes the movers its migrations kept", async (t) => {
+  const { fake, access, claim } = setup(4);
+  await (await (await claim("a")).start(undefined, labels, "m1")).release();
+  await (await (await claim("b")).start(undefined, { "theseus.io/migration": "m2" }, "m2")).release();
+  t.is(fake.pods().length, 2);
+  await access.close?.();
+  t.deepEqual(fake.pods(), []);
+  t.deepEqual(fake.secrets(), []);
+});

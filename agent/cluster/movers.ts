@@ -193,6 +193,11 @@ export function createMoverAccess(options: MoverAccessOptions): VolumeAccess {
         release: async () => undefined,
       };
     },
+    async close() {
+      // An agent that stops (an upgrade, an uninstall) leaves no pod in the applications' namespaces: a migration
+      // that resumes in the next agent starts fresh movers anyway (agent.ts says why none is adopted).
+      await Promise.all([...kept.values()].map((k) => evict(k, "the agent is shutting down")));
+    },
     beginMigration(migrationId) {
       endedMigrations.delete(migrationId);
     },

@@ -79,6 +79,8 @@ export interface VolumeAccess {
   endMigration?(migrationId: string, options?: EndMigrationOptions): Promise<void>;
   /** A new migration under an id that ended before on this agent may keep movers again. */
   beginMigration?(migrationId: string): void;
+  /** Deletes every mover kept for a migration (the agent is shutting down). */
+  close?(): Promise<void>;
 }
 
 export function createDirectVolumeAccess(objects: KubeObjects): VolumeAccess {
@@ -126,6 +128,7 @@ export function selectVolumeAccess(mode: VolumeAccessMode, direct: VolumeAccess,
     kind: "auto",
     ...(mover.endMigration === undefined ? {} : { endMigration: mover.endMigration.bind(mover) }),
     ...(mover.beginMigration === undefined ? {} : { beginMigration: mover.beginMigration.bind(mover) }),
+    ...(mover.close === undefined ? {} : { close: mover.close.bind(mover) }),
     async resolve(claim, signal) {
       try {
         return await direct.resolve(claim, signal);
