@@ -120,13 +120,17 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
   const health: HealthServer | undefined =
     options.health === undefined ? undefined : await startHealthServer({ ...options.health, registry: metrics.registry, checks, logger });
 
+  // Mover pods left by a crashed predecessor are deleted, not adopted, also those of migrations that resume: the next
+  // round starts a fresh one. Adopting would trust what died with the process: the pod may still run a round the dead
+  // agent drove (a second one on the same claim beside it), carry TLS material rotated since, and sit outside this
+  // process's slot count and loss watch; a fresh mover costs one pod start per agent crash, not one per round. Before
+  // the port opens, so that no mover a call starts meanwhile is swept.
+  if (cluster !== undefined && options.volumeAccess !== "direct" && !mover) {
+    await sweepMovers(cluster.objects, options.clusterName, logger).catch((error: unknown) => logger.warn({ err: error }, "could not sweep left-over mover pods"));
+  }
   const port = await server.listen(options.listenHost, options.listenPort);
   const address = `${options.listenHost.includes(":") ? `[${options.listenHost}]` : options.listenHost}:${port}`;
   logger.info({ address, volumes: volumes.names(), cluster: options.cluster.kind, version: VERSION }, "agent listening");
-  // Mover pods left by a crashed predecessor serve nobody now (each lives for one round of this agent's).
-  if (cluster !== undefined && options.volumeAccess !== "direct") {
-    await sweepMovers(cluster.objects, options.clusterName, logger).catch((error: unknown) => logger.warn({ err: error }, "could not sweep left-over mover pods"));
-  }
   // The migrations persisted in the cluster carry on: sessions restored, rounds pulled again, leases watched.
   await migrations.resume();
   serving = true;

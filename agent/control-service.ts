@@ -1,4 +1,5 @@
 // The agent's control service (AgentService), called by coordinators.
+import { statfs } from "node:fs/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { TheseusError, createChannel } from "../common/index.js";
 import type { Logger } from "../common/index.js";
@@ -9,6 +10,7 @@ import { pullRound, pullRoundThroughMover, roundStatsOf } from "./migration/inde
 import type { SyncSources } from "./sync/index.js";
 import type { SessionRegistry } from "./migration/index.js";
 import type { VolumeRegistry } from "./volumes.js";
+import { moverLabels } from "./cluster/index.js";
 import type { AppHandlers } from "./app-service.js";
 import type { ArchiveHandlers } from "./archive-service.js";
 
@@ -31,15 +33,24 @@ export interface ControlServiceDeps {
 
 type SyncEvent = MessageInitShape<typeof SyncVolumeResponseSchema>;
 
-/** What a mover pod started for a round is labelled with besides its owner's name (a migration id is a DNS label). */
-export function moverLabels(migrationId: string): Record<string, string> {
-  return /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(migrationId) ? { "theseus.io/migration": migrationId } : {};
+/** Bytes the agent's (unprivileged) user may still write on the filesystem of `root`, or undefined if unknown. */
+async function freeBytesOf(root: string): Promise<number | undefined> {
+  const fs = await statfs(root).catch(() => undefined);
+  return fs === undefined ? undefined : fs.bavail * fs.bsize;
 }
 
 export function createControlService(deps: ControlServiceDeps): Implementation<typeof AgentService> {
   return {
     async getInfo() {
-      return { clusterName: deps.clusterName, version: deps.version, volumes: deps.volumes.names().map((name) => ({ name })) };
+      // With each volume's free space: a mover's one volume is its claim's mount, and the target's Prepare vote
+      // reads it from there (it has no directory of its own for a claim behind a mover).
+      const volumes = await Promise.all(
+        deps.volumes.names().map(async (name) => {
+          const freeBytes = await deps.volumes.root(name).then(freeBytesOf, () => undefined);
+          return freeBytes === undefined ? { name } : { name, freeBytes: BigInt(freeBytes) };
+        }),
+      );
+      return { clusterName: deps.clusterName, version: deps.version, volumes };
     },
 
     async openSession(request, ctx) {
@@ -62,6 +73,7 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
       validateIdentityName(request.sourceCluster, "source cluster");
       const log = deps.logger.child({ migrationId: request.migrationId, volume: request.volume, source: request.sourceCluster, round: request.round });
       // A claim behind a mover gets its pod for this round only; it is deleted when the round ends, however it ends.
+      // (A coordinator's SyncVolume is a copy's, outside any migration: a migration's target pulls its own rounds.)
       const volume = await deps.volumes.open(request.volume, ctx.signal, moverLabels(request.migrationId));
       const events = createChannel<SyncEvent>();
       log.info("sync round: pulling changes from the source agent");

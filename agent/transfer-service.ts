@@ -14,6 +14,7 @@ import type { SyncSources, SyncTimeouts } from "./sync/index.js";
 import type { SessionRegistry } from "./migration/index.js";
 import type { VolumeRegistry } from "./volumes.js";
 import { relayToMover } from "./mover-client.js";
+import { moverLabels } from "./cluster/index.js";
 import type { TlsMaterial } from "../rpc/index.js";
 
 export interface TransferServiceDeps {
@@ -82,18 +83,20 @@ export function createTransferService(deps: TransferServiceDeps): Implementation
   };
 }
 
-/** A round of a volume behind a mover: its pod started for this round, the frames relayed, the pod deleted after. */
+/**
+ * A round of a volume behind a mover, its frames relayed. A migration's rounds share the migration's mover (its
+ * participant deletes it when the migration ends); a copy's round gets a pod of its own, deleted after.
+ */
 async function* relayRound(
   deps: TransferServiceDeps,
   self: { readonly clusterName: string; readonly tls: TlsMaterial },
-  session: { readonly volume: string; readonly migrationId: string },
+  session: { readonly volume: string; readonly migrationId: string; readonly ofMigration?: boolean },
   requested: number,
   frames: AsyncIterable<Uint8Array>,
   signal: AbortSignal,
   logger: Logger,
 ): AsyncGenerator<{ frame: Uint8Array }> {
-  const labels: Record<string, string> = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(session.migrationId) ? { "theseus.io/migration": session.migrationId } : {};
-  const volume = await deps.volumes.open(session.volume, signal, labels);
+  const volume = await deps.volumes.open(session.volume, signal, moverLabels(session.migrationId), session.ofMigration === true ? session.migrationId : undefined);
   try {
     if (volume.kind !== "mover") throw new TheseusError("internal", `volume ${session.volume} was expected behind a mover`);
     const relay = relayToMover(

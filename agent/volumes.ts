@@ -1,13 +1,14 @@
 // The volumes an agent serves, by reference: a name configured at start-up (a static directory, for sync-dirs, copy
 // and the tests) or a claim "NAMESPACE/CLAIM" reached through volume access. Names are validated DNS labels, so the
 // slash is unambiguous; OpenSession, SyncVolume and SetBandwidth take either unchanged. A claim reached through a
-// mover pod has no directory here: `open` starts its mover for one round, `root` refuses it with why.
+// mover pod has no directory here: `open` starts its mover (for one round, or for the whole migration), `root` refuses
+// it with why.
 import { stat } from "node:fs/promises";
 import { TheseusError } from "../common/index.js";
 import { validateIdentityName } from "../rpc/index.js";
-import type { DirectHandle, MoverEndpoint, VolumeAccess, VolumeHandle } from "./cluster/index.js";
+import type { DirectHandle, EndMigrationOptions, MoverEndpoint, VolumeAccess, VolumeHandle } from "./cluster/index.js";
 
-/** A volume opened for one round: a directory here, or a running mover. `release` ends it (the mover pod goes). */
+/** A volume opened for one round: a directory here, or a running mover. `release` ends the round's use of it. */
 export type OpenVolume =
   | { readonly kind: "direct"; readonly root: string; release(): Promise<void> }
   | { readonly kind: "mover"; readonly mover: MoverEndpoint; readonly lost: AbortSignal; release(): Promise<void> };
@@ -83,12 +84,16 @@ export class VolumeRegistry {
     return requested === 0 ? limit : Math.min(limit, requested);
   }
 
-  /** The volume for one round: its directory, or a mover started for it (labels go on the mover pod). */
-  async open(name: string, signal?: AbortSignal, labels: Readonly<Record<string, string>> = {}): Promise<OpenVolume> {
+  /**
+   * The volume for one round: its directory, or a mover (labels go on the mover pod). With a migration id in
+   * `keepFor` the mover is that migration's, shared by its rounds and deleted by `endMigration`; without, it is
+   * started for this round and deleted by `release`.
+   */
+  async open(name: string, signal?: AbortSignal, labels: Readonly<Record<string, string>> = {}, keepFor?: string): Promise<OpenVolume> {
     if (!name.includes("/")) return { kind: "direct", root: await this.root(name, signal), release: async () => undefined };
     const handle = await this.#resolve(name, signal);
     if (handle.kind === "direct") return { kind: "direct", root: await this.#keep(name, handle), release: async () => undefined };
-    const lease = await handle.start(signal, labels);
+    const lease = await handle.start(signal, labels, keepFor);
     return {
       kind: "mover",
       mover: lease.endpoint,
@@ -100,10 +105,20 @@ export class VolumeRegistry {
     };
   }
 
+  /** Deletes the movers a migration kept (see `open`); direct volumes hold nothing. */
+  async endMigration(migrationId: string, options?: EndMigrationOptions): Promise<void> {
+    await this.#access?.endMigration?.(migrationId, options);
+  }
+
+  /** A migration begins here: under an id that ended before, its rounds may keep movers again. */
+  beginMigration(migrationId: string): void {
+    this.#access?.beginMigration?.(migrationId);
+  }
+
   async close(): Promise<void> {
     const handles = [...this.#handles.values()];
     this.#handles.clear();
-    await Promise.all(handles.map((h) => h.release()));
+    await Promise.all([...handles.map((h) => h.release()), this.#access?.close?.()]);
   }
 
   async #claimRoot(reference: string, signal?: AbortSignal): Promise<string> {

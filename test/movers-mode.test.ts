@@ -1,8 +1,9 @@
 // The parts of mover pods that need no cluster: a mover serves only its own agent's identity (not coordinators, not
-// the peer agent); its sync state in the volume's reserved `.theseus-cache` is hidden from both walks and warm for the
-// next mover; a state directory elsewhere inside the volume is still refused; the configuration is validated once.
+// the peer agent) and reports its mount's free space; its sync state in the volume's reserved `.theseus-cache` is
+// hidden from both walks and warm for the next mover; a state directory elsewhere inside the volume is still refused;
+// the configuration is validated once.
 import fs from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, statfs, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path, { join } from "node:path";
 import anyTest from "ava";
@@ -51,6 +52,24 @@ test("a mover admits only its own agent: coordinators and the peer agent are ref
       t.true(refused instanceof TheseusError && refused.code === "permission_denied", `${role}/${name}: ${String(refused)}`);
     }
   } finally {
+    await mover.close(500);
+  }
+});
+
+test("a mover reports its mount's free space in GetInfo, which the target's Prepare vote reads for a claim behind a mover", async (t) => {
+  const volume = join(t.context.dir, "free-volume");
+  await mkdir(volume);
+  const mover = await startAgent(resolveAgentOptions(moverSettings(volume), { inCluster: true }), { tls: await t.context.pki.material({ role: "agent", name: "eu-1" }) });
+  const client = createRpcClient(AgentService, mover.address, { tls: await t.context.pki.material({ role: "agent", name: "eu-1" }), expectedPeer: { role: "agent", name: "eu-1" } });
+  try {
+    const info = await client.getInfo({}, { timeoutMs: 5000 });
+    const data = info.volumes.find((v) => v.name === "data");
+    const fsInfo = await statfs(volume);
+    t.not(data?.freeBytes, undefined, "the mover's volume says how much is free");
+    // What the mount's filesystem holds at all bounds it (other writers on this machine move the exact figure).
+    t.true(Number(data?.freeBytes ?? 0) > 0 && Number(data?.freeBytes ?? 0) <= fsInfo.blocks * fsInfo.bsize, `free ${String(data?.freeBytes)} of ${fsInfo.blocks * fsInfo.bsize}`);
+  } finally {
+    client.close();
     await mover.close(500);
   }
 });

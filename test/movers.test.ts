@@ -2,19 +2,24 @@
 // pods of the agent image that the real API server creates and the emulated kubelet runs (mounting the claim). A copy
 // between the clusters runs through a mover on each side (the source's relayed by its agent, the target's pulling
 // from the source agent), the content and digests agree, the next round's movers start warm from the claim's cache,
-// and the movers are gone afterwards; a mover deleted mid-round fails the round cleanly and the next one resumes; and a
-// migration of the demo app under load runs every round through movers and commits with every acknowledged write.
+// and the movers are gone afterwards; a mover deleted mid-round fails the round cleanly and the next one resumes; a
+// migration of the demo app under load runs every round through one mover per side (pods counted from the API
+// servers' watches) and commits with every acknowledged write; an aborted one leaves no mover pod or Secret; and a
+// target agent killed mid pre-sync deletes its old mover when it restarts, and a fresh one serves the rest.
 import { createHash, randomBytes } from "node:crypto";
 import { cp, mkdir, readFile, readdir, lstat, readlink, symlink, writeFile } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { join } from "node:path";
+import { Watch } from "@kubernetes/client-node";
 import anyTest from "ava";
 import type { TestFn } from "ava";
 import { moverLabelSelector } from "../agent/cluster/index.js";
 import type { KubeObject } from "../app-model/index.js";
 import { TheseusError, sleep } from "../common/index.js";
+import { loadKubeConfig } from "../kube/index.js";
 import { copyVolume } from "../coordinator/copy/index.js";
 import type { DemoCluster } from "../coordinator/demo/index.js";
-import { assertAllAcked, migrate, startApp, verifyAcks, withClusters } from "./migration-e2e-support.js";
+import { assertAllAcked, migrate, ok, startApp, theseus, verifyAcks, withClusters } from "./migration-e2e-support.js";
 import type { Clusters } from "./migration-e2e-support.js";
 import { eventually } from "./local-clusters-support.js";
 
@@ -93,6 +98,44 @@ function watchMovers(c: Clusters): { stop(): Promise<{ source: Set<string>; targ
       running = false;
       await loop;
       return seen;
+    },
+  };
+}
+
+/**
+ * Counts the mover pods each API server creates until stopped: from a watch (ADDED events, resumed from the last
+ * resourceVersion when it drops), so that a pod that lives shorter than any sampling interval still counts.
+ */
+function countMoverPods(c: Clusters): { stop(): Promise<{ source: Set<string>; target: Set<string> }> } {
+  const created = { source: new Set<string>(), target: new Set<string>() };
+  const stopping = new AbortController();
+  const loops = (["source", "target"] as const).map(async (side) => {
+    const watch = new Watch(loadKubeConfig(c[side].cluster.kubeconfigPath));
+    let resourceVersion: string | undefined;
+    while (!stopping.signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const query = { labelSelector: moverLabelSelector(c[side].cluster.name), ...(resourceVersion === undefined ? {} : { resourceVersion }) };
+        watch
+          .watch("/api/v1/pods", query, (type: string, object: KubeObject) => {
+            if (object.metadata.resourceVersion !== undefined) resourceVersion = object.metadata.resourceVersion;
+            if (type === "ADDED") created[side].add(`${object.metadata.namespace ?? ""}/${object.metadata.name ?? ""}`);
+          }, (err: unknown) => {
+            // An expired resourceVersion (410): start over; the initial ADDED events name pods already counted.
+            if (err !== null && err !== undefined) resourceVersion = undefined;
+            resolve();
+          })
+          .then((request) => stopping.signal.addEventListener("abort", () => request.abort(), { once: true }), () => resolve());
+      });
+      if (!stopping.signal.aborted) await sleep(200);
+    }
+  });
+  return {
+    async stop() {
+      // Events in flight reach the watch within a moment of the last change.
+      await sleep(1000);
+      stopping.abort();
+      await Promise.all(loops);
+      return created;
     },
   };
 }
@@ -186,18 +229,78 @@ test("a migration of the demo app under load runs its rounds through mover pods 
   const c = t.context.clusters;
   const app = await startApp(c, c.home, "mig", { writeBytesPerSecond: 500_000 });
   await sleep(2000);
-  const watch = watchMovers(c);
+  const count = countMoverPods(c);
   const { handle, drained } = await migrate(c, app, "movers-move", { mode: "move", autoCutover: true });
   const followed = app.follow(c.target, app.targetNamespace);
   const outcome = await handle.outcome;
   await drained;
-  const seen = await watch.stop();
+  const created = await count.stop();
   t.is(outcome.outcome, "committed", outcome.reason);
-  t.true(seen.source.size >= 2 && seen.target.size >= 2, `a mover per round on each side (source ${seen.source.size}, target ${seen.target.size}, rounds ${outcome.rounds.length})`);
+  // The migration's mover serves all its rounds on each side: no pod start-up in the final round (the downtime).
+  t.true(outcome.rounds.length >= 2, `rounds: ${outcome.rounds.length}`);
+  t.is(created.source.size, 1, `one mover pod on the source for ${outcome.rounds.length} rounds: ${[...created.source].join(", ")}`);
+  t.is(created.target.size, 1, `one mover pod on the target for ${outcome.rounds.length} rounds: ${[...created.target].join(", ")}`);
   await followed;
   await sleep(2000);
   const summary = await app.stop();
   assertAllAcked(t, await verifyAcks(c.target, app.targetNamespace, app), summary);
   await assertMoversGone(t, c);
+  t.log(`load average ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
   t.log(`through movers: ${outcome.rounds.length} rounds, downtime ${outcome.measuredDowntimeMs ?? "-"} ms (predicted ${outcome.predictedDowntimeMs ?? "-"} ms), client gap ${summary.longestGapMs} ms`);
+});
+
+test("an aborted migration through movers used one mover pod per side for its rounds, and leaves no mover pod or Secret", async (t) => {
+  t.timeout(10 * 60_000);
+  const c = t.context.clusters;
+  const app = await startApp(c, c.home, "abt", { writeBytesPerSecond: 200_000 });
+  await sleep(1000);
+  const count = countMoverPods(c);
+  const { handle, events, drained } = await migrate(c, app, "movers-abort", { mode: "move", autoCutover: false });
+  // Pre-sync rounds until at least two have run on the same movers, then abort.
+  await eventually("two pre-sync rounds", async () => (events.filter((e) => e.type === "round").length >= 2 ? true : undefined), 5 * 60_000);
+  await handle.abort("the test aborts");
+  const outcome = await handle.outcome;
+  await drained;
+  const created = await count.stop();
+  t.is(outcome.outcome, "aborted", outcome.reason);
+  const rounds = events.filter((e) => e.type === "round").length;
+  t.is(created.source.size, 1, `one mover pod on the source for ${rounds} rounds: ${[...created.source].join(", ")}`);
+  t.is(created.target.size, 1, `one mover pod on the target for ${rounds} rounds: ${[...created.target].join(", ")}`);
+  await assertMoversGone(t, c);
+  await app.stop();
+});
+
+test("a target agent killed during pre-sync: its restart deletes the old mover instead of adopting it, one fresh mover serves the rest, and none is left", async (t) => {
+  t.timeout(10 * 60_000);
+  const c = t.context.clusters;
+  const app = await startApp(c, c.home, "crash", { writeBytesPerSecond: 200_000 });
+  await sleep(1000);
+  const count = countMoverPods(c);
+  const { handle, events, drained } = await migrate(c, app, "movers-crash", { mode: "move", autoCutover: false });
+  const roundsSeen = (): number[] => events.flatMap((e) => (e.type === "round" ? [e.round.round] : []));
+  await eventually("the first round", async () => (roundsSeen().length > 0 ? true : undefined), 180_000);
+  const before = (await movers(c.target, "Pod")).map((p) => p.metadata.name ?? "");
+  t.is(before.length, 1, `the target's mover before the crash: ${before.join(", ")}`);
+  const statePath = join(c.home, "clusters", c.target.cluster.name, "state.json");
+  const pid = (JSON.parse(await readFile(statePath, "utf8")) as { agent: { process: { pid: number } } }).agent.process.pid;
+  process.kill(pid, "SIGKILL");
+  const lastBefore = Math.max(...roundsSeen());
+  ok(await theseus(c.home, ["local", "up", c.target.cluster.name]), "theseus local up (restarts the target's agent)");
+  await eventually("a round after the agent's restart", async () => (Math.max(...roundsSeen()) > lastBefore ? true : undefined), 180_000);
+  // Deleted, perhaps still terminating: a pod with a deletionTimestamp serves no round.
+  const after = (await movers(c.target, "Pod")).filter((p) => p.metadata.deletionTimestamp === undefined).map((p) => p.metadata.name ?? "");
+  t.false(after.some((name) => before.includes(name)), `the crashed agent's mover was deleted, not adopted (now: ${after.join(", ")})`);
+  const followed = app.follow(c.target, app.targetNamespace);
+  await handle.cutover();
+  const outcome = await handle.outcome;
+  await drained;
+  const created = await count.stop();
+  t.is(outcome.outcome, "committed", outcome.reason);
+  t.is(created.target.size, 2, `the target's movers: the crashed agent's and one fresh one for all later rounds: ${[...created.target].join(", ")}`);
+  t.is(created.source.size, 1, `the source's agent lived on with its one mover: ${[...created.source].join(", ")}`);
+  await followed;
+  await sleep(2000);
+  const summary = await app.stop();
+  assertAllAcked(t, await verifyAcks(c.target, app.targetNamespace, app), summary);
+  await assertMoversGone(t, c);
 });

@@ -11,18 +11,25 @@
 // deleted with it; the mover's services admit only this agent's identity. A CA-issued short-lived mover certificate
 // (cert-manager) is the better answer where one is installed.
 //
-// Life cycle: one mover per claim and round (`start` ... `release`), at most `limit` at once (the rest wait), labelled
+// Life cycle: a migration's rounds of one claim share one mover (`start` with keepFor = the migration id): the first
+// round starts it, the later ones (the final round included) find it serving, so no pod start-up falls into the
+// cutover's downtime, and `endMigration` deletes it when the migration's participant ends (migrations.ts says when).
+// A kept mover lost between rounds (deleted, evicted) is replaced by the next round's start. Rounds outside a
+// migration (a copy's) get one mover each (`start` ... `release`). At most `limit` run at once; a start that finds no
+// slot takes the one of an idle kept mover (deleting it), so that a migration of more claims than the limit, whose
+// final round runs them all at once, cannot wait forever on its own idle movers. Labelled
 // app.kubernetes.io/managed-by=theseus, theseus.io/mover-of=<cluster> (and the migration id when there is one).
 // The pods cannot be owned by the agent's Deployment or a migration record: those live in the agent's namespace, and an
 // ownerReference across namespaces is invalid (the garbage collector would delete the pod at once). So the agent
-// deletes its movers when a round ends, and `sweepMovers` deletes every leftover one when the agent starts (a crashed
-// agent's). The Secret is owned by its pod, so the garbage collector removes it with the pod whatever happens.
+// deletes its movers itself, and `sweepMovers` deletes every leftover one when the agent starts (a crashed agent's,
+// also those of migrations that resume: see agent.ts). The Secret is owned by its pod, so the garbage collector
+// removes it with the pod whatever happens.
 //
 // Scheduling: a ReadWriteOnce claim that a running pod mounts can be mounted only on that pod's node, so the mover is
 // pinned there (spec.nodeName); otherwise the scheduler places it, and for an unbound WaitForFirstConsumer claim the
 // mover is the first consumer that binds it.
 import { createHash, randomBytes } from "node:crypto";
-import { TheseusError, sleep } from "../../common/index.js";
+import { TheseusError, sleep, throwIfAborted } from "../../common/index.js";
 import type { Logger } from "../../common/index.js";
 import type { KubeObject } from "../../app-model/index.js";
 import type { KubeObjects } from "../../kube/index.js";
@@ -30,6 +37,14 @@ import type { ClaimRef, MoverEndpoint, MoverLease, VolumeAccess } from "./volume
 
 export const MOVER_COMPONENT = "mover";
 export const LABEL_MOVER_OF = "theseus.io/mover-of";
+/** The migration a mover serves (when its id is a valid label value, as Theseus's own ids are). */
+export const LABEL_MIGRATION = "theseus.io/migration";
+const LABEL_VALUE = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+/** The labels of a migration's movers besides their owner's (none for an id that is no label value). */
+export function moverLabels(migrationId: string): Record<string, string> {
+  return LABEL_VALUE.test(migrationId) ? { [LABEL_MIGRATION]: migrationId } : {};
+}
 export const MOVER_PORT = 7443;
 /** The volume name a mover serves its mount as. */
 export const MOVER_VOLUME = "data";
@@ -71,6 +86,101 @@ export function moverLabelSelector(clusterName: string): string {
 export function createMoverAccess(options: MoverAccessOptions): VolumeAccess {
   const slots = new Semaphore(options.limit);
   const log = options.logger.child({ component: "movers" });
+  const kept = new Map<string, Kept>();
+  /**
+   * Migrations whose movers were ended: a round that still arrives for one (the peer's pre-sync retrying before it
+   * hears of the abort) is refused instead of starting a pod that nothing would delete. Bounded: the oldest go first.
+   */
+  const endedMigrations = new Set<string>();
+
+  /** A slot for a new pod. With none free, an idle kept mover gives its own up: the limit must not deadlock a migration of more claims than it. */
+  const acquire = async (signal: AbortSignal | undefined): Promise<void> => {
+    if (!slots.available) {
+      const idle = [...kept.values()].find((k) => k.users === 0 && k.lease !== undefined);
+      if (idle !== undefined) void evict(idle, "another round needs its slot");
+    }
+    await slots.acquire(signal);
+  };
+  /** Deletes a kept mover (a start in progress is cancelled); the lease it had, if it got one. */
+  const evict = async (entry: Kept, why: string): Promise<MoverLease | undefined> => {
+    if (kept.get(entry.key) === entry) kept.delete(entry.key);
+    entry.controller.abort(new TheseusError("cancelled", `the mover of ${entry.claim.namespace}/${entry.claim.name} for migration ${entry.migrationId} was released: ${why}`));
+    const lease = await entry.started.catch(() => undefined);
+    if (lease !== undefined) log.info({ pod: lease.endpoint.pod, migrationId: entry.migrationId, why }, "kept mover released");
+    await lease?.release();
+    return lease;
+  };
+  const startOne = async (claim: ClaimRef, labels: Readonly<Record<string, string>>, signal: AbortSignal | undefined): Promise<MoverLease> => {
+    await acquire(signal);
+    // Once: a start that fails inside startMover releases its pod, which frees the slot too.
+    let freed = false;
+    const free = (): void => {
+      if (freed) return;
+      freed = true;
+      slots.release();
+    };
+    try {
+      return await startMover(options, log, claim, labels, signal, free);
+    } catch (error) {
+      free();
+      throw error;
+    }
+  };
+  /** This caller's use of the migration's mover: started by the first round, shared by the later ones. */
+  const startKept = async (claim: ClaimRef, labels: Readonly<Record<string, string>>, migrationId: string, signal: AbortSignal | undefined): Promise<MoverLease> => {
+    const key = `${migrationId}\n${claim.namespace}/${claim.name}`;
+    for (;;) {
+      if (endedMigrations.has(migrationId)) {
+        throw new TheseusError("failed_precondition", `migration ${migrationId} has ended here: its movers are gone, and no round of it starts another`, {
+          hint: "the migration was committed or aborted on this agent",
+        });
+      }
+      let entry = kept.get(key);
+      if (entry === undefined) {
+        // The pod's start belongs to the migration, not to the round that asked first: a round cancelled meanwhile
+        // (a rate change, the final round taking over) leaves it starting for the next.
+        const controller = new AbortController();
+        const created: Kept = { key, migrationId, claim, controller, users: 0, lease: undefined, started: startOne(claim, labels, controller.signal) };
+        created.started.then(
+          (lease) => (created.lease = lease),
+          () => {
+            if (kept.get(key) === created) kept.delete(key);
+          },
+        );
+        kept.set(key, created);
+        entry = created;
+      }
+      entry.users++;
+      let lease: MoverLease;
+      try {
+        lease = await raceAbort(entry.started, signal);
+      } catch (error) {
+        entry.users--;
+        // This caller gave up: the pod may still come up for the next round. A start that failed is retried by the
+        // next round (the entry is gone), not in a loop here.
+        throw error;
+      }
+      if (lease.lost.aborted) {
+        // Deleted or failed since the last round (the round in flight then failed with `lost`): a new one for this round.
+        entry.users--;
+        await evict(entry, "its pod was lost");
+        continue;
+      }
+      const current = entry;
+      let ended = false;
+      return {
+        endpoint: lease.endpoint,
+        lost: lease.lost,
+        release: async () => {
+          if (ended) return;
+          ended = true;
+          current.users--;
+          if (current.users === 0 && slots.waiting > 0) await evict(current, "another round waits for a slot");
+        },
+      };
+    }
+  };
+
   return {
     kind: "mover",
     async resolve(claim, signal) {
@@ -79,19 +189,85 @@ export function createMoverAccess(options: MoverAccessOptions): VolumeAccess {
       return {
         kind: "mover",
         claim,
-        start: async (startSignal, labels = {}) => {
-          await slots.acquire(startSignal);
-          try {
-            return await startMover(options, log, claim, labels, startSignal, () => slots.release());
-          } catch (error) {
-            slots.release();
-            throw error;
-          }
-        },
+        start: (startSignal, labels = {}, keepFor) => (keepFor === undefined ? startOne(claim, labels, startSignal) : startKept(claim, labels, keepFor, startSignal)),
         release: async () => undefined,
       };
     },
+    async close() {
+      // An agent that stops (an upgrade, an uninstall) leaves no pod in the applications' namespaces: a migration
+      // that resumes in the next agent starts fresh movers anyway (agent.ts says why none is adopted).
+      await Promise.all([...kept.values()].map((k) => evict(k, "the agent is shutting down")));
+    },
+    beginMigration(migrationId) {
+      endedMigrations.delete(migrationId);
+    },
+    async endMigration(migrationId, end = {}) {
+      endedMigrations.add(migrationId);
+      if (endedMigrations.size > 1000) endedMigrations.delete(endedMigrations.values().next().value ?? migrationId);
+      const mine = [...kept.values()].filter((k) => k.migrationId === migrationId);
+      const leases = await Promise.all(mine.map((k) => evict(k, "its migration ended")));
+      const pods = leases.flatMap((lease) => (lease === undefined ? [] : [{ namespace: lease.endpoint.claim.namespace, name: lease.endpoint.pod }]));
+      if (end.untilGone === true) await waitGone(options.objects, options.clusterName, migrationId, pods, end.signal);
+    },
   };
+}
+
+/** A migration's mover, shared by its rounds of one claim. */
+interface Kept {
+  readonly key: string;
+  readonly migrationId: string;
+  readonly claim: ClaimRef;
+  /** Aborts a start still in progress when the migration ends first. */
+  readonly controller: AbortController;
+  readonly started: Promise<MoverLease>;
+  /** Set once started. */
+  lease: MoverLease | undefined;
+  /** Rounds using it now; an idle one (0) may give its slot up. */
+  users: number;
+}
+
+async function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  throwIfAborted(signal);
+  let onAbort: () => void = () => undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(TheseusError.from(signal.reason));
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([promise, aborted]);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * Until the migration's mover pods are gone from the API server: those this process deleted, and any other with its
+ * migration label (a predecessor's, deleted by the start-up sweep but perhaps still terminating).
+ */
+async function waitGone(objects: KubeObjects, clusterName: string, migrationId: string, pods: readonly { namespace: string; name: string }[], signal: AbortSignal | undefined): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  const labelled = LABEL_VALUE.test(migrationId);
+  for (;;) {
+    const left: string[] = [];
+    for (const pod of pods) {
+      if ((await objects.get({ apiVersion: "v1", kind: "Pod", namespace: pod.namespace, name: pod.name }, signal)) !== undefined) left.push(`${pod.namespace}/${pod.name}`);
+    }
+    if (labelled) {
+      const items = await objects.list(await objects.resourceFor("v1", "Pod", signal), { labelSelector: `${moverLabelSelector(clusterName)},${LABEL_MIGRATION}=${migrationId}` }, signal);
+      for (const item of items) {
+        const name = `${item.metadata.namespace ?? ""}/${item.metadata.name ?? ""}`;
+        if (!left.includes(name)) left.push(name);
+      }
+    }
+    if (left.length === 0) return;
+    if (Date.now() > deadline) {
+      throw new TheseusError("deadline_exceeded", `the mover pods ${left.join(", ")} of migration ${migrationId} were still there 60 s after their deletion`, {
+        hint: "a ReadWriteOnce claim may not mount elsewhere until they are gone: kubectl describe pod says what holds them",
+      });
+    }
+    await sleep(250, signal);
+  }
 }
 
 async function startMover(
@@ -288,6 +464,14 @@ class Semaphore {
   readonly #waiters: (() => void)[] = [];
   constructor(size: number) {
     this.#free = size;
+  }
+
+  get available(): boolean {
+    return this.#free > 0;
+  }
+
+  get waiting(): number {
+    return this.#waiters.length;
   }
 
   async acquire(signal?: AbortSignal): Promise<void> {

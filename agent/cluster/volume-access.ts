@@ -1,8 +1,9 @@
 // Volume access: how this agent reaches the files of a PersistentVolumeClaim. One interface, so that the sync engine
 // and the transfer sessions work on claims whatever the storage: the direct implementation here, for local and
 // hostPath PVs whose directories are on this machine (the local clusters' provisioner makes exactly those), and mover
-// pods (movers.ts) for everything else: a short-lived pod of the agent image that mounts the claim and runs the sync
-// engine's side of a round there. `createVolumeAccess` picks one per claim (--volume-access auto|direct|mover).
+// pods (movers.ts) for everything else: a pod of the agent image that mounts the claim and runs the sync engine's side
+// of a round there (one per round, or one per migration and claim that all its rounds share). `createVolumeAccess`
+// picks one per claim (--volume-access auto|direct|mover).
 import { lstat, opendir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { KubeObject } from "../../app-model/index.js";
@@ -41,8 +42,13 @@ export interface MoverEndpoint {
 export interface MoverHandle {
   readonly kind: "mover";
   readonly claim: ClaimRef;
-  /** Starts a mover pod for the claim and waits until it serves; `release` deletes the pod (and its Secret). */
-  start(signal?: AbortSignal, labels?: Readonly<Record<string, string>>): Promise<MoverLease>;
+  /**
+   * A mover pod for the claim, serving once this resolves. Without `keepFor` the pod is started for the caller alone
+   * and `release` deletes it (and its Secret). With a migration id in `keepFor` the pod is the migration's: a later
+   * start for the same migration and claim gets the same pod while it lives, `release` only ends this caller's use,
+   * and the pod goes with `VolumeAccess.endMigration` (or when another round needs its slot while it is idle).
+   */
+  start(signal?: AbortSignal, labels?: Readonly<Record<string, string>>, keepFor?: string): Promise<MoverLease>;
   release(): Promise<void>;
 }
 
@@ -53,6 +59,15 @@ export interface MoverLease {
   release(): Promise<void>;
 }
 
+export interface EndMigrationOptions {
+  /**
+   * Wait until the pods are gone from the API server, not only asked to go: a ReadWriteOnce claim is mounted again
+   * (by the application) only where, or once, no mover holds it.
+   */
+  readonly untilGone?: boolean;
+  readonly signal?: AbortSignal;
+}
+
 export type VolumeHandle = DirectHandle | MoverHandle;
 
 export interface VolumeAccess {
@@ -60,6 +75,12 @@ export interface VolumeAccess {
   readonly kind: string;
   /** A handle on the claim's files; failed_precondition (with why) when this access cannot reach them. */
   resolve(claim: ClaimRef, signal?: AbortSignal): Promise<VolumeHandle>;
+  /** Deletes the movers kept for a migration (MoverHandle.start's keepFor); nothing to do for direct access. */
+  endMigration?(migrationId: string, options?: EndMigrationOptions): Promise<void>;
+  /** A new migration under an id that ended before on this agent may keep movers again. */
+  beginMigration?(migrationId: string): void;
+  /** Deletes every mover kept for a migration (the agent is shutting down). */
+  close?(): Promise<void>;
 }
 
 export function createDirectVolumeAccess(objects: KubeObjects): VolumeAccess {
@@ -105,6 +126,9 @@ export function selectVolumeAccess(mode: VolumeAccessMode, direct: VolumeAccess,
   if (mode === "mover") return mover;
   return {
     kind: "auto",
+    ...(mover.endMigration === undefined ? {} : { endMigration: mover.endMigration.bind(mover) }),
+    ...(mover.beginMigration === undefined ? {} : { beginMigration: mover.beginMigration.bind(mover) }),
+    ...(mover.close === undefined ? {} : { close: mover.close.bind(mover) }),
     async resolve(claim, signal) {
       try {
         return await direct.resolve(claim, signal);

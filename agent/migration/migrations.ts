@@ -18,12 +18,12 @@ import { RoundStatsSchema } from "../../proto/gen/theseus/v1/agent_pb.js";
 import type { RoundStats } from "../../proto/gen/theseus/v1/agent_pb.js";
 import { Mode, ParticipantStatusSchema, Role, VolumeStatusSchema } from "../../proto/gen/theseus/v1/migration_pb.js";
 import type { BeginRequest, ParticipantStatus, VolumePairSchema, VolumeStatus } from "../../proto/gen/theseus/v1/migration_pb.js";
-import { activateApp, quiesceApp, requireCluster, retireApp, unquiesceApp, unstageApp, validateMigrationId, validateNamespace } from "../cluster/index.js";
+import { LABEL_MIGRATION, activateApp, quiesceApp, requireCluster, retireApp, unquiesceApp, unstageApp, validateMigrationId, validateNamespace } from "../cluster/index.js";
 import type { ClusterAccess, MoverEndpoint } from "../cluster/index.js";
 import type { SessionRegistry } from "./sessions.js";
 import type { RoundProgress, SyncSources } from "../sync/index.js";
 import { MIGRATION_FAILPOINTS as FP } from "./failpoints.js";
-import { pullRound, pullRoundThroughMover, roundStatsOf } from "./rounds.js";
+import { moverFreeBytes, pullRound, pullRoundThroughMover, roundStatsOf } from "./rounds.js";
 import { END_PHASES, LEASED_PHASES, PRESYNC_PHASES, transition } from "./state.js";
 import type { Failure, ParticipantEvent, ParticipantState, QuiescedObject } from "./state.js";
 import { ROUNDS_KEPT, createParticipantStore } from "./store.js";
@@ -33,8 +33,11 @@ import type { ParticipantRecord, ParticipantStore, StoredRecord, VolumeRecord } 
 /** How the participant reaches a volume's files (the agent's VolumeRegistry: static names and claims). */
 export interface VolumeRoots {
   root(name: string, signal?: AbortSignal): Promise<string>;
-  /** The volume for one round: its directory, or a mover pod started for it (released after the round). */
-  open?(name: string, signal?: AbortSignal, labels?: Readonly<Record<string, string>>): Promise<
+  /**
+   * The volume for one round: its directory, or a mover pod; with `keepFor` (a migration id) the migration's, shared
+   * by its rounds until `endMigration`, else started for this round and deleted by `release`.
+   */
+  open?(name: string, signal?: AbortSignal, labels?: Readonly<Record<string, string>>, keepFor?: string): Promise<
     | { readonly kind: "direct"; readonly root: string; release(): Promise<void> }
     | { readonly kind: "mover"; readonly mover: MoverEndpoint; readonly lost: AbortSignal; release(): Promise<void> }
   >;
@@ -44,6 +47,10 @@ export interface VolumeRoots {
   isMover?(name: string, signal?: AbortSignal): Promise<boolean>;
   /** A mover-backed source volume's limit: its next relayed round runs at most this fast. */
   setMoverBandwidth?(name: string, bytesPerSecond: number): void;
+  /** Deletes the movers a migration kept (`open`'s keepFor); untilGone waits until the API server has none left. */
+  endMigration?(migrationId: string, options?: { untilGone?: boolean; signal?: AbortSignal }): Promise<void>;
+  /** Undoes an earlier endMigration of the id (which refuses the ended migration's late rounds a mover). */
+  beginMigration?(migrationId: string): void;
 }
 
 export interface MigrationsOptions {
@@ -258,10 +265,12 @@ export function createMigrations(options: MigrationsOptions): Migrations {
     const tokens = await store().getTokens(rec.id, signal);
     const token = tokens[pair.sessionId];
     if (token === undefined) throw new TheseusError("failed_precondition", `migration ${rec.id} holds no token for the session of ${pair.sourceVolume}`, { hint: "abort the migration and start it again" });
-    // A claim behind a mover gets a pod for this round only (labelled with the migration id).
+    // A claim behind a mover uses the migration's mover (labelled with its id): the first round starts it, the later
+    // ones find it running, so no pod start-up falls into the final round (the downtime); the migration's end
+    // deletes it (endMovers). A mover lost since the last round is replaced here.
     const volume = options.volumes.open === undefined
       ? { kind: "direct" as const, root: await options.volumes.root(pair.targetVolume, signal), release: async () => undefined }
-      : await options.volumes.open(pair.targetVolume, signal, { "theseus.io/migration": rec.id });
+      : await options.volumes.open(pair.targetVolume, signal, { [LABEL_MIGRATION]: rec.id }, rec.id);
     const number = nextRoundNumber(pair);
     const volumeLog = log(live).child({ volume: pair.targetVolume, round: number });
     live.volumes[index] = { running: true, progress: undefined, error: undefined };
@@ -348,8 +357,12 @@ export function createMigrations(options: MigrationsOptions): Migrations {
         clearTimeout(live.watchdog);
         await stopPresync(live, "the migration is aborting");
         const signal = AbortSignal.timeout(options.defaultTimeoutMs);
+        // The movers go before the application mounts the claims again (the source's, restored) or they are deleted
+        // (the target's: a mounted claim's deletion waits for its pods). The source's sessions are closed first, so
+        // that no round the peer still sends starts a mover after them.
+        if (rec.role === "source") closeSessions(rec);
+        await endMovers(live, true, signal);
         if (rec.role === "source") {
-          closeSessions(rec);
           await unquiesceApp(cluster(), rec.id, rec.app, log(live), signal);
         } else {
           await unstageApp(cluster(), rec.id, validateNamespace(rec.app.namespace), options.defaultTimeoutMs, log(live), signal);
@@ -372,6 +385,19 @@ export function createMigrations(options: MigrationsOptions): Migrations {
 
   const closeSessions = (rec: ParticipantRecord): void => {
     for (const v of rec.volumes) options.sessions.close(v.sessionId);
+  };
+
+  /**
+   * Deletes the migration's movers (all its rounds shared them). `untilGone` where the application mounts the claims
+   * next: a ReadWriteOnce claim mounts on one node at a time, the app's pod may be scheduled on another node than the
+   * mover's, and a mover still terminating there would hold the attachment (Multi-Attach) while the app waits.
+   * A failure is logged, not thrown: the migration's end must not hang on a pod; the next agent start sweeps it.
+   */
+  const endMovers = async (live: Live, untilGone: boolean, signal?: AbortSignal): Promise<void> => {
+    if (options.volumes.endMigration === undefined) return;
+    await options.volumes.endMigration(record(live).id, { untilGone, ...(signal === undefined ? {} : { signal }) }).catch((error: unknown) =>
+      log(live).warn({ err: TheseusError.from(error).message }, "could not delete the migration's mover pods; the next agent start sweeps them"),
+    );
   };
 
   // ---------------------------------------------------------------------------------------------------------------
@@ -405,7 +431,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
         const tokens = await store().getTokens(rec.id, signal);
         for (const v of rec.volumes) {
           const token = tokens[v.sessionId];
-          if (token !== undefined) options.sessions.restore({ id: v.sessionId, migrationId: rec.id, volume: v.sourceVolume, peerCluster: rec.peerCluster, expiresAtMs: rec.createdAtMs + SESSION_TTL_MS }, token);
+          if (token !== undefined) options.sessions.restore({ id: v.sessionId, migrationId: rec.id, volume: v.sourceVolume, peerCluster: rec.peerCluster, expiresAtMs: rec.createdAtMs + SESSION_TTL_MS, ofMigration: true }, token);
           await setSourceLimit(v.sourceVolume, rec.bandwidthBytesPerSecond, signal);
         }
         if (LEASED_PHASES.has(rec.state.phase)) {
@@ -436,6 +462,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
         return { volumes: await pairsOf(record(live), signal), status: statusOf(live) };
       }
       if (request.app === undefined) throw new TheseusError("invalid_argument", `Begin of migration ${id}: the request names no application`, { hint: "set app.namespace" });
+      options.volumes.beginMigration?.(id);
       const app = { namespace: validateNamespace(request.app.namespace), labelSelector: request.app.labelSelector.trim(), helmRelease: request.app.helmRelease.trim() };
       const peerCluster = validateIdentityName(request.peerCluster, "peer cluster");
       if (request.volumes.length === 0) throw new TheseusError("invalid_argument", `Begin of migration ${id}: no volume pairs`);
@@ -446,7 +473,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       for (const pair of request.volumes) {
         if (role === "source") {
           await checkVolume(pair.sourceVolume, signal);
-          const { session, token } = options.sessions.open({ migrationId: id, volume: pair.sourceVolume, peerCluster, ttlMs: SESSION_TTL_MS });
+          const { session, token } = options.sessions.open({ migrationId: id, volume: pair.sourceVolume, peerCluster, ttlMs: SESSION_TTL_MS, ofMigration: true });
           tokens[session.id] = token;
           volumes.push({ sourceVolume: pair.sourceVolume, targetVolume: pair.targetVolume, sessionId: session.id, usedBytes: Number(pair.usedBytes), rounds: [] });
         } else {
@@ -591,6 +618,9 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           // The end of the final round is what a rollback later proves the volumes unchanged since.
           const syncedAtMs = Date.now();
           await apply(live, { type: "final-round-done", durationMs: syncedAtMs - started }, stepSignal, { syncedAtMs });
+          // That was the target's last round: its movers go now, while the coordinator commits the source, so that
+          // Commit's wait for them (before the activation) is short. Not awaited: the deletions are no part of the round.
+          void endMovers(live, false);
           await failpoint(FP.targetFinalRoundAfter);
           return finalAnswer(live);
         },
@@ -615,6 +645,9 @@ export function createMigrations(options: MigrationsOptions): Migrations {
             } else if (state.phase === "committed") {
               clearTimeout(live.watchdog);
               closeSessions(record(live));
+              // Nothing reads the source after its commit. Not waited for here: Finish does before the claims are
+              // mounted again (a copy's source restored) and nothing mounts a move's.
+              void endMovers(live, false);
               await store().release(id, stepSignal);
               log(live).info("committed: fenced, will never restore itself");
             }
@@ -624,6 +657,8 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           await apply(live, { type: "commit", nowMs: Date.now(), leaseExpiresAtMs: undefined }, stepSignal);
           if (record(live).state.phase === "committing") {
             await failpoint(FP.targetCommitBeforeActivate);
+            // The final round deleted the movers; the app's pods mount the claims only once the pods are gone (RWO).
+            await endMovers(live, true, stepSignal);
             const readyTimeoutMs = timeoutMs > 0 ? timeoutMs : options.defaultTimeoutMs;
             let result: { durationMs: number };
             try {
@@ -696,6 +731,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
           if (rec.state.phase === "finished") return statusOf(live);
           const check = transition(rec.role, rec.state, { type: "finish" });
           if (!check.ok) throw check.error;
+          await endMovers(live, true, stepSignal);
           // A copy leaves the source running as it was; a move's source, kept at rest until now, is removed.
           if (rec.role === "source" && rec.mode === "copy" && rec.state.phase === "committed") await unquiesceApp(cluster(), id, rec.app, log(live), stepSignal);
           if (rec.role === "source" && rec.mode === "move" && rec.state.phase === "committed") await retireApp(cluster(), id, rec.app, options.defaultTimeoutMs, log(live), stepSignal);
@@ -753,10 +789,11 @@ export function createMigrations(options: MigrationsOptions): Migrations {
   async function targetVote(live: Live, signal: AbortSignal): Promise<string | undefined> {
     const rec = record(live);
     for (const [index, v] of rec.volumes.entries()) {
+      let mover: boolean;
       let root: string | undefined;
       try {
-        // Behind a mover the free space is not known here (the final round fails with resource_exhausted instead).
-        root = (await isMover(v.targetVolume, signal)) ? undefined : await options.volumes.root(v.targetVolume, signal);
+        mover = await isMover(v.targetVolume, signal);
+        root = mover ? undefined : await options.volumes.root(v.targetVolume, signal);
       } catch (error) {
         return `the staged volume ${v.targetVolume} is not there: ${TheseusError.from(error).message}`;
       }
@@ -764,12 +801,38 @@ export function createMigrations(options: MigrationsOptions): Migrations {
       if (v.rounds.length === 0) return `pre-sync has not completed a first round of ${v.targetVolume} yet; wait for it`;
       const error = live.volumes[index]?.error;
       if (error?.code === "resource_exhausted") return `the last round of ${v.targetVolume} failed: ${error.message}`;
-      if (root === undefined) continue;
-      const fs = await statfs(root);
-      const freeBytes = fs.bavail * fs.bsize;
-      if (freeBytes < MIN_FREE_BYTES) return `the target volume ${v.targetVolume} has only ${freeBytes} bytes free; grow its claim or free space`;
+      let freeBytes: number | undefined;
+      if (root !== undefined) {
+        const fs = await statfs(root);
+        freeBytes = fs.bavail * fs.bsize;
+      } else if (mover) {
+        // Not knowing is no reason to refuse (it was the rule before movers reported it): the final round still
+        // fails with resource_exhausted on a full volume.
+        freeBytes = await moverBackedFreeBytes(live, v.targetVolume, signal).catch((error: unknown) => {
+          log(live).warn({ volume: v.targetVolume, err: TheseusError.from(error).message }, "the free space of a mover-backed volume could not be read; voting without it");
+          return undefined;
+        });
+      }
+      if (freeBytes !== undefined && freeBytes < MIN_FREE_BYTES) return `the target volume ${v.targetVolume} has only ${freeBytes} bytes free; grow its claim or free space`;
     }
     return undefined;
+  }
+
+  /**
+   * A mover-backed target volume's free space, as the migration's mover (running since pre-sync; started again if it
+   * was lost, as the final round would) reads it on its mount. undefined when the mover cannot say (an older image,
+   * or no mover access): the vote then counts on the final round failing with resource_exhausted, as before.
+   */
+  async function moverBackedFreeBytes(live: Live, volume: string, signal: AbortSignal): Promise<number | undefined> {
+    if (options.volumes.open === undefined) return undefined;
+    const id = record(live).id;
+    const opened = await options.volumes.open(volume, signal, { [LABEL_MIGRATION]: id }, id);
+    try {
+      if (opened.kind !== "mover") return undefined;
+      return await moverFreeBytes(opened.mover, opened.lost, options.tls, signal);
+    } finally {
+      await opened.release();
+    }
   }
 
   /** The first write to any of the target's volumes since the final round, or undefined when there is none. */

@@ -178,3 +178,20 @@ function roundResultOf(s: RoundStats): RoundResult {
     setidStripped: 0,
   };
 }
+
+/**
+ * Free bytes on the claim a running mover mounts (its GetInfo's statfs of the mount), or undefined when the mover
+ * does not say (an older image).
+ */
+export async function moverFreeBytes(mover: MoverEndpoint, lost: AbortSignal, tls: TlsMaterial, signal: AbortSignal): Promise<number | undefined> {
+  const client = createRpcClient(AgentService, mover.address, { tls, expectedPeer: { role: "agent", name: mover.clusterName } });
+  try {
+    const info = await client.getInfo({}, { signal: AbortSignal.any([signal, lost]) });
+    const free = info.volumes.find((v) => v.name === mover.volume)?.freeBytes;
+    return free === undefined ? undefined : Number(free);
+  } catch (error) {
+    throw lostOr(lost, error);
+  } finally {
+    client.close();
+  }
+}

@@ -13,6 +13,11 @@ export interface TransferSession {
   readonly volume: string;
   readonly peerCluster: string;
   readonly expiresAtMs: number;
+  /**
+   * Opened by a migration's participant (not by a coordinator's OpenSession, as a copy's is): its rounds share one
+   * mover per claim, which the migration's end deletes.
+   */
+  readonly ofMigration?: boolean;
 }
 
 export const SESSION_TOKEN_METADATA = "theseus-session-token";
@@ -85,7 +90,7 @@ export class SessionRegistry {
     return () => entry.calls.delete(revoke);
   }
 
-  open(request: { migrationId: string; volume: string; peerCluster: string; ttlMs: number }): { session: TransferSession; token: string } {
+  open(request: { migrationId: string; volume: string; peerCluster: string; ttlMs: number; ofMigration?: boolean }): { session: TransferSession; token: string } {
     this.#expire();
     const token = randomBytes(32);
     const session: TransferSession = {
@@ -94,6 +99,7 @@ export class SessionRegistry {
       volume: request.volume,
       peerCluster: request.peerCluster,
       expiresAtMs: this.#now() + request.ttlMs,
+      ...(request.ofMigration === true ? { ofMigration: true } : {}),
     };
     this.#add(session, token);
     return { session, token: token.toString("base64url") };
