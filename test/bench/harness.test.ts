@@ -10,7 +10,8 @@ import path from "node:path";
 import { ensureDataset } from "./datasets.js";
 import { mutateTree } from "./mutate.js";
 import { createPrng } from "./prng.js";
-import { median } from "./report.js";
+import { checkTargets, median } from "./report.js";
+import type { Summary } from "./report.js";
 import { readTheseusStats } from "./theseus-stats.js";
 
 const dirs: string[] = [];
@@ -78,6 +79,35 @@ test("the mutation is reproducible and changes what it reports", async (t) => {
   const round2 = await mutateTree(x, dataset, 2);
   t.is(round2.filesDeleted, reportX.filesDeleted);
   t.notDeepEqual(await fingerprint(x), after);
+});
+
+test("the final-round dataset's mutation rewrites only the database's pages: the small files stay as they are", async (t) => {
+  const root = await tempDir();
+  const dataset = await ensureDataset(root, "final", 0.002, 7, () => {});
+  t.deepEqual(dataset.layout.largeFiles.map((f) => f.path), ["db/main.db"]);
+  t.is(dataset.layout.smallFiles, 40);
+  const x = path.join(root, "x");
+  await cp(dataset.tree, x, { recursive: true, verbatimSymlinks: true });
+  const before = await fingerprint(x);
+  const report = await mutateTree(x, dataset, 1);
+  const after = await fingerprint(x);
+  t.deepEqual([...after.keys()].sort(), [...before.keys()].sort());
+  t.deepEqual([...after.keys()].filter((k) => before.get(k) !== after.get(k)), ["db/main.db"]);
+  t.is(report.filesAppended + report.filesCreated + report.filesDeleted, 0);
+  t.is(report.bytesChanged, report.pagesRewritten * 4096);
+});
+
+test("the final round is judged against 0.5 s, scaled with the dataset", (t) => {
+  const summary = (wallMs: number): Summary => ({
+    dataset: "final", case: "incremental", contender: "theseus", runs: 1, wallMs, wallMinMs: wallMs, wallMaxMs: wallMs,
+    processWallMs: wallMs, wireBytes: undefined, toolWireBytes: undefined, wirePerChanged: undefined, bytesChanged: 1,
+    peakRssSource: undefined, peakRssTarget: undefined,
+  });
+  const final = (wallMs: number, scale: number) => checkTargets([summary(wallMs)], 1, new Set(), scale).find((c) => c.target.startsWith("round <="));
+  t.is(final(480, 1)?.verdict, "PASS");
+  t.is(final(520, 1)?.verdict, "MISS");
+  t.is(final(60, 0.1)?.verdict, "MISS");
+  t.is(final(40, 0.1)?.verdict, "PASS");
 });
 
 test("the PRNG is deterministic and forks are independent of consumption", (t) => {

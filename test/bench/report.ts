@@ -100,6 +100,8 @@ export function checkTargets(
   linkRateBitsPerSecond: number,
   /** `${dataset}/${contender}` pairs that failed a round or the verification: their figures earn no PASS. */
   failed: ReadonlySet<string> = new Set(),
+  /** The datasets' --scale: the final round's 0.5 s is for the full-size dataset and scales with it. */
+  scale = 1,
 ): TargetCheck[] {
   const find = (dataset: DatasetName, c: Phase | "shaped", contender: ContenderId): Summary | undefined =>
     failed.has(`${dataset}/${contender}`) ? undefined : summaries.find((s) => s.dataset === dataset && s.case === c && s.contender === contender);
@@ -127,6 +129,13 @@ export function checkTargets(
     if (dataset === "bigfile" && c === "incremental") {
       ratio(dataset, c, "rsync-tls", 0.4);
       wirePerChanged(dataset, 1.5);
+    }
+    if (dataset === "final" && c === "incremental") {
+      // Issue 12: the cutover's round, in long-running agents (the round's own time, not process start-up).
+      const theseus = find(dataset, c, "theseus");
+      const limitMs = Math.round(500 * scale);
+      checks.push(judge(dataset, c, `round <= ${limitMs} ms${scale === 1 ? "" : ` (0.5 s x scale ${scale})`}`, limitMs,
+        theseus?.wallMs, "theseus did not run or failed"));
     }
     if (c === "no-change") ratio(dataset, c, "rsync", 1.2);
     if (dataset === "smallfiles" && c === "full") ratio(dataset, c, "rsync-tls", 0.8);
@@ -157,6 +166,8 @@ const CASE_TITLES: Readonly<Record<Phase | "shaped", string>> = {
   shaped: "full copy across the shaped link",
 };
 
+const FINAL_ROUND_TITLE = "final round (cutover): 1% of the database's pages rewritten, the small files unchanged";
+
 /** One line on how busy the machine was: timings taken on a loaded machine are not worth quoting. */
 export function formatLoad(samples: readonly Sample[], cores: number): string {
   const loads = samples.map((s) => s.loadAverage);
@@ -178,7 +189,8 @@ export function formatReport(summaries: readonly Summary[], checks: readonly Tar
     const first = rows[0] as Summary;
     const reference = rows.find((r) => r.contender === (first.case === "shaped" ? "rsync-tls-zstd" : "rsync-tls"));
     const changed = first.bytesChanged === undefined ? "" : `, ${formatBytes(first.bytesChanged)} changed`;
-    out.push("", `${first.dataset} - ${CASE_TITLES[first.case]} (median of ${first.runs}${changed})`);
+    const title = first.dataset === "final" && first.case === "incremental" ? FINAL_ROUND_TITLE : CASE_TITLES[first.case];
+    out.push("", `${first.dataset} - ${title} (median of ${first.runs}${changed})`);
     const table: string[][] = [["contender", "wall", "min-max", `vs ${reference?.contender ?? "rsync-tls"}`, "wire", "wire/changed", "peak RSS src / tgt"]];
     for (const row of rows) {
       table.push([
@@ -196,7 +208,10 @@ export function formatReport(summaries: readonly Summary[], checks: readonly Tar
       out.push(`  (${row.contender}: the round took ${formatDuration(row.wallMs)}; the command, with start-up, ${formatDuration(row.processWallMs)})`);
     }
     for (const check of checks.filter((c) => `${c.dataset}/${c.case}` === key)) {
-      const value = check.value === undefined ? "-" : check.target.includes("MiB") ? `${check.value.toFixed(0)} MiB` : `${check.value.toFixed(2)}x`;
+      const value = check.value === undefined ? "-"
+        : check.target.includes("MiB") ? `${check.value.toFixed(0)} MiB`
+        : check.target.includes(" ms") ? `${check.value.toFixed(0)} ms`
+        : `${check.value.toFixed(2)}x`;
       out.push(`  target: ${check.target.padEnd(40)} ${value.padStart(9)}  ${check.verdict}`);
     }
   }
