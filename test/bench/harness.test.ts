@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import os from "node:os";
 import path from "node:path";
 import { ensureDataset } from "./datasets.js";
+import { parseMeasured } from "./exec.js";
 import { mutateTree } from "./mutate.js";
 import { createPrng } from "./prng.js";
 import { checkTargets, median } from "./report.js";
@@ -101,7 +102,7 @@ test("the final round is judged against 0.5 s, scaled with the dataset", (t) => 
   const summary = (wallMs: number): Summary => ({
     dataset: "final", case: "incremental", contender: "theseus", runs: 1, wallMs, wallMinMs: wallMs, wallMaxMs: wallMs,
     processWallMs: wallMs, wireBytes: undefined, toolWireBytes: undefined, wirePerChanged: undefined, bytesChanged: 1,
-    peakRssSource: undefined, peakRssTarget: undefined,
+    peakRssSource: undefined, peakRssTarget: undefined, cpuSeconds: undefined,
   });
   const final = (wallMs: number, scale: number) => checkTargets([summary(wallMs)], 1, new Set(), scale).find((c) => c.target.startsWith("round <="));
   t.is(final(480, 1)?.verdict, "PASS");
@@ -153,6 +154,12 @@ test("the adapter reads what the real sync-dirs prints, per-agent peak RSS inclu
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+});
+
+test("GNU time's report is read as peak RSS and user + system CPU, a signal notice before it or not", (t) => {
+  t.deepEqual(parseMeasured("2048 1.25 0.50\n"), { peakRssBytes: 2048 * 1024, cpuSeconds: 1.75 });
+  t.deepEqual(parseMeasured("Command terminated by signal 15\n1024 0.00 0.01\n"), { peakRssBytes: 1024 * 1024, cpuSeconds: 0.01 });
+  t.deepEqual(parseMeasured(""), { peakRssBytes: undefined, cpuSeconds: undefined });
 });
 
 test("medians", (t) => {

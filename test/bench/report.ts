@@ -33,6 +33,8 @@ export interface Summary {
   /** The highest peak over the runs: a peak is a bound, not a typical value. */
   readonly peakRssSource: number | undefined;
   readonly peakRssTarget: number | undefined;
+  /** Median user + system CPU seconds of both sides (Theseus: the whole command, start-up included). */
+  readonly cpuSeconds: number | undefined;
 }
 
 export interface TargetCheck {
@@ -88,6 +90,7 @@ export function summarize(samples: readonly Sample[]): Summary[] {
       bytesChanged: median(defined(group.map((s) => s.bytesChanged))),
       peakRssSource: max(group.map((s) => s.result.peakRss.source)),
       peakRssTarget: max(group.map((s) => s.result.peakRss.target)),
+      cpuSeconds: median(defined(group.map((s) => s.result.cpuSeconds))), // absent in runs saved before the column
     };
   });
 }
@@ -191,7 +194,7 @@ export function formatReport(summaries: readonly Summary[], checks: readonly Tar
     const changed = first.bytesChanged === undefined ? "" : `, ${formatBytes(first.bytesChanged)} changed`;
     const title = first.dataset === "final" && first.case === "incremental" ? FINAL_ROUND_TITLE : CASE_TITLES[first.case];
     out.push("", `${first.dataset} - ${title} (median of ${first.runs}${changed})`);
-    const table: string[][] = [["contender", "wall", "min-max", `vs ${reference?.contender ?? "rsync-tls"}`, "wire", "wire/changed", "peak RSS src / tgt"]];
+    const table: string[][] = [["contender", "wall", "min-max", `vs ${reference?.contender ?? "rsync-tls"}`, "wire", "wire/changed", "CPU", "peak RSS src / tgt"]];
     for (const row of rows) {
       table.push([
         labels.get(row.contender) ?? row.contender,
@@ -200,6 +203,7 @@ export function formatReport(summaries: readonly Summary[], checks: readonly Tar
         reference === undefined ? "-" : `${(row.wallMs / reference.wallMs).toFixed(2)}x`,
         row.contender === "tar" ? "(pipe)" : bytes(row.wireBytes ?? row.toolWireBytes),
         row.wirePerChanged === undefined ? "-" : `${row.wirePerChanged.toFixed(2)}x`,
+        row.cpuSeconds === undefined ? "-" : `${row.cpuSeconds.toFixed(1)} s`,
         `${bytes(row.peakRssSource)} / ${bytes(row.peakRssTarget)}`,
       ]);
     }
