@@ -67,7 +67,10 @@ export async function spawnAgent(options: AgentProcessOptions): Promise<AgentPro
   if (stopWithParent) args.push("--stop-with-stdin");
   // A small young generation: sync rounds allocate a stream of short-lived frame buffers, and V8's default 16 MiB
   // semi-spaces let ~100 MiB of them pile up before a scavenge (peak RSS ~170 MiB against the 160 MiB budget).
-  const child = spawn(process.execPath, ["--max-semi-space-size=2", ...args], {
+  // THESEUS_AGENT_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") reaches each agent's node: Node refuses
+  // --cpu-prof in NODE_OPTIONS, and profiling both agents of a sync-dirs round is how the data plane is measured.
+  const extraFlags = (process.env["THESEUS_AGENT_NODE_FLAGS"] ?? "").split(" ").filter((flag) => flag !== "");
+  const child = spawn(process.execPath, ["--max-semi-space-size=2", ...extraFlags, ...args], {
     stdio: [stopWithParent ? "pipe" : "ignore", "pipe", "pipe"],
     env: { ...process.env, ...options.env },
   });

@@ -13,7 +13,8 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { check, GNU_TIME, readPeakRss, run, startServer, underTime } from "./exec.js";
+import { check, GNU_TIME, readMeasured, run, startServer, TIME_FORMAT, underTime } from "./exec.js";
+import type { Measured } from "./exec.js";
 import type { WireSelector } from "./netns.js";
 import { readTheseusStats } from "./theseus-stats.js";
 import type { TheseusStats } from "./theseus-stats.js";
@@ -47,6 +48,8 @@ export interface RoundResult {
   /** What the tool says it moved (rsync --stats sent + received, Theseus wireBytes): a cross-check. */
   readonly toolWireBytes: number | undefined;
   readonly peakRss: PeakRss;
+  /** user + system CPU seconds of both sides (for Theseus: the whole command, both agents and their start-up). */
+  readonly cpuSeconds: number | undefined;
   readonly theseus?: TheseusStats;
 }
 
@@ -131,7 +134,8 @@ function theseusContender(cli: string): Contender {
       const before = await wire();
       const finished = check("theseus sync-dirs", await run(cmd, args));
       const after = await wire();
-      const processRss = await readPeakRss(rssFile);
+      const measured = await readMeasured(rssFile);
+      const processRss = measured.peakRssBytes;
       const stats = readTheseusStats(finished.stdout);
       return {
         wallMs: stats.durationMs ?? finished.wallMs,
@@ -140,6 +144,7 @@ function theseusContender(cli: string): Contender {
         toolWireBytes: stats.wireBytes,
         // Agents report their own peaks; if they do not, the whole command's peak stands for both (an upper bound).
         peakRss: { source: stats.peakRssSource ?? processRss, target: stats.peakRssTarget ?? processRss },
+        cpuSeconds: measured.cpuSeconds,
         theseus: stats,
       };
     },
@@ -207,21 +212,23 @@ async function rsyncClient(
   rsyncArgs: readonly string[],
   url: string,
   env: NodeJS.ProcessEnv,
-  stopServer: () => Promise<number | undefined>,
+  stopServer: () => Promise<Measured>,
 ): Promise<RoundResult> {
   const rssFile = path.join(input.workDir, "rsync-client.rss");
   const [cmd, args] = underTime(rssFile, "rsync", [...rsyncArgs, `${input.src}/`, url]);
   const before = await wire();
   const finished = await run(cmd, args, { env });
   const after = await wire();
-  const targetRss = await stopServer();
+  const server = await stopServer();
   check("rsync", finished);
+  const client = await readMeasured(rssFile);
   return {
     wallMs: finished.wallMs,
     processWallMs: finished.wallMs,
     wireBytes: delta(before, after),
     toolWireBytes: rsyncStat(finished.stdout, "Total bytes sent") + rsyncStat(finished.stdout, "Total bytes received"),
-    peakRss: { source: await readPeakRss(rssFile), target: targetRss },
+    peakRss: { source: client.peakRssBytes, target: server.peakRssBytes },
+    cpuSeconds: sum(client.cpuSeconds, server.cpuSeconds),
   };
 }
 
@@ -236,15 +243,18 @@ function tarContender(): Contender {
       const targetRss = path.join(input.workDir, "tar-extract.rss");
       await mkdir(input.dst, { recursive: true });
       const script =
-        `${GNU_TIME} --format=%M --output="$1" tar -C "$3" --sparse --numeric-owner -cf - . | ` +
-        `${GNU_TIME} --format=%M --output="$2" tar -C "$4" --numeric-owner -xpf -`;
+        `${GNU_TIME} "${TIME_FORMAT}" --output="$1" tar -C "$3" --sparse --numeric-owner -cf - . | ` +
+        `${GNU_TIME} "${TIME_FORMAT}" --output="$2" tar -C "$4" --numeric-owner -xpf -`;
       const finished = check("tar | tar", await run("bash", ["-o", "pipefail", "-c", script, "bash", sourceRss, targetRss, input.src, input.dst]));
+      const create = await readMeasured(sourceRss);
+      const extract = await readMeasured(targetRss);
       return {
         wallMs: finished.wallMs,
         processWallMs: finished.wallMs,
         wireBytes: 0,
         toolWireBytes: 0,
-        peakRss: { source: await readPeakRss(sourceRss), target: await readPeakRss(targetRss) },
+        peakRss: { source: create.peakRssBytes, target: extract.peakRssBytes },
+        cpuSeconds: sum(create.cpuSeconds, extract.cpuSeconds),
       };
     },
   };
@@ -318,4 +328,9 @@ async function makeCerts(dir: string): Promise<Certs> {
     serverCert: f("rsync-server.crt"), serverKey: f("rsync-server.key"),
     clientCert: f("rsync-client.crt"), clientKey: f("rsync-client.key"),
   };
+}
+
+/** Both sides' CPU seconds; undefined unless both were measured. */
+function sum(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined ? undefined : a + b;
 }

@@ -7,7 +7,7 @@ import { createContentGenerator } from "./content.js";
 import type { ContentGenerator, ContentKind } from "./content.js";
 import { createPrng } from "./prng.js";
 
-export const DATASET_NAMES = ["mixed", "smallfiles", "bigfile"] as const;
+export const DATASET_NAMES = ["mixed", "smallfiles", "bigfile", "final"] as const;
 export type DatasetName = (typeof DATASET_NAMES)[number];
 
 /** Bump when the generator's output changes, so that cached trees are rebuilt. */
@@ -30,6 +30,8 @@ export interface DatasetLayout {
   readonly mediumMaxBytes: number;
   /** Large files, rewritten page by page in place by the mutation. */
   readonly largeFiles: ReadonlyArray<{ readonly path: string; readonly bytes: number }>;
+  /** Whether the mutation also appends to, creates and deletes small files (false: only large files' pages change). */
+  readonly smallFileChurn: boolean;
 }
 
 export interface Dataset {
@@ -63,6 +65,7 @@ export function datasetLayout(name: DatasetName, scale: number): DatasetLayout {
         smallFiles: count(20_000), smallMinBytes: 1024, smallMaxBytes: 8192,
         mediumFiles: count(200), mediumMinBytes: 256 * 1024, mediumMaxBytes: 4 * MiB,
         largeFiles: [0, 1, 2, 3].map((i) => ({ path: `db/table-${i}.db`, bytes: pages(128 * MiB) })),
+        smallFileChurn: true,
       };
     case "smallfiles": // 100k files of 1-4 KiB in 1024 nested directories
       return {
@@ -70,6 +73,7 @@ export function datasetLayout(name: DatasetName, scale: number): DatasetLayout {
         smallFiles: count(100_000), smallMinBytes: 1024, smallMaxBytes: 4096,
         mediumFiles: 0, mediumMinBytes: 0, mediumMaxBytes: 0,
         largeFiles: [],
+        smallFileChurn: true,
       };
     case "bigfile": // one 2 GiB database-like file
       return {
@@ -77,6 +81,16 @@ export function datasetLayout(name: DatasetName, scale: number): DatasetLayout {
         smallFiles: 0, smallMinBytes: 0, smallMaxBytes: 0,
         mediumFiles: 0, mediumMinBytes: 0, mediumMaxBytes: 0,
         largeFiles: [{ path: "disk.img", bytes: pages(2 * GiB) }],
+        smallFileChurn: true,
+      };
+    case "final": // issue 12's final round: a 1 GiB database with 1% of its pages rewritten, 20k small files unchanged
+      // The round the application waits for (cutover): only the database moved since the last pre-copy.
+      return {
+        name, scale,
+        smallFiles: count(20_000), smallMinBytes: 1024, smallMaxBytes: 8192,
+        mediumFiles: 0, mediumMinBytes: 0, mediumMaxBytes: 0,
+        largeFiles: [{ path: "db/main.db", bytes: pages(GiB) }],
+        smallFileChurn: false,
       };
   }
 }

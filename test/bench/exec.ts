@@ -54,28 +54,44 @@ export function check(what: string, finished: Finished): Finished {
   throw new TheseusError("internal", `${what} failed (${finished.signal ?? `exit ${finished.code}`}):\n${detail}`);
 }
 
-/** The argument vector that runs `command` under GNU time, writing its peak RSS (KiB) to `rssFile`. */
-export function underTime(rssFile: string, command: string, args: readonly string[]): [string, string[]] {
-  return [GNU_TIME, ["--format=%M", `--output=${rssFile}`, command, ...args]];
+/** GNU time's report: peak RSS (KiB), user and system CPU seconds (its own and its waited-for descendants'). */
+export const TIME_FORMAT = "--format=%M %U %S";
+
+/** The argument vector that runs `command` under GNU time, writing its peak RSS and CPU time to `timeFile`. */
+export function underTime(timeFile: string, command: string, args: readonly string[]): [string, string[]] {
+  return [GNU_TIME, [TIME_FORMAT, `--output=${timeFile}`, command, ...args]];
 }
 
-/** Reads what GNU time wrote; undefined when the process was not measured. */
-export async function readPeakRss(rssFile: string): Promise<number | undefined> {
+export interface Measured {
+  readonly peakRssBytes: number | undefined;
+  /** user + system CPU seconds of the process and the descendants it waited for. */
+  readonly cpuSeconds: number | undefined;
+}
+
+/** Reads what GNU time wrote (and removes the file); undefined figures when the process was not measured. */
+export async function readMeasured(timeFile: string): Promise<Measured> {
   try {
-    const text = await readFile(rssFile, "utf8");
-    // GNU time prefixes "Command terminated by signal 15" when a server is stopped; the figure is the last line.
-    const kib = Number(text.trim().split("\n").pop());
-    return Number.isFinite(kib) && kib > 0 ? kib * 1024 : undefined;
+    return parseMeasured(await readFile(timeFile, "utf8"));
   } catch {
-    return undefined;
+    return { peakRssBytes: undefined, cpuSeconds: undefined };
   } finally {
-    await rm(rssFile, { force: true });
+    await rm(timeFile, { force: true });
   }
 }
 
+export function parseMeasured(text: string): Measured {
+  // GNU time prefixes "Command terminated by signal 15" when a server is stopped; the figures are the last line.
+  const [kib, user, sys] = (text.trim().split("\n").pop() ?? "").trim().split(/\s+/).map(Number);
+  const ok = (n: number | undefined): n is number => n !== undefined && Number.isFinite(n);
+  return {
+    peakRssBytes: ok(kib) && kib > 0 ? kib * 1024 : undefined,
+    cpuSeconds: ok(user) && ok(sys) ? user + sys : undefined,
+  };
+}
+
 export interface Server {
-  /** Stops the server (SIGTERM to the measured process) and returns its peak RSS in bytes. */
-  stop(): Promise<number | undefined>;
+  /** Stops the server (SIGTERM to the measured process) and returns its peak RSS and CPU time. */
+  stop(): Promise<Measured>;
 }
 
 /**
@@ -114,7 +130,7 @@ export async function startServer(
       for (const pid of pids) process.kill(pid, "SIGTERM");
       if (pids.length === 0) child.kill("SIGTERM");
       await exited;
-      return readPeakRss(rssFile);
+      return readMeasured(rssFile);
     },
   };
 }

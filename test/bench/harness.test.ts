@@ -8,9 +8,11 @@ import { fileURLToPath } from "node:url";
 import os from "node:os";
 import path from "node:path";
 import { ensureDataset } from "./datasets.js";
+import { parseMeasured } from "./exec.js";
 import { mutateTree } from "./mutate.js";
 import { createPrng } from "./prng.js";
-import { median } from "./report.js";
+import { checkTargets, median } from "./report.js";
+import type { Summary } from "./report.js";
 import { readTheseusStats } from "./theseus-stats.js";
 
 const dirs: string[] = [];
@@ -80,6 +82,35 @@ test("the mutation is reproducible and changes what it reports", async (t) => {
   t.notDeepEqual(await fingerprint(x), after);
 });
 
+test("the final-round dataset's mutation rewrites only the database's pages: the small files stay as they are", async (t) => {
+  const root = await tempDir();
+  const dataset = await ensureDataset(root, "final", 0.002, 7, () => {});
+  t.deepEqual(dataset.layout.largeFiles.map((f) => f.path), ["db/main.db"]);
+  t.is(dataset.layout.smallFiles, 40);
+  const x = path.join(root, "x");
+  await cp(dataset.tree, x, { recursive: true, verbatimSymlinks: true });
+  const before = await fingerprint(x);
+  const report = await mutateTree(x, dataset, 1);
+  const after = await fingerprint(x);
+  t.deepEqual([...after.keys()].sort(), [...before.keys()].sort());
+  t.deepEqual([...after.keys()].filter((k) => before.get(k) !== after.get(k)), ["db/main.db"]);
+  t.is(report.filesAppended + report.filesCreated + report.filesDeleted, 0);
+  t.is(report.bytesChanged, report.pagesRewritten * 4096);
+});
+
+test("the final round is judged against 0.5 s, scaled with the dataset", (t) => {
+  const summary = (wallMs: number): Summary => ({
+    dataset: "final", case: "incremental", contender: "theseus", runs: 1, wallMs, wallMinMs: wallMs, wallMaxMs: wallMs,
+    processWallMs: wallMs, wireBytes: undefined, toolWireBytes: undefined, wirePerChanged: undefined, bytesChanged: 1,
+    peakRssSource: undefined, peakRssTarget: undefined, cpuSeconds: undefined,
+  });
+  const final = (wallMs: number, scale: number) => checkTargets([summary(wallMs)], 1, new Set(), scale).find((c) => c.target.startsWith("round <="));
+  t.is(final(480, 1)?.verdict, "PASS");
+  t.is(final(520, 1)?.verdict, "MISS");
+  t.is(final(60, 0.1)?.verdict, "MISS");
+  t.is(final(40, 0.1)?.verdict, "PASS");
+});
+
 test("the PRNG is deterministic and forks are independent of consumption", (t) => {
   const a = createPrng(42);
   const b = createPrng(42);
@@ -123,6 +154,12 @@ test("the adapter reads what the real sync-dirs prints, per-agent peak RSS inclu
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+});
+
+test("GNU time's report is read as peak RSS and user + system CPU, a signal notice before it or not", (t) => {
+  t.deepEqual(parseMeasured("2048 1.25 0.50\n"), { peakRssBytes: 2048 * 1024, cpuSeconds: 1.75 });
+  t.deepEqual(parseMeasured("Command terminated by signal 15\n1024 0.00 0.01\n"), { peakRssBytes: 1024 * 1024, cpuSeconds: 0.01 });
+  t.deepEqual(parseMeasured(""), { peakRssBytes: undefined, cpuSeconds: undefined });
 });
 
 test("medians", (t) => {

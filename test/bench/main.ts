@@ -19,7 +19,8 @@ import type { Sample } from "./report.js";
 
 const USAGE = `usage: npm run bench -- [options]
 
-  --dataset NAME      mixed, smallfiles, bigfile; repeat or comma-separate (default: all three)
+  --dataset NAME      mixed, smallfiles, bigfile, final (1 GiB database + 20k small files: the cutover's round);
+                      repeat or comma-separate (default: all four)
   --contender NAME    ${CONTENDER_IDS.join(", ")}; repeat or comma-separate (default: all)
   --runs N            rounds of each phase per contender; medians are quoted (default 3, --quick 1)
   --quick             1/10 sizes, 1 run, no settling: a smoke check in under two minutes
@@ -249,7 +250,7 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
   }
 
   const summaries = summarize(samples);
-  const checks = checkTargets(summaries, options.linkRateBitsPerSecond, failedPairs);
+  const checks = checkTargets(summaries, options.linkRateBitsPerSecond, failedPairs, options.scale);
   const labels = new Map(contenders.map((c) => [c.id, c.label] as const));
   process.stdout.write(`${formatReport(summaries, checks, labels)}\n\n${formatLoad(samples, os.cpus().length)}\n`);
   if (options.quick) process.stdout.write("\n(--quick: 1/10 sizes and one run; a smoke check, not the figures to quote)\n");
@@ -349,13 +350,13 @@ const startedAt = new Date();
 /** Reprints a saved run with this version's report (new columns, corrected targets) without running anything. */
 async function reprint(file: string): Promise<number> {
   const saved = JSON.parse(await readFile(file, "utf8")) as {
-    options: { linkRateBitsPerSecond: number };
+    options: { linkRateBitsPerSecond: number; scale?: number };
     samples: Sample[];
     failures?: string[];
     failedPairs?: string[];
   };
   const summaries = summarize(saved.samples);
-  const checks = checkTargets(summaries, saved.options.linkRateBitsPerSecond, new Set(saved.failedPairs ?? []));
+  const checks = checkTargets(summaries, saved.options.linkRateBitsPerSecond, new Set(saved.failedPairs ?? []), saved.options.scale ?? 1);
   const labels = new Map(CONTENDER_IDS.map((id) => [id, id] as const));
   process.stdout.write(`${formatReport(summaries, checks, labels)}\n\n${formatLoad(saved.samples, os.cpus().length)}\n`);
   for (const f of saved.failures ?? []) process.stdout.write(`\nFAILED ${f}\n`);

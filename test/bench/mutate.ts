@@ -46,7 +46,8 @@ export async function mutateTree(root: string, dataset: Dataset, round: number):
     }
   }
 
-  const smallCount = layout.smallFiles;
+  // The final-round dataset's small files stay as they are: only the database changed since the last round.
+  const smallCount = layout.smallFileChurn ? layout.smallFiles : 0;
   const churn = Math.max(1, Math.round(100 * layout.scale));
   const candidates = smallCount === 0 ? [] : pickDistinct(prng, smallCount, Math.min(smallCount, Math.round(smallCount * 0.01) + churn * 2));
   let filesAppended = 0;

@@ -33,6 +33,8 @@ export interface Summary {
   /** The highest peak over the runs: a peak is a bound, not a typical value. */
   readonly peakRssSource: number | undefined;
   readonly peakRssTarget: number | undefined;
+  /** Median user + system CPU seconds of both sides (Theseus: the whole command, start-up included). */
+  readonly cpuSeconds: number | undefined;
 }
 
 export interface TargetCheck {
@@ -88,6 +90,7 @@ export function summarize(samples: readonly Sample[]): Summary[] {
       bytesChanged: median(defined(group.map((s) => s.bytesChanged))),
       peakRssSource: max(group.map((s) => s.result.peakRss.source)),
       peakRssTarget: max(group.map((s) => s.result.peakRss.target)),
+      cpuSeconds: median(defined(group.map((s) => s.result.cpuSeconds))), // absent in runs saved before the column
     };
   });
 }
@@ -100,6 +103,8 @@ export function checkTargets(
   linkRateBitsPerSecond: number,
   /** `${dataset}/${contender}` pairs that failed a round or the verification: their figures earn no PASS. */
   failed: ReadonlySet<string> = new Set(),
+  /** The datasets' --scale: the final round's 0.5 s is for the full-size dataset and scales with it. */
+  scale = 1,
 ): TargetCheck[] {
   const find = (dataset: DatasetName, c: Phase | "shaped", contender: ContenderId): Summary | undefined =>
     failed.has(`${dataset}/${contender}`) ? undefined : summaries.find((s) => s.dataset === dataset && s.case === c && s.contender === contender);
@@ -127,6 +132,13 @@ export function checkTargets(
     if (dataset === "bigfile" && c === "incremental") {
       ratio(dataset, c, "rsync-tls", 0.4);
       wirePerChanged(dataset, 1.5);
+    }
+    if (dataset === "final" && c === "incremental") {
+      // Issue 12: the cutover's round, in long-running agents (the round's own time, not process start-up).
+      const theseus = find(dataset, c, "theseus");
+      const limitMs = Math.round(500 * scale);
+      checks.push(judge(dataset, c, `round <= ${limitMs} ms${scale === 1 ? "" : ` (0.5 s x scale ${scale})`}`, limitMs,
+        theseus?.wallMs, "theseus did not run or failed"));
     }
     if (c === "no-change") ratio(dataset, c, "rsync", 1.2);
     if (dataset === "smallfiles" && c === "full") ratio(dataset, c, "rsync-tls", 0.8);
@@ -157,6 +169,8 @@ const CASE_TITLES: Readonly<Record<Phase | "shaped", string>> = {
   shaped: "full copy across the shaped link",
 };
 
+const FINAL_ROUND_TITLE = "final round (cutover): 1% of the database's pages rewritten, the small files unchanged";
+
 /** One line on how busy the machine was: timings taken on a loaded machine are not worth quoting. */
 export function formatLoad(samples: readonly Sample[], cores: number): string {
   const loads = samples.map((s) => s.loadAverage);
@@ -178,8 +192,9 @@ export function formatReport(summaries: readonly Summary[], checks: readonly Tar
     const first = rows[0] as Summary;
     const reference = rows.find((r) => r.contender === (first.case === "shaped" ? "rsync-tls-zstd" : "rsync-tls"));
     const changed = first.bytesChanged === undefined ? "" : `, ${formatBytes(first.bytesChanged)} changed`;
-    out.push("", `${first.dataset} - ${CASE_TITLES[first.case]} (median of ${first.runs}${changed})`);
-    const table: string[][] = [["contender", "wall", "min-max", `vs ${reference?.contender ?? "rsync-tls"}`, "wire", "wire/changed", "peak RSS src / tgt"]];
+    const title = first.dataset === "final" && first.case === "incremental" ? FINAL_ROUND_TITLE : CASE_TITLES[first.case];
+    out.push("", `${first.dataset} - ${title} (median of ${first.runs}${changed})`);
+    const table: string[][] = [["contender", "wall", "min-max", `vs ${reference?.contender ?? "rsync-tls"}`, "wire", "wire/changed", "CPU", "peak RSS src / tgt"]];
     for (const row of rows) {
       table.push([
         labels.get(row.contender) ?? row.contender,
@@ -188,6 +203,7 @@ export function formatReport(summaries: readonly Summary[], checks: readonly Tar
         reference === undefined ? "-" : `${(row.wallMs / reference.wallMs).toFixed(2)}x`,
         row.contender === "tar" ? "(pipe)" : bytes(row.wireBytes ?? row.toolWireBytes),
         row.wirePerChanged === undefined ? "-" : `${row.wirePerChanged.toFixed(2)}x`,
+        row.cpuSeconds === undefined ? "-" : `${row.cpuSeconds.toFixed(1)} s`,
         `${bytes(row.peakRssSource)} / ${bytes(row.peakRssTarget)}`,
       ]);
     }
@@ -196,7 +212,10 @@ export function formatReport(summaries: readonly Summary[], checks: readonly Tar
       out.push(`  (${row.contender}: the round took ${formatDuration(row.wallMs)}; the command, with start-up, ${formatDuration(row.processWallMs)})`);
     }
     for (const check of checks.filter((c) => `${c.dataset}/${c.case}` === key)) {
-      const value = check.value === undefined ? "-" : check.target.includes("MiB") ? `${check.value.toFixed(0)} MiB` : `${check.value.toFixed(2)}x`;
+      const value = check.value === undefined ? "-"
+        : check.target.includes("MiB") ? `${check.value.toFixed(0)} MiB`
+        : check.target.includes(" ms") ? `${check.value.toFixed(0)} ms`
+        : `${check.value.toFixed(2)}x`;
       out.push(`  target: ${check.target.padEnd(40)} ${value.padStart(9)}  ${check.verdict}`);
     }
   }
