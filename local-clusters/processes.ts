@@ -85,7 +85,8 @@ export async function stopProcess(record: ProcessRecord, graceMs: number): Promi
     if (!isAlive(record)) return;
     await sleep(100);
   }
-  signal(record.pid, "SIGKILL");
+  // Checked again right before: the pid may have been reused in the last sleep (pid_max is 32768 on our machines).
+  if (isAlive(record)) signal(record.pid, "SIGKILL");
   for (let i = 0; i < 50 && isAlive(record); i++) await sleep(100);
 }
 
