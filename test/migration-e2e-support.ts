@@ -170,13 +170,19 @@ export async function namespaceObjects(where: DemoCluster, namespace: string): P
 const ref = (o: KubeObject): string => `${o.apiVersion}/${o.kind}/${o.metadata.name ?? ""}`;
 
 /** An in-process migration of the app's namespace, with its events collected (the driver never waits on a reader). */
+/** The migrations the file's tests started, detached when the file ends. */
+const runningMigrations = new Set<AbortController>();
+
 export async function migrate(
   c: Clusters,
   app: RunningApp,
   id: string,
   options: { mode: "move" | "copy"; autoCutover: boolean },
 ): Promise<{ handle: MigrationHandle; events: MigrationEvent[]; drained: Promise<void> }> {
+  const detach = new AbortController();
+  runningMigrations.add(detach);
   const handle = await startMigration({
+    signal: detach.signal,
     from: c.from,
     to: c.to,
     plan: { namespace: app.namespace, toNamespace: app.targetNamespace, storageClass: [`${SOURCE_CLASS}=${TARGET_CLASS}`] },
@@ -241,6 +247,9 @@ export function withClusters(test: TestFn<{ clusters: Clusters }>, sourceName: s
   });
   test.after.always(async (t) => {
     for (const load of runningLoads) load.abort();
+    // A test that failed mid-migration leaves its driver retrying agents that are about to go: detached, it lets the
+    // worker exit (it kept one alive, idle, long after the file's tests had ended).
+    for (const migration of runningMigrations) migration.abort();
     for (const name of [sourceName, targetName]) await downCluster(name).catch(() => undefined);
     const home = (t.context as { clusters?: Clusters }).clusters?.home;
     if (home !== undefined) await rm(home, { recursive: true, force: true });

@@ -285,7 +285,7 @@ test("a target agent killed during pre-sync: its restart deletes the old mover i
   const pid = (JSON.parse(await readFile(statePath, "utf8")) as { agent: { process: { pid: number } } }).agent.process.pid;
   process.kill(pid, "SIGKILL");
   const lastBefore = Math.max(...roundsSeen());
-  ok(await theseus(c.home, ["local", "up", c.target.cluster.name]), "theseus local up (restarts the target's agent)");
+  ok(await theseus(c.home, ["local", "up", c.target.cluster.name, "--agent", "process"]), "theseus local up (restarts the target's agent)");
   await eventually("a round after the agent's restart", async () => (Math.max(...roundsSeen()) > lastBefore ? true : undefined), 180_000);
   // Deleted, perhaps still terminating: a pod with a deletionTimestamp serves no round.
   const after = (await movers(c.target, "Pod")).filter((p) => p.metadata.deletionTimestamp === undefined).map((p) => p.metadata.name ?? "");
