@@ -74,7 +74,10 @@ export async function runServiceProxy(options: ServiceProxyOptions): Promise<voi
         });
         server.listen(nodePort, ip, () => resolve());
       });
-      if (server.listening) servers.push(server);
+      if (!server.listening) continue;
+      // After listen, an accept that fails (EMFILE) is an 'error' on the server: logged, never the node daemon's end.
+      server.on("error", (error) => logger.warn({ nodePort, ip, err: describeError(error) }, "NodePort listener error"));
+      servers.push(server);
     }
     listeners.set(nodePort, servers);
   };
