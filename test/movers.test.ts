@@ -291,6 +291,8 @@ test("a target agent killed during pre-sync: its restart deletes the old mover i
   const after = (await movers(c.target, "Pod")).filter((p) => p.metadata.deletionTimestamp === undefined).map((p) => p.metadata.name ?? "");
   t.false(after.some((name) => before.includes(name)), `the crashed agent's mover was deleted, not adopted (now: ${after.join(", ")})`);
   const followed = app.follow(c.target, app.targetNamespace);
+  // Awaited below; if the migration fails first, the teardown cancels it, which must not be an unhandled rejection.
+  followed.catch(() => undefined);
   await handle.cutover();
   const outcome = await handle.outcome;
   await drained;

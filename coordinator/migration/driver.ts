@@ -471,7 +471,12 @@ export function startDriver(options: DriverOptions): MigrationHandle {
   async function stepPrepare(): Promise<void> {
     await failpoint("coordinator.before-prepare");
     if (await abortIfRequested()) return;
-    const [sourceVote, targetVote] = await Promise.all([source.prepare({ migrationId: spec.id }, call()), target.prepare({ migrationId: spec.id }, call())]);
+    // A vote is idempotent and nothing is quiesced yet, so an agent that is unreachable for a moment (restarted during
+    // pre-sync, while our channel to it is still in its reconnect back-off) is retried, not a reason to abort: a CI
+    // run aborted a migration on one ECONNREFUSED seconds after the target agent was back.
+    const vote = (who: string, client: typeof source): Promise<Awaited<ReturnType<typeof source.prepare>>> =>
+      untilReachable(() => client.prepare({ migrationId: spec.id }, call()), (e) => e, `Prepare on the ${who}`);
+    const [sourceVote, targetVote] = await Promise.all([vote("source", source), vote("target", target)]);
     const no = [
       ...(sourceVote.yes ? [] : [`the source (${spec.from.name}) votes no: ${sourceVote.reason}`]),
       ...(targetVote.yes ? [] : [`the target (${spec.to.name}) votes no: ${targetVote.reason}`]),
