@@ -11,3 +11,4 @@ export { PROVISIONER_NAME, STORAGE_CLASS_IMMEDIATE, STORAGE_CLASS_WAIT } from ".
 export { registerLocalCommands } from "./cli.js";
 export type { AgentHow, LocalCommandHooks } from "./cli.js";
 export type { LocalAgentOptions } from "./agent.js";
+export { AGENT_CHART_DIR, helmBinary } from "./agent-chart.js";
