@@ -9,8 +9,10 @@ WORKDIR /src
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
-# Dependencies first, so that a source change does not reinstall them.
+# Dependencies first, so that a source change does not reinstall them. The block-fingerprint addon is a dependency
+# built from our own source (agent/sync/fingerprints), so it comes in with them.
 COPY package.json package-lock.json ./
+COPY agent/sync/fingerprints ./agent/sync/fingerprints
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY proto/gen ./proto/gen
@@ -32,6 +34,9 @@ ENV NODE_ENV=production
 ENV NODE_OPTIONS=--max-semi-space-size=2
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
+# node_modules links the addon's package here (its built binary and the loader; the sources stay behind).
+COPY --from=build /src/agent/sync/fingerprints/package.json /src/agent/sync/fingerprints/index.cjs ./agent/sync/fingerprints/
+COPY --from=build /src/agent/sync/fingerprints/build/Release/fingerprints.node ./agent/sync/fingerprints/build/Release/
 COPY --from=build /src/dist ./dist
 # distroless's nonroot user: numeric, so that runAsNonRoot can verify it without reading /etc/passwd.
 USER 65532:65532

@@ -4,7 +4,7 @@ import tseslint from "typescript-eslint";
 
 export default tseslint.config(
   // Plain-JS build helpers under scripts/ are outside the TypeScript project, so the typed rules cannot run on them.
-  { ignores: ["dist/**", "node_modules/**", "proto/gen/**", "eslint.config.js", "ava.invariants.config.js", "scripts/**/*.mjs"] },
+  { ignores: ["dist/**", "node_modules/**", "proto/gen/**", "eslint.config.js", "ava.invariants.config.js", "scripts/**/*.mjs", "agent/sync/fingerprints/build/**", "agent/sync/fingerprints/*.cjs"] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {

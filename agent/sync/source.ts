@@ -32,7 +32,7 @@ import {
   writeMemo,
   ZERO_BLOCK_HASH,
 } from "./state.js";
-import { BlockList, blockHash } from "./block-list.js";
+import { BlockList, FINGERPRINT_BYTES, fingerprints, ZERO_BLOCK, ZERO_BLOCK_FINGERPRINT } from "./block-list.js";
 import { TokenBucket } from "./throttle.js";
 import type { Clock } from "./throttle.js";
 import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
@@ -214,6 +214,8 @@ class SourceRound {
   private readonly w = FrameEncoder.writer();
   private readonly encoder = new FrameEncoder();
   private readonly readBuf = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+  /** The fingerprints of one read's blocks (block-list.ts), taken in one native call. */
+  private readonly fpBuf = Buffer.allocUnsafe(Math.ceil(READ_CHUNK_BYTES / BLOCK_BYTES) * FINGERPRINT_BYTES);
   private readonly blocks: BlockStore;
   private readonly stats: RoundStatsWire = emptyRoundStats();
   private readonly startedMs = Date.now();
@@ -678,7 +680,7 @@ class SourceRound {
     const fd = this.openFile(abs, rel);
     if (fd === undefined) return undefined;
     try {
-      const h = hashFile(fd, size, this.readBuf, holes);
+      const h = hashFile(fd, size, this.readBuf, holes, true);
       this.stats.bytesRead += h.bytesRead;
       return h;
     } catch (e) {
@@ -720,7 +722,7 @@ class SourceRound {
           const n = readAt(fd, this.readBuf, Math.min(this.readBuf.length, prefixBytes - pos), pos, rel);
           if (n === 0 || n % BLOCK_BYTES !== 0) break;
           this.stats.bytesRead += n;
-          list.appendData(this.readBuf.subarray(0, n));
+          list.appendData(this.readBuf.subarray(0, n), true);
           pos += n;
         }
         if (pos !== prefixBytes || !list.digest().equals(partial.prefixHash)) {
@@ -748,6 +750,13 @@ class SourceRound {
         list.appendZeros(full);
         pos = full * BLOCK_BYTES; // a short last block, if any, is read below
       }
+      // The run of base blocks found unchanged and not yet copied into the new list: [keepFrom, b).
+      let keepFrom = -1;
+      const keepBase = (b: number): void => {
+        if (keepFrom < 0 || baseList === undefined) return;
+        list.copyFrom(baseList, keepFrom, b);
+        keepFrom = -1;
+      };
       for (;;) {
         throwIfAborted(this.signal);
         // Read no further than the walk's stat: a log appended faster than the round reads it would otherwise keep
@@ -776,15 +785,29 @@ class SourceRound {
           this.stats.bytesChanged += endOff - runStart;
           runStart = -1;
         };
-        for (let off = 0, b = first; off < n; off += BLOCK_BYTES, b++) {
-          const h = blockHash(chunk.subarray(off, Math.min(off + BLOCK_BYTES, n)));
-          list.append(h);
-          const changed = baseList === undefined || b < forceUntil || b >= baseList.length || !baseList.at(b).equals(h);
-          if (!changed) {
+        // A block whose fingerprint is its base's is unchanged: its sha256 is the base's and is not taken again
+        // (block-list.ts says what that trusts); runs of them are copied from the base list in bulk. Every other
+        // block is hashed and compared as before.
+        const blocks = fingerprints(chunk, this.fpBuf);
+        for (let i = 0, off = 0, b = first; i < blocks; i++, off += BLOCK_BYTES, b++) {
+          const end = Math.min(off + BLOCK_BYTES, n);
+          const fo = i * FINGERPRINT_BYTES;
+          const zero = end - off === BLOCK_BYTES && this.fpBuf.compare(ZERO_BLOCK_FINGERPRINT, 0, FINGERPRINT_BYTES, fo, fo + FINGERPRINT_BYTES) === 0 &&
+            ZERO_BLOCK.compare(chunk, off, end) === 0;
+          const diffable = baseList !== undefined && b >= forceUntil && b < baseList.length;
+          if (diffable && (zero ? baseList.isZeroAt(b) : baseList.fingerprintMatches(b, this.fpBuf, fo))) {
+            if (keepFrom < 0) keepFrom = b;
             endRun(off);
             continue;
           }
-          const zero = h === ZERO_BLOCK_HASH;
+          keepBase(b);
+          const h = zero ? ZERO_BLOCK_HASH : sha256(chunk.subarray(off, end));
+          list.append(h, zero ? undefined : this.fpBuf.subarray(fo, fo + FINGERPRINT_BYTES));
+          // Without the base's fingerprints (a list from before they existed, or a target's), its hash decides.
+          if (diffable && baseList.at(b).equals(h)) {
+            endRun(off);
+            continue;
+          }
           if (runStart >= 0 && (zero !== runZero || (!zero && off - runStart >= DATA_RECORD_BYTES))) endRun(off);
           if (runStart < 0) {
             runStart = off;
@@ -796,6 +819,7 @@ class SourceRound {
         if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
         if (n < this.readBuf.length && n % BLOCK_BYTES !== 0) break;
       }
+      keepBase(pos / BLOCK_BYTES);
     } finally {
       fs.closeSync(fd);
     }

@@ -12,7 +12,7 @@ import { TheseusError } from "../../common/index.js";
 import { BLOCK_BYTES, ByteReader, ByteWriter, decodeEntry, encodeEntry, LARGE_FILE_BYTES } from "./codec.js";
 import type { IndexEntry } from "./codec.js";
 import { comparePaths } from "./paths.js";
-import { BlockList, isZeroBlock, ZERO_BLOCK, ZERO_BLOCK_HASH } from "./block-list.js";
+import { BlockList, FINGERPRINT_BYTES, isZeroBlock, ZERO_BLOCK, ZERO_BLOCK_HASH } from "./block-list.js";
 
 export interface CacheEntry extends IndexEntry {
   ino: number;
@@ -226,8 +226,11 @@ export interface FileHash {
   size: number;
 }
 
-/** Reads and hashes a file the way the protocol defines its content hash; `holes`: known to be all holes (allHoles). */
-export function hashFile(fd: number, size: number, readBuf: Buffer, holes = false): FileHash {
+/**
+ * Reads and hashes a file the way the protocol defines its content hash; `holes`: known to be all holes (allHoles);
+ * `fingerprints`: a source's read, whose list later rounds diff against (block-list.ts).
+ */
+export function hashFile(fd: number, size: number, readBuf: Buffer, holes = false, fingerprints = false): FileHash {
   if (!isLarge(size)) {
     const data = readAll(fd, size, readBuf);
     return { hash: sha256(data), blocks: undefined, bytesRead: data.length, size: data.length };
@@ -241,7 +244,7 @@ export function hashFile(fd: number, size: number, readBuf: Buffer, holes = fals
   for (;;) {
     const n = fs.readSync(fd, readBuf, 0, readBuf.length, pos);
     if (n === 0) break;
-    blocks.appendData(readBuf.subarray(0, n));
+    blocks.appendData(readBuf.subarray(0, n), fingerprints);
     pos += n;
     if (n % BLOCK_BYTES !== 0) break; // short read: end of file
   }
@@ -296,29 +299,59 @@ export class BlockStore {
     }
   }
   get(hash: Uint8Array): BlockList | undefined {
+    let list: BlockList;
     try {
       const b = fs.readFileSync(this.file(hash));
       // Self-verifying: a list is stored under the hash of its content.
-      return sha256(b).equals(hash) ? BlockList.decode(b) : undefined;
+      if (!sha256(b).equals(hash)) return undefined;
+      list = BlockList.decode(b);
     } catch {
       return undefined;
     }
+    // Its fingerprints, when a source stored them: missing or damaged ones only make the next diff hash every block.
+    try {
+      const f = fs.readFileSync(this.file(hash) + FINGERPRINTS_SUFFIX);
+      const body = f.subarray(0, f.length - FINGERPRINT_BYTES);
+      if (f.length >= FINGERPRINT_BYTES && fingerprintsCheck(body).equals(f.subarray(body.length))) list.attachFingerprints(body);
+    } catch {
+      // none stored
+    }
+    return list;
   }
+  /** Stores a list (once: its name is its hash) and, when it has them, its fingerprints beside it. */
   put(hash: Uint8Array, blocks: BlockList): void {
     const f = this.file(hash);
-    if (fs.existsSync(f)) return;
-    const fd = fs.openSync(f + ".tmp", "w", 0o600);
-    try {
-      for (const piece of blocks.encode()) writeFully(fd, piece);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(f + ".tmp", f);
+    if (!fs.existsSync(f)) writeAtomically(f, blocks.encode());
+    if (!blocks.hasFingerprints || blocks.dataBlocks === 0 || fs.existsSync(f + FINGERPRINTS_SUFFIX)) return;
+    // The fingerprints end with a check of their own, so that a damaged file is told from a good one.
+    const pieces = [...blocks.encodeFingerprints()];
+    writeAtomically(f + FINGERPRINTS_SUFFIX, [...pieces, fingerprintsCheck(Buffer.concat(pieces))]);
   }
-  /** Removes lists no longer referenced by the cache just committed. */
+  /** Removes lists (and their fingerprints) no longer referenced by the cache just committed. */
   retainOnly(keep: ReadonlySet<string>): void {
-    for (const name of fs.readdirSync(this.dir)) if (!keep.has(name)) fs.rmSync(path.join(this.dir, name), { force: true });
+    for (const name of fs.readdirSync(this.dir)) {
+      if (!keep.has(name.endsWith(FINGERPRINTS_SUFFIX) ? name.slice(0, -FINGERPRINTS_SUFFIX.length) : name)) {
+        fs.rmSync(path.join(this.dir, name), { force: true });
+      }
+    }
   }
+}
+
+const FINGERPRINTS_SUFFIX = ".fp";
+
+/** The check a fingerprint file ends with: the first 16 bytes of the sha256 of the rest (4 MiB per GiB of data). */
+function fingerprintsCheck(body: Uint8Array): Buffer {
+  return sha256(body).subarray(0, FINGERPRINT_BYTES);
+}
+
+function writeAtomically(file: string, pieces: Iterable<Uint8Array>): void {
+  const fd = fs.openSync(file + ".tmp", "w", 0o600);
+  try {
+    for (const piece of pieces) writeFully(fd, piece);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(file + ".tmp", file);
 }
 
 export function writeFully(fd: number, data: Uint8Array): void {

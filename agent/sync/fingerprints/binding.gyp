@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "fingerprints",
+      "sources": ["fingerprints.c"],
+      "cflags": ["-O3"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}
