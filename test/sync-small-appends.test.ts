@@ -138,7 +138,7 @@ test("codec: file_append round-trips, and lengths that would make a large file o
 
   const refused = (over: Partial<Extract<SyncRecord, { t: "file_append" }>>): TheseusError | undefined => {
     const bad = new ByteWriter();
-    encodeRecord(bad, { ...rec, ...over } as SyncRecord);
+    encodeRecord(bad, { ...rec, ...over });
     return t.throws<TheseusError>(() => decodeRecord(new ByteReader(bad.take())));
   };
   t.is(refused({ baseSize: LARGE_FILE_BYTES })?.code, "protocol");

@@ -826,10 +826,10 @@ function isVanished(e: unknown): boolean {
 /**
  * Whether `data` is the target's copy `t` with bytes appended, and worth sending as its tail: the tail is at most the
  * base's size (half the new file). An append costs the target a read and a hash of its copy, and fails the round when
- * that copy changed meanwhile (the retry then resends it whole), so it must save a real share of the file; at half,
- * it always saves at least as many bytes as it sends, while a file that more than doubled has little left to share
- * with its old content (and zstd compresses a whole file better than a tail). Only then is the prefix hashed: a
- * rewritten file pays one extra sha256 over bytes it just read, a few microseconds for a small file.
+ * that copy changed meanwhile (the retry then resends it whole), so it must save a real share of the file: at half it
+ * saves at least as many bytes as it sends, while past half the whole file costs less than twice the tail (and
+ * compresses with its old content as context). Only then is the prefix hashed: a rewritten file pays one extra sha256
+ * over bytes just read, microseconds for a small file.
  */
 function isAppend(t: IndexEntry, data: Buffer): boolean {
   const tail = data.length - t.size;
