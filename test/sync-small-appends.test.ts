@@ -121,6 +121,32 @@ for (const [name, meddle] of [
   });
 }
 
+test("a round cut after an append was applied keeps it: the file is complete in place, and the next round sends nothing for it", async (t) => {
+  const p = await synced("cut", { "app.log": text(5000), "z.txt": text(1000) });
+  fs.appendFileSync(path.join(p.src, "app.log"), text(200));
+  let error: TheseusError | undefined;
+  try {
+    await runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (up) =>
+      (async function* () {
+        // The source's end record travels in a frame of its own: cut the stream after the first, the records.
+        for await (const frame of p.source.serve(up)) {
+          yield frame;
+          return;
+        }
+      })(),
+    );
+  } catch (e) {
+    error = TheseusError.from(e);
+  }
+  t.is(error?.code, "unavailable", error?.message);
+  t.deepEqual(fs.readFileSync(path.join(p.dst, "app.log")), fs.readFileSync(path.join(p.src, "app.log")));
+  t.false(fs.existsSync(path.join(p.dst, ".theseus-partial")));
+  const r = await roundInMemory(p);
+  t.is(r.source.bytesChanged, 0, "nothing resent");
+  t.deepEqual(describeTree(p.dst), describeTree(p.src));
+  t.is(r.digest, r.sourceDigest);
+});
+
 const META: Meta = { mode: 0o640, uid: 1000, gid: 1000, mtimeUs: -1_234_567 };
 
 test("codec: file_append round-trips, and lengths that would make a large file or append nothing are refused", (t) => {
