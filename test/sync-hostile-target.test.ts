@@ -23,7 +23,7 @@ interface Context {
 }
 const test = anyTest.serial as TestFn<Context>;
 
-const VOLUMES = ["staging-swap", "link-staging", "far-patch", "compressed"];
+const VOLUMES = ["staging-swap", "link-staging", "far-patch", "compressed", "append"];
 
 test.before(async (t) => {
   const world = await createWorld("hostile-target");
@@ -164,6 +164,50 @@ test("defect 3: a far patch block is refused before anything is written, and a l
     t.is(r.error?.code, code, `${name}: ${r.error?.message ?? "accepted"}`);
     t.is(fs.statSync(path.join(dst, "db")).size, OLD, `${name}: the file's size changed`);
   }
+});
+
+test("issue 12: a small-file append with a wrong base, a lying hash or oversized lengths is refused, the target's file unchanged", async (t) => {
+  const dst = t.context.vol("append");
+  const outside = path.join(t.context.world.work, "append-outside");
+  const BASE = Buffer.from("line 1\nline 2\n");
+  const TAIL = Buffer.from("line 3\n");
+  fs.writeFileSync(path.join(dst, "log"), BASE);
+  fs.writeFileSync(outside, BASE);
+  // A symlink whose target holds the base: an append must not follow it (nor write outside the volume).
+  fs.symlinkSync(outside, path.join(dst, "link"));
+  const append = (over: Partial<Extract<SyncRecord, { t: "file_append" }>> = {}): SyncRecord => ({
+    t: "file_append",
+    path: "log",
+    meta: META,
+    baseSize: BASE.length,
+    baseHash: sha(BASE),
+    hash: sha(Buffer.concat([BASE, TAIL])),
+    tail: TAIL,
+    ...over,
+  });
+  const attacks: Array<[string, SyncRecord, ErrorCode]> = [
+    ["a wrong base hash", append({ baseHash: sha("another base") }), "failed_precondition"],
+    ["a wrong base size", append({ baseSize: BASE.length - 1, baseHash: sha(BASE.subarray(0, BASE.length - 1)) }), "failed_precondition"],
+    ["a lying hash of the result", append({ hash: sha("not the result") }), "data_loss"],
+    ["a base of 1 TiB", append({ baseSize: 2 ** 40 }), "protocol"],
+    ["base and tail together a large file", append({ tail: Buffer.alloc(1024 * 1024 - BASE.length, 1) }), "protocol"],
+    ["an empty tail", append({ tail: Buffer.alloc(0) }), "protocol"],
+    ["an append to a symlink", append({ path: "link" }), "failed_precondition"],
+    ["an append through a symlink", append({ path: "link/log" }), "protocol"],
+    ["an append to a path outside the volume", append({ path: "../append-outside" }), "protocol"],
+  ];
+  for (const [name, record, code] of attacks) {
+    const r = await round(t, "append", [ROOT, record, BOGUS_END]);
+    t.is(r.error?.code, code, `${name}: ${r.error?.message ?? "accepted"}`);
+    t.deepEqual(fs.readFileSync(path.join(dst, "log")), BASE, `${name}: the target's file changed`);
+    t.deepEqual(fs.readFileSync(outside), BASE, `${name}: the file outside the volume changed`);
+    t.false(fs.existsSync(path.join(dst, ".theseus-partial")), `${name}: staging left behind`);
+  }
+  // The control: the same record told the truth is applied (the made-up digest fails the round only at its end).
+  const honest = await round(t, "append", [ROOT, append(), BOGUS_END]);
+  t.is(honest.error?.code, "data_loss", honest.error?.message);
+  t.deepEqual(fs.readFileSync(path.join(dst, "log")), Buffer.concat([BASE, TAIL]));
+  t.true(fs.lstatSync(path.join(dst, "link")).isSymbolicLink());
 });
 
 test("a peer's error text reaches the coordinator without escape sequences or newlines", async (t) => {

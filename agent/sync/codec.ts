@@ -9,9 +9,10 @@ import zstdBinding from "zstd-napi/binding.js";
 
 /**
  * 2: torn records (issue 14). 3: a large file's hash is taken over its sparse block list (block-list.ts), not one
- * 32-byte hash per block; the start record carries the set-id policy; keepalive (empty) frames.
+ * 32-byte hash per block; the start record carries the set-id policy; keepalive (empty) frames. 4: file_append (a
+ * small file that grew by an append travels as its tail; issue 12).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 /** Block size for large files: the page size databases rewrite in place; see DESIGN notes in index.ts. */
 export const BLOCK_BYTES = 4096;
 /** Files at least this large are hashed per block and patched in place; smaller ones are sent whole. */
@@ -97,6 +98,12 @@ export type SyncRecord =
   /** A small file, whole. */
   | { t: "file_inline"; path: string; meta: Meta; hash: Uint8Array; data: Uint8Array }
   /**
+   * A small file that grew by an append: the target's copy of `baseSize` bytes (sha256 `baseHash`) followed by `tail`
+   * is the new content, whose sha256 is `hash`. The result is still small (below LARGE_FILE_BYTES), so its hash is
+   * the plain sha256 of the content either side would compute.
+   */
+  | { t: "file_append"; path: string; meta: Meta; baseSize: number; baseHash: Uint8Array; hash: Uint8Array; tail: Uint8Array }
+  /**
    * A large file follows as data/zero records then file_end; "patch" rewrites blocks of the target's copy in place.
    * `resumeFrom` > 0 (whole only): the target keeps the first bytes from a round cut short (see "partial").
    */
@@ -137,6 +144,7 @@ const KIND = {
   partial: 22,
   load: 23,
   torn: 24,
+  file_append: 25,
 } as const;
 
 const TYPE_CODE: Record<EntryType, number> = { dir: 1, file: 2, symlink: 3 };
@@ -352,6 +360,14 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
       w.bytes(rec.hash);
       w.bytes(rec.data);
       return;
+    case "file_append":
+      w.str(rec.path);
+      writeMeta(w, rec.meta);
+      w.uint(rec.baseSize);
+      w.bytes(rec.baseHash);
+      w.bytes(rec.hash);
+      w.bytes(rec.tail);
+      return;
     case "file_begin":
       w.str(rec.path);
       writeMeta(w, rec.meta);
@@ -475,6 +491,19 @@ export function decodeRecord(r: ByteReader): SyncRecord {
       const meta = readMeta(r);
       const hash = readHash(r, false);
       return { t: "file_inline", path, meta, hash, data: r.bytes(LARGE_FILE_BYTES) };
+    }
+    case KIND.file_append: {
+      const path = r.str(MAX_STR);
+      const meta = readMeta(r);
+      // Bounded here, before the target reads its base: base and tail together stay a small file (whose hash is a
+      // plain sha256, and which the target holds in memory), and an append appends something.
+      const baseSize = r.uint();
+      if (baseSize >= LARGE_FILE_BYTES) throw malformed(`an append's base of ${baseSize} bytes is not a small file`);
+      const baseHash = readHash(r, false);
+      const hash = readHash(r, false);
+      const tail = r.bytes(LARGE_FILE_BYTES - 1 - baseSize);
+      if (tail.length === 0) throw malformed("an append with an empty tail");
+      return { t: "file_append", path, meta, baseSize, baseHash, hash, tail };
     }
     case KIND.file_begin: {
       const path = r.str(MAX_STR);

@@ -11,7 +11,8 @@
 //   must cost ~1% on the wire, which any larger block breaks). A large file's hash is the sha256 of its block list,
 //   so the target patches changed blocks in place and verifies the whole file without re-reading it; the source diffs
 //   against the block list of the content the target reported, kept in blocks/<hash>. Appends are changed tail blocks.
-//   Small files travel whole, many per ~256 KiB frame, compressed together when compression pays.
+//   Small files travel whole, many per ~256 KiB frame, compressed together when compression pays; one that grew by an
+//   append (its first bytes hash to the target's copy) travels as its tail, checked by the target against its copy.
 // - Integrity: the target verifies every file against the source's hash before it is renamed into place (staging in
 //   <volume>/.theseus-partial: same filesystem, so rename is atomic; removed at the end of the round), and both sides
 //   compute the same volume digest; a mismatch fails the round (data_loss).

@@ -574,6 +574,13 @@ class SourceRound {
       size = data.length;
       if (targetHas(hash, size)) {
         sent = this.metaOnly(w.path, meta, size, hash, tFile as IndexEntry, metaDiffers);
+      } else if (tFile !== undefined && isAppend(tFile, data)) {
+        // Logs and journals grow at the end: send what was appended, not the file again (issue 12).
+        const tail = data.subarray(tFile.size);
+        this.emit({ t: "file_append", path: w.path, meta, baseSize: tFile.size, baseHash: tFile.hash, hash, tail });
+        this.stats.bytesChanged += tail.length;
+        this.stats.entriesChanged++;
+        sent = true;
       } else {
         this.emit({ t: "file_inline", path: w.path, meta, hash, data });
         this.stats.bytesChanged += data.length;
@@ -838,6 +845,19 @@ const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME, CACHE_DIR]);
 function isVanished(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
   return code === "ENOENT" || code === "ENOTDIR";
+}
+
+/**
+ * Whether `data` is the target's copy `t` with bytes appended, and worth sending as its tail: the tail is at most the
+ * base's size (half the new file). An append costs the target a read and a hash of its copy, and fails the round when
+ * that copy changed meanwhile (the retry then resends it whole), so it must save a real share of the file: at half it
+ * saves at least as many bytes as it sends, while past half the whole file costs less than twice the tail (and
+ * compresses with its old content as context). Only then is the prefix hashed: a rewritten file pays one extra sha256
+ * over bytes just read, microseconds for a small file.
+ */
+function isAppend(t: IndexEntry, data: Buffer): boolean {
+  const tail = data.length - t.size;
+  return t.size > 0 && tail > 0 && tail <= t.size && t.hash.length === 32 && sha256(data.subarray(0, t.size)).equals(t.hash);
 }
 
 function readAt(fd: number, buf: Buffer, length: number, position: number, rel: string): number {

@@ -39,6 +39,7 @@ import {
   hashFile,
   isLarge,
   isZero,
+  readSmall,
   sha256,
   statMatches,
   utimeArg,
@@ -534,6 +535,8 @@ class TargetRound {
         return this.dir(this.enter(rec.path, true), rec.meta);
       case "file_inline":
         return this.fileInline(this.enter(rec.path), this.fileMetaOf(rec.meta), rec.hash, rec.data);
+      case "file_append":
+        return this.fileAppend(this.enter(rec.path), this.fileMetaOf(rec.meta), rec.baseSize, rec.baseHash, rec.hash, rec.tail);
       case "file_begin":
         return this.fileBegin(this.enter(rec.path), this.fileMetaOf(rec.meta), rec.mode, rec.baseHash, rec.resumeFrom);
       case "file_meta":
@@ -716,6 +719,47 @@ class TargetRound {
 
   private fileInline(p: string, meta: Meta, hash: Uint8Array, data: Uint8Array): void {
     if (data.length >= LARGE_FILE_BYTES) throw new TheseusError("protocol", `inline contents of ${p} are too large`);
+    this.placeSmall(p, meta, hash, data);
+  }
+
+  /**
+   * A small file that grew by an append: its new content is this target's copy, which must still be exactly the base
+   * the source saw in the index, followed by the tail. The copy is read (it is small), never trusted from the index:
+   * it may have changed since the walk. A copy that is not the base fails the round like a patch against contents
+   * the target does not hold; the next round's index shows what the file holds now, and the source resends it whole.
+   * The result is staged and verified like an inline file, so a crash leaves the old copy or the new one.
+   */
+  private fileAppend(p: string, meta: Meta, baseSize: number, baseHash: Uint8Array, hash: Uint8Array, tail: Uint8Array): void {
+    // The decoder bounds both; checked again where the sizes are used, as fileInline does.
+    if (baseSize + tail.length >= LARGE_FILE_BYTES || tail.length === 0) throw new TheseusError("protocol", `the append to ${p} is not a small file's`);
+    const notBase = (cause?: unknown): TheseusError =>
+      new TheseusError("failed_precondition", `the source appended to ${p} against contents the target does not hold`, {
+        ...(cause === undefined ? {} : { cause }),
+        hint: "the target volume changed during the round; run the round again",
+      });
+    let fd: number;
+    try {
+      // O_NOFOLLOW|O_NONBLOCK: a symlink is refused, a fifo never blocks the round (fstat then refuses it).
+      fd = fs.openSync(this.abs(p), fs.constants.O_RDONLY | O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch (cause) {
+      throw notBase(cause);
+    }
+    let base: Buffer;
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile() || st.size !== baseSize) throw notBase();
+      // One byte more than the base: a file that grew between the fstat and the read is not the base either.
+      base = readSmall(fd, baseSize + 1, this.readBuf);
+      this.targetBytesRead += base.length;
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (base.length !== baseSize || !sha256(base).equals(baseHash)) throw notBase();
+    this.placeSmall(p, meta, hash, Buffer.concat([base, tail]));
+  }
+
+  /** Stages a small file's whole content, verified against the source's hash first, and renames it into place. */
+  private placeSmall(p: string, meta: Meta, hash: Uint8Array, data: Uint8Array): void {
     if (!sha256(data).equals(hash)) {
       throw new TheseusError("data_loss", `the contents received for ${p} do not match the source's hash`, {
         hint: "the stream was corrupted in transit; run the round again",
