@@ -144,3 +144,22 @@ export async function* idleLimited<T>(frames: AsyncIterable<T>, ms: number, time
     }
   }
 }
+
+/**
+ * Lets the event loop run during a long synchronous stretch (a walk, a large file's read and hash), at most every
+ * `everyMs`. Frames handed to gRPC are written, and the peer's are read, only when the loop turns: a target walking its
+ * index without turns starved its own TLS handshake to the source (the source heard of the round ~150 ms late in a
+ * final round of ~1 s), and a source hashing a large file held back every frame it had already made.
+ */
+export class LoopTurns {
+  private last = performance.now();
+  constructor(private readonly everyMs = 4) {}
+  /** Whether a turn is due (cheap: call it per entry or per block run). */
+  due(): boolean {
+    return performance.now() - this.last >= this.everyMs;
+  }
+  async turn(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.last = performance.now();
+  }
+}

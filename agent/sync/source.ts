@@ -37,7 +37,7 @@ import { TokenBucket } from "./throttle.js";
 import type { Clock } from "./throttle.js";
 import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
 import { LOCK_NAME } from "./volume-lock.js";
-import { syncTimeouts, withKeepalive } from "./idle.js";
+import { LoopTurns, syncTimeouts, withKeepalive } from "./idle.js";
 import type { SyncTimeouts } from "./idle.js";
 import { CACHE_DIR } from "./cache-dir.js";
 import type { WalkEntry } from "./walk.js";
@@ -227,7 +227,7 @@ class SourceRound {
   private readonly torns = new Map<string, TornInfo & { baseHash: Uint8Array }>();
   /** Entries deleted between the walk's lstat and their open (logged; the next round sees them gone). */
   private vanishedCount = 0;
-  private sinceYield = 0;
+  private readonly turns = new LoopTurns();
 
   constructor(
     private readonly root: string,
@@ -315,11 +315,8 @@ class SourceRound {
           else pending.finish(res.hash, res.size);
         }
         if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
-        else if (++this.sinceYield >= 2048) {
-          // Let the event loop breathe (timers, the peer's frames) during long stretches of unchanged files.
-          this.sinceYield = 0;
-          await new Promise<void>((resolve) => setImmediate(resolve));
-        }
+        // Let the event loop run (frames out, the peer's frames in, timers) during long stretches of unchanged files.
+        if (this.turns.due()) await this.turns.turn();
       }
       for (;;) {
         let e = this.peekTargetSync(cursor);
@@ -469,7 +466,8 @@ class SourceRound {
     this.windowWire += frame.length;
     await this.bucket.take(frame.length, this.signal);
     yield frame;
-    this.sinceYield = 0;
+    // A frame handed over is written only when the loop turns: do not sit on it through a large file's hashing.
+    if (this.turns.due()) await this.turns.turn();
     this.adapt();
   }
 

@@ -54,7 +54,7 @@ import { acquireVolumeLock, LOCK_NAME } from "./volume-lock.js";
 import { CACHE_DIR } from "./cache-dir.js";
 import type { VolumeLock } from "./volume-lock.js";
 import { STAGING_DIR, StagingDir } from "./staging.js";
-import { idleLimited, syncTimeouts, withKeepalive } from "./idle.js";
+import { idleLimited, LoopTurns, syncTimeouts, withKeepalive } from "./idle.js";
 import type { SyncTimeouts } from "./idle.js";
 import { loadTornFiles, tornJournalFor } from "./torn.js";
 import { ownerTag, sweepLeftovers } from "./leftovers.js";
@@ -387,7 +387,7 @@ class TargetRound {
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
     this.spool = new EntryFileWriter(this.spoolFile);
     const firstOfInode = new Map<number, string>();
-    let n = 0;
+    const turns = new LoopTurns();
     try {
       for (const e of walk(this.root, new Set([STAGING_DIR, LOCK_NAME, CACHE_DIR]))) {
         const st = e.st;
@@ -433,7 +433,7 @@ class TargetRound {
         this.targetEntries++;
         encodeRecord(w, { t: "entry", e: entry });
         if (w.length >= FRAME_TARGET_BYTES) yield this.counted(enc.encode(w).frame);
-        else if (++n % 2048 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+        if (turns.due()) await turns.turn();
       }
     } finally {
       cache.close();
