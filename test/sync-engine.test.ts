@@ -260,7 +260,9 @@ test("without root on the target, owners are recorded and counted, not applied, 
   t.is(fs.readFileSync(`${p.dst}/theirs`, "utf8"), "t");
 });
 
-test("auto compression: a slow link (the peer drains slowly, nobody is busy) switches zstd on", async (t) => {
+// The auto choice reads this process's event-loop utilisation, which the file's other tests (running concurrently in
+// the same process) share: serial tests run alone, before them.
+test.serial("auto compression: a slow link (the peer drains slowly, nobody is busy) switches zstd on", async (t) => {
   const p = makePair(base, "slow-link");
   const line = "2024-05-01T12:00:00Z INFO request served path=/api/items status=200 duration_ms=12\n";
   for (let i = 0; i < 48; i++) fs.writeFileSync(`${p.src}/log-${i}.txt`, line.repeat(Math.ceil((900 * 1024) / line.length)));
@@ -277,7 +279,7 @@ test("auto compression: a slow link (the peer drains slowly, nobody is busy) swi
   t.deepEqual(describeTree(p.dst), describeTree(p.src));
 });
 
-test("auto compression: a fast link where we are CPU-bound stays raw", async (t) => {
+test.serial("auto compression: a fast link where we are CPU-bound stays raw", async (t) => {
   const p = makePair(base, "fast-link");
   const line = "2024-05-01T12:00:00Z INFO request served path=/api/items status=200 duration_ms=12\n";
   for (let i = 0; i < 48; i++) fs.writeFileSync(`${p.src}/log-${i}.txt`, line.repeat(Math.ceil((900 * 1024) / line.length)));

@@ -6,7 +6,8 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { BlockList, fingerprint, fingerprints, FINGERPRINT_BYTES } from "../agent/sync/block-list.js";
+import { BlockList, blockHashes, fingerprint, fingerprints, FINGERPRINT_BYTES } from "../agent/sync/block-list.js";
+import { ReadAhead } from "../agent/sync/read-ahead.js";
 import { BlockStore } from "../agent/sync/state.js";
 import { describeTree, makePair, roundInMemory } from "./sync-helpers.js";
 
@@ -35,6 +36,48 @@ test("fingerprints refuses an output too small and arguments that are not bytes,
   t.true(out.equals(Buffer.alloc(FINGERPRINT_BYTES, 7)));
   t.throws(() => fingerprints("text" as unknown as Uint8Array, out), { instanceOf: TypeError });
   t.throws(() => fingerprints(new Uint16Array(4) as unknown as Uint8Array, out), { instanceOf: TypeError });
+});
+
+test("blockHashes takes each block's sha256 (and fingerprint, when asked) in one call", (t) => {
+  const data = crypto.randomBytes(2 * 4096 + 7);
+  const shas = Buffer.alloc(3 * 32);
+  const fps = Buffer.alloc(3 * FINGERPRINT_BYTES);
+  t.is(blockHashes(data, fps, shas), 3);
+  for (let b = 0; b < 3; b++) {
+    const block = data.subarray(b * 4096, Math.min((b + 1) * 4096, data.length));
+    t.deepEqual(shas.subarray(b * 32, (b + 1) * 32), crypto.createHash("sha256").update(block).digest(), `sha256 of block ${b}`);
+    t.deepEqual(fps.subarray(b * FINGERPRINT_BYTES, (b + 1) * FINGERPRINT_BYTES), fingerprint(block), `fingerprint of block ${b}`);
+  }
+  const only = Buffer.alloc(3 * 32);
+  t.is(blockHashes(data, null, only), 3);
+  t.deepEqual(only, shas);
+  t.throws(() => blockHashes(data, null, Buffer.alloc(64)), { instanceOf: TypeError, message: /too small/ });
+  t.throws(() => blockHashes(data, Buffer.alloc(16), shas), { instanceOf: TypeError, message: /too small/ });
+});
+
+test("ReadAhead returns a file's chunks in order, stops at the size it was given, and settles a read in flight", async (t) => {
+  const file = path.join(base, "read-ahead");
+  const data = crypto.randomBytes(5 * 64 * KiB + 123);
+  fs.writeFileSync(file, data);
+  const fd = fs.openSync(file, "r");
+  try {
+    const reader = new ReadAhead(fd, 64 * KiB, data.length - 100);
+    const got: Buffer[] = [];
+    for (let pos = 0; ; ) {
+      const chunk = await reader.read(pos);
+      if (chunk.length === 0) break;
+      got.push(Buffer.from(chunk)); // the chunk is reused by the read after next
+      pos += chunk.length;
+    }
+    t.deepEqual(Buffer.concat(got), data.subarray(0, data.length - 100));
+    // A read out of order is served directly, and a read in flight is waited for before the descriptor is closed.
+    const again = new ReadAhead(fd, 64 * KiB, data.length);
+    t.deepEqual(Buffer.from(await again.read(64 * KiB)), data.subarray(64 * KiB, 128 * KiB));
+    t.deepEqual(Buffer.from(await again.read(0)), data.subarray(0, 64 * KiB));
+    await again.settle();
+  } finally {
+    fs.closeSync(fd);
+  }
 });
 
 function dataList(blocks: Buffer[]): BlockList {

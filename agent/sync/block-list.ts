@@ -34,8 +34,18 @@ const CHUNK_BLOCKS = 8192;
 const RUN_BYTES = HASH_BYTES + 8;
 
 // Our own addon (agent/sync/fingerprints: fingerprints.c on the vendored xxhash.h, built by `npm ci`), CommonJS.
-const { fingerprints } = createRequire(import.meta.url)("theseus-block-fingerprints") as typeof Fingerprints;
-export { fingerprints };
+const { blockHashes, fingerprints } = createRequire(import.meta.url)("theseus-block-fingerprints") as typeof Fingerprints;
+export { blockHashes, fingerprints };
+
+/** Scratch outputs of blockHashes for `bytes` of data, reused (grown on demand) across calls. */
+let scratch = { shas: Buffer.alloc(0), fps: Buffer.alloc(0) };
+function scratchFor(bytes: number): { shas: Buffer; fps: Buffer } {
+  const blocks = Math.ceil(bytes / BLOCK_BYTES);
+  if (scratch.shas.length < blocks * HASH_BYTES) {
+    scratch = { shas: Buffer.allocUnsafe(blocks * HASH_BYTES), fps: Buffer.allocUnsafe(blocks * FINGERPRINT_BYTES) };
+  }
+  return scratch;
+}
 
 /** A data block's fingerprint (XXH3-128, seed 0): for finding changed blocks, never for verifying them. */
 export function fingerprint(block: Uint8Array): Buffer {
@@ -120,15 +130,16 @@ export class BlockList {
    * also take each data block's fingerprint (a source's lists, which later rounds diff against).
    */
   appendData(data: Uint8Array, fingerprints = false): void {
-    for (let o = 0; o < data.length; o += BLOCK_BYTES) {
-      const block = data.subarray(o, Math.min(o + BLOCK_BYTES, data.length));
-      if (!fingerprints) {
-        this.append(blockHash(block));
-        continue;
-      }
-      const { fp, zero } = fingerprintBlock(block);
+    const { shas, fps } = scratchFor(data.length);
+    const blocks = blockHashes(data, fingerprints ? fps : null, shas);
+    // A full zero block's sha256 is ZERO_BLOCK_HASH itself: the runs between zero blocks are appended in bulk.
+    let run = 0;
+    for (let b = 0; b <= blocks; b++) {
+      const zero = b < blocks && shas.compare(ZERO_BLOCK_HASH, 0, HASH_BYTES, b * HASH_BYTES, (b + 1) * HASH_BYTES) === 0;
+      if (b < blocks && !zero) continue;
+      if (b > run) this.appendHashes(shas, run * HASH_BYTES, b - run, fingerprints ? fps : undefined, run * FINGERPRINT_BYTES);
       if (zero) this.appendZeros(1);
-      else this.appendHashes(crypto.hash("sha256", block, "buffer"), 0, 1, fp, 0);
+      run = b + 1;
     }
   }
 

@@ -32,8 +32,9 @@ import {
   writeMemo,
   ZERO_BLOCK_HASH,
 } from "./state.js";
-import { BlockList, FINGERPRINT_BYTES, fingerprints, ZERO_BLOCK, ZERO_BLOCK_FINGERPRINT } from "./block-list.js";
+import { BlockList, blockHashes, FINGERPRINT_BYTES, fingerprints, ZERO_BLOCK, ZERO_BLOCK_FINGERPRINT } from "./block-list.js";
 import { TokenBucket } from "./throttle.js";
+import { ReadAhead } from "./read-ahead.js";
 import type { Clock } from "./throttle.js";
 import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
 import { LOCK_NAME } from "./volume-lock.js";
@@ -216,6 +217,8 @@ class SourceRound {
   private readonly readBuf = Buffer.allocUnsafe(READ_CHUNK_BYTES);
   /** The fingerprints of one read's blocks (block-list.ts), taken in one native call. */
   private readonly fpBuf = Buffer.allocUnsafe(Math.ceil(READ_CHUNK_BYTES / BLOCK_BYTES) * FINGERPRINT_BYTES);
+  /** And their sha256s, when a file is sent whole. */
+  private readonly shaBuf = Buffer.allocUnsafe(Math.ceil(READ_CHUNK_BYTES / BLOCK_BYTES) * 32);
   private readonly blocks: BlockStore;
   private readonly stats: RoundStatsWire = emptyRoundStats();
   private readonly startedMs = Date.now();
@@ -714,6 +717,7 @@ class SourceRound {
     if (fd === undefined) return undefined; // vanished before anything of it was sent
     let list = new BlockList();
     let pos = 0;
+    let reader: ReadAhead | undefined;
     try {
       const holes = allHoles(abs, fs.fstatSync(fd));
       // Resume: when the target kept the first blocks of this file from a cut round and they still match what the
@@ -762,21 +766,21 @@ class SourceRound {
         list.copyFrom(baseList, keepFrom, b);
         keepFrom = -1;
       };
+      // Read no further than the walk's stat: a log appended faster than the round reads it would otherwise keep
+      // the round going for ever (and a pre-copy round never ends), while its tail belongs to the next round.
+      reader = new ReadAhead(fd, READ_CHUNK_BYTES, sizeAtWalk);
       for (;;) {
         throwIfAborted(this.signal);
-        // Read no further than the walk's stat: a log appended faster than the round reads it would otherwise keep
-        // the round going for ever (and a pre-copy round never ends), while its tail belongs to the next round.
-        const want = Math.min(this.readBuf.length, sizeAtWalk - pos);
-        if (want <= 0) break;
-        let n: number;
+        if (sizeAtWalk - pos <= 0) break;
+        let chunk: Buffer;
         try {
-          n = fs.readSync(fd, this.readBuf, 0, want, pos);
+          chunk = await reader.read(pos);
         } catch (e) {
           throw walkError(e, rel);
         }
+        const n = chunk.length;
         if (n === 0) break;
         this.stats.bytesRead += n;
-        const chunk = this.readBuf.subarray(0, n);
         const first = pos / BLOCK_BYTES;
         // Walk the blocks: runs of changed non-zero blocks become data records, runs of zero blocks zero records.
         let runStart = -1;
@@ -793,12 +797,16 @@ class SourceRound {
         // A block whose fingerprint is its base's is unchanged: its sha256 is the base's and is not taken again
         // (block-list.ts says what that trusts); runs of them are copied from the base list in bulk. Every other
         // block is hashed and compared as before.
-        const blocks = fingerprints(chunk, this.fpBuf);
+        // Sent whole, every block needs its sha256: all of them are taken in the same native call.
+        const whole = baseList === undefined;
+        const blocks = whole ? blockHashes(chunk, this.fpBuf, this.shaBuf) : fingerprints(chunk, this.fpBuf);
         for (let i = 0, off = 0, b = first; i < blocks; i++, off += BLOCK_BYTES, b++) {
           const end = Math.min(off + BLOCK_BYTES, n);
           const fo = i * FINGERPRINT_BYTES;
-          const zero = end - off === BLOCK_BYTES && this.fpBuf.compare(ZERO_BLOCK_FINGERPRINT, 0, FINGERPRINT_BYTES, fo, fo + FINGERPRINT_BYTES) === 0 &&
-            ZERO_BLOCK.compare(chunk, off, end) === 0;
+          const so = i * 32;
+          const zero = end - off === BLOCK_BYTES && (whole
+            ? this.shaBuf.compare(ZERO_BLOCK_HASH, 0, 32, so, so + 32) === 0
+            : this.fpBuf.compare(ZERO_BLOCK_FINGERPRINT, 0, FINGERPRINT_BYTES, fo, fo + FINGERPRINT_BYTES) === 0 && ZERO_BLOCK.compare(chunk, off, end) === 0);
           const diffable = baseList !== undefined && b >= forceUntil && b < baseList.length;
           if (diffable && (zero ? baseList.isZeroAt(b) : baseList.fingerprintMatches(b, this.fpBuf, fo))) {
             if (keepFrom < 0) keepFrom = b;
@@ -806,7 +814,7 @@ class SourceRound {
             continue;
           }
           keepBase(b);
-          const h = zero ? ZERO_BLOCK_HASH : sha256(chunk.subarray(off, end));
+          const h = zero ? ZERO_BLOCK_HASH : whole ? this.shaBuf.subarray(so, so + 32) : sha256(chunk.subarray(off, end));
           list.append(h, zero ? undefined : this.fpBuf.subarray(fo, fo + FINGERPRINT_BYTES));
           // Without the base's fingerprints (a list from before they existed, or a target's), its hash decides.
           if (diffable && baseList.at(b).equals(h)) {
@@ -822,10 +830,11 @@ class SourceRound {
         endRun(n);
         pos += n;
         if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
-        if (n < this.readBuf.length && n % BLOCK_BYTES !== 0) break;
+        if (n < READ_CHUNK_BYTES && n % BLOCK_BYTES !== 0) break;
       }
       keepBase(pos / BLOCK_BYTES);
     } finally {
+      await reader?.settle();
       fs.closeSync(fd);
     }
     const hash = list.digest();
