@@ -9,7 +9,7 @@
 // server exec's `rsync --daemon` in inetd mode per connection (the daemon forks per connection anyway): the same legs
 // and bytes as the sidecar layout, with no listening ports to race for and one measured process per side.
 import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,7 +22,11 @@ import type { TheseusStats } from "./theseus-stats.js";
 export const CONTENDER_IDS = ["theseus", "rsync-tls", "rsync-tls-zstd", "rsync", "tar"] as const;
 export type ContenderId = (typeof CONTENDER_IDS)[number];
 
-export const PHASES = ["full", "incremental", "no-change"] as const;
+/**
+ * `lost-cache`: another mutation, then an incremental round after the source side lost its sync state (a new mover
+ * pod, an agent restarted on another node): Theseus's quick check against rsync, which keeps no state at all.
+ */
+export const PHASES = ["full", "incremental", "no-change", "lost-cache"] as const;
 export type Phase = (typeof PHASES)[number];
 
 export interface RoundInput {
@@ -63,6 +67,8 @@ export interface Contender {
   /** The traffic that would cross the network between clusters, counted as wire bytes and shaped on the shaped link. */
   readonly wire: WireSelector;
   round(input: RoundInput, wire: WireMeter): Promise<RoundResult>;
+  /** Forgets what the source side kept between rounds (the lost-cache phase); contenders that keep nothing have none. */
+  loseSourceState?(input: RoundInput): Promise<void>;
 }
 
 export interface ContenderSetup {
@@ -125,6 +131,10 @@ function theseusContender(cli: string): Contender {
     label: "Theseus sync-dirs (mTLS gRPC)",
     phases: PHASES,
     wire: "all", // the agents talk only to each other (and to their own coordinator: counted too, it is small)
+    async loseSourceState(input) {
+      // sync-dirs keeps each agent's state under --state-dir (coordinator/cli/sync-dirs.ts).
+      await rm(path.join(input.stateDir, "source-agent"), { recursive: true, force: true });
+    },
     async round(input, wire) {
       await mkdir(input.stateDir, { recursive: true });
       const rssFile = path.join(input.workDir, "theseus.rss");

@@ -202,8 +202,9 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
       const runDir = path.join(dir, `run-${r}`);
       let mutation: MutationReport | undefined;
       for (const phase of PHASES) {
-        if (phase === "incremental") {
-          mutation = await mutateTree(src, dataset, r);
+        if (phase === "incremental" || phase === "lost-cache") {
+          // The lost-cache round gets a mutation of its own (another seed), so that it has something to find.
+          mutation = await mutateTree(src, dataset, phase === "incremental" ? r : LOST_CACHE_MUTATION + r);
           mutations.push({ dataset: name, run: r, report: mutation });
           log(`${name} run ${r}: mutation changed ${formatBytes(mutation.bytesChanged)}`);
         }
@@ -212,7 +213,7 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
           const heldBack = await link?.overlimits();
           let result: RoundResult;
           try {
-            result = await round(contender, src, runDir, link, wire);
+            result = await round(contender, src, runDir, link, wire, phase === "lost-cache");
           } catch (error) {
             // One broken contender (an engine under development) must not cost the others' figures.
             failures.push(`${name} run ${r} ${phase} ${contender.id}: ${describeError(error)}`);
@@ -224,7 +225,7 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
             log(`WARNING: the wire counter held packets back during an unshaped round (${contender.id}): its timing is skewed`);
           }
           samples.push({ dataset: name, case: phase, contender: contender.id, run: r, loadAverage,
-            bytesChanged: phase === "incremental" ? mutation?.bytesChanged : phase === "no-change" ? 0 : undefined, result });
+            bytesChanged: phase === "incremental" || phase === "lost-cache" ? mutation?.bytesChanged : phase === "no-change" ? 0 : undefined, result });
           log(`${name} run ${r} ${phase.padEnd(11)} ${contender.id.padEnd(14)} ${describe(result)}`);
         }
       }
@@ -280,14 +281,19 @@ async function compareTrees(src: string, dst: string): Promise<string | undefine
   return `${lines.length} entries differ (rsync --itemize-changes), first: ${lines.slice(0, 5).join("; ")}`;
 }
 
-async function round(contender: Contender, src: string, runDir: string, link: Link | undefined, wire: WireMeter): Promise<RoundResult> {
+/** Mutation rounds of the lost-cache phase are numbered from here, apart from the incremental phase's. */
+const LOST_CACHE_MUTATION = 1000;
+
+async function round(contender: Contender, src: string, runDir: string, link: Link | undefined, wire: WireMeter, loseSourceState = false): Promise<RoundResult> {
   await link?.select(contender.wire);
-  // Untimed: write back what the previous round left dirty, so that no contender pays for another's writeback.
-  check("sync", await run("sync", []));
   const dst = path.join(runDir, contender.id);
   const workDir = path.join(runDir, `${contender.id}.work`);
   await mkdir(workDir, { recursive: true });
-  return contender.round({ src, dst, workDir, stateDir: path.join(runDir, `${contender.id}.state`) }, wire);
+  const input = { src, dst, workDir, stateDir: path.join(runDir, `${contender.id}.state`) };
+  if (loseSourceState) await contender.loseSourceState?.(input);
+  // Untimed: write back what the previous round left dirty, so that no contender pays for another's writeback.
+  check("sync", await run("sync", []));
+  return contender.round(input, wire);
 }
 
 async function shapedCase(

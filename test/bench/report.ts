@@ -141,6 +141,7 @@ export function checkTargets(
         theseus?.wallMs, "theseus did not run or failed"));
     }
     if (c === "no-change") ratio(dataset, c, "rsync", 1.2);
+    if (c === "lost-cache") ratio(dataset, c, "rsync-tls", 1.0);
     if (dataset === "smallfiles" && c === "full") ratio(dataset, c, "rsync-tls", 0.8);
     if (dataset === "smallfiles" && c !== "shaped") {
       const theseus = find(dataset, c, "theseus");
@@ -166,6 +167,7 @@ const CASE_TITLES: Readonly<Record<Phase | "shaped", string>> = {
   full: "full copy",
   incremental: "incremental round after the mutation",
   "no-change": "round with no change",
+  "lost-cache": "incremental round with the source's sync state lost (a new mover pod, an agent restarted elsewhere)",
   shaped: "full copy across the shaped link",
 };
 
