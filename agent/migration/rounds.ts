@@ -85,6 +85,8 @@ export function roundStatsOf(round: number, result: RoundResult): RoundStats {
     ownersNotPreserved: BigInt(s.ownersNotPreserved),
     specialFilesSkipped: BigInt(s.specialFilesSkipped),
     firstSpecialFile: s.firstSpecialFile,
+    vouchedUnverified: BigInt(s.vouchedUnverified),
+    vouchedUnverifiedBytes: BigInt(s.vouchedUnverifiedBytes),
   });
 }
 
@@ -164,6 +166,8 @@ function roundResultOf(s: RoundStats): RoundResult {
       previousRoundEndMs: 0,
       // Not on the wire (RoundStats); the mover's log names it.
       setidStripped: 0,
+      vouchedUnverified: Number(s.vouchedUnverified),
+      vouchedUnverifiedBytes: Number(s.vouchedUnverifiedBytes),
     },
     entriesApplied: Number(s.entriesChanged) + Number(s.entriesDeleted),
     bytesWritten: Number(s.bytesWritten),

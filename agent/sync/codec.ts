@@ -10,9 +10,10 @@ import zstdBinding from "zstd-napi/binding.js";
 /**
  * 2: torn records (issue 14). 3: a large file's hash is taken over its sparse block list (block-list.ts), not one
  * 32-byte hash per block; the start record carries the set-id policy; keepalive (empty) frames. 4: file_append (a
- * small file that grew by an append travels as its tail; issue 12).
+ * small file that grew by an append travels as its tail; issue 12). 5: the end record's statistics count the entries
+ * the source vouched for by size and mtime and has not read yet (the quick check after a lost cache; issue 12).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 /** Block size for large files: the page size databases rewrite in place; see DESIGN notes in index.ts. */
 export const BLOCK_BYTES = 4096;
 /** Files at least this large are hashed per block and patched in place; smaller ones are sent whole. */
@@ -63,6 +64,13 @@ export interface RoundStatsWire {
   previousRoundEndMs: number;
   /** Files whose set-user-ID/set-group-ID bits the target's policy dropped. */
   setidStripped: number;
+  /**
+   * At the round's end: files the source vouched for by size, mtime and mode alone (its cache was lost and the
+   * target's entry matched) and has not yet read to verify, and their bytes. The digest covers them by that quick
+   * check only; 0 once every vouched file was verified.
+   */
+  vouchedUnverified: number;
+  vouchedUnverifiedBytes: number;
 }
 
 /** A round's statistics before anything happened: where the source starts counting, and what tests send. */
@@ -80,6 +88,8 @@ export function emptyRoundStats(): RoundStatsWire {
     firstSpecialFile: "",
     previousRoundEndMs: 0,
     setidStripped: 0,
+    vouchedUnverified: 0,
+    vouchedUnverifiedBytes: 0,
   };
 }
 
@@ -420,6 +430,8 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
         s.specialFilesSkipped,
         s.previousRoundEndMs,
         s.setidStripped,
+        s.vouchedUnverified,
+        s.vouchedUnverifiedBytes,
       ])
         w.uint(v);
       w.str(s.firstSpecialFile);
@@ -543,7 +555,7 @@ export function decodeRecord(r: ByteReader): SyncRecord {
     case KIND.end: {
       const digest = readHash(r, false);
       const v: number[] = [];
-      for (let i = 0; i < 11; i++) v.push(r.uint());
+      for (let i = 0; i < 13; i++) v.push(r.uint());
       const [entriesScanned, entriesChanged, entriesDeleted, bytesRead, bytesChanged, wireBytes, rawBytes] = v as [
         number, number, number, number, number, number, number,
       ];
@@ -562,6 +574,8 @@ export function decodeRecord(r: ByteReader): SyncRecord {
           specialFilesSkipped: v[8] as number,
           previousRoundEndMs: v[9] as number,
           setidStripped: v[10] as number,
+          vouchedUnverified: v[11] as number,
+          vouchedUnverifiedBytes: v[12] as number,
           firstSpecialFile: r.str(MAX_STR),
         },
       };
