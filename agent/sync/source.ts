@@ -118,8 +118,8 @@ const DATA_RECORD_BYTES = 256 * 1024;
  * by it, only read when its stat changes (and it then goes whole: the source has no block list to diff against).
  * The stats' vouchedUnverified says how many remain.
  */
-const VERIFY_BUDGET_BYTES = 256 * 1024 * 1024;
-const VERIFY_BUDGET_FILES = 1024;
+export const VERIFY_BUDGET_BYTES = 256 * 1024 * 1024;
+export const VERIFY_BUDGET_FILES = 1024;
 const O_NOFOLLOW = fs.constants.O_NOFOLLOW;
 const O_NONBLOCK = fs.constants.O_NONBLOCK;
 
