@@ -6,10 +6,9 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createSyncSource } from "../agent/sync/index.js";
-import { VERIFY_BUDGET_BYTES, VERIFY_BUDGET_FILES } from "../agent/sync/source.js";
-import { EntryFileReader } from "../agent/sync/state.js";
-import { ByteWriter, encodeEntry, encodeRecord, FrameEncoder, PROTOCOL_VERSION } from "../agent/sync/codec.js";
+import { createSyncSource, runTargetRound } from "../agent/sync/index.js";
+import { EntryFileReader, VERIFY_BUDGET_BYTES, VERIFY_BUDGET_FILES } from "../agent/sync/state.js";
+import { ByteWriter, decodeFrameRecords, emptyRoundStats, encodeEntry, encodeRecord, FrameDecoder, FrameEncoder, PROTOCOL_VERSION } from "../agent/sync/codec.js";
 import { silentLogger } from "../common/index.js";
 import type { TheseusError } from "../common/index.js";
 import { describeTree, makePair, roundInMemory } from "./sync-helpers.js";
@@ -258,4 +257,111 @@ test(`protocol ${PROTOCOL_VERSION}: a target that speaks 4 (no vouched counts in
   });
   t.is(error?.code, "failed_precondition");
   t.regex(error?.message ?? "", new RegExp(`speaks sync protocol 4, this agent ${PROTOCOL_VERSION}`));
+});
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The target's side: a target without a cache sends small files unhashed, and the source vouches for them.
+
+function loseTargetCache(p: Pair): void {
+  fs.rmSync(p.dstState, { recursive: true });
+  fs.mkdirSync(p.dstState);
+}
+
+test("with the target's cache lost, its small files go unread into the index and the source vouches for them", async (t) => {
+  const p = makePair(base, "target-lost");
+  seedSmall(p, 300);
+  fs.writeFileSync(`${p.src}/app.log`, "line 1\n");
+  fs.utimesSync(`${p.src}/app.log`, OLD, OLD);
+  seedLarge(`${p.src}/db.bin`);
+  await roundInMemory(p);
+  loseTargetCache(p);
+  fs.appendFileSync(`${p.src}/app.log`, "line 2\n");
+  const r = await roundInMemory(p);
+  t.is(r.targetBytesRead, 4 * MiB, "the target reads only its large file");
+  t.is(r.source.bytesRead, fs.statSync(`${p.src}/app.log`).size, "the source's cache is intact: it reads only the changed file");
+  t.is(r.targetVouchedUnverified, 300);
+  t.is(r.digest, r.sourceDigest);
+  t.deepEqual(describeTree(p.dst), describeTree(p.src));
+  // The next round verifies the target's vouched copies (300 fit the budget), then nothing is read.
+  const verify = await roundInMemory(p);
+  t.is(verify.targetVouchedUnverified, 0);
+  t.true(verify.targetBytesRead > 0);
+  t.is(verify.source.entriesChanged, 0);
+  const quiet = await roundInMemory(p);
+  t.is(quiet.targetBytesRead, 0);
+  t.is(quiet.source.bytesRead, 0);
+});
+
+test("with both caches lost, only the source reads the small files, to give the target their hashes", async (t) => {
+  const p0 = makePair(base, "both-lost");
+  const total = seedSmall(p0, 200);
+  await roundInMemory(p0);
+  loseTargetCache(p0);
+  const p = loseSourceCache(p0);
+  const r = await roundInMemory(p);
+  t.is(r.targetBytesRead, 0);
+  t.is(r.source.bytesRead, total, "the source reads to give the target a hash: one side reads, not two");
+  t.is(r.source.vouchedUnverified, 0);
+  t.is(r.targetVouchedUnverified, 200);
+  t.is(r.source.entriesChanged, 0);
+  t.is(r.digest, r.sourceDigest);
+  t.deepEqual(describeTree(p.dst), describeTree(p.src));
+});
+
+test("a target copy changed with size and mtime kept is missed while its cache is lost, then found by its verification", async (t) => {
+  const p = makePair(base, "target-stealth");
+  seedSmall(p, 40);
+  await roundInMemory(p);
+  loseTargetCache(p);
+  const f = `${p.dst}/even/f00010.txt`;
+  const before = fs.readFileSync(f);
+  fs.writeFileSync(f, Buffer.alloc(before.length, "damaged on the target "));
+  fs.utimesSync(f, OLD, OLD);
+  const r = await roundInMemory(p);
+  t.is(r.targetVouchedUnverified, 40);
+  t.is(r.source.entriesChanged, 0, "the vouching round cannot see it");
+  const v = await roundInMemory(p);
+  t.is(v.targetVouchedUnverified, 0);
+  t.is(v.source.entriesChanged, 1, "the target's verification reports its real hash, and the source resends the file");
+  t.deepEqual(describeTree(p.dst), describeTree(p.src));
+});
+
+test("the target's verification budget bounds a round too", async (t) => {
+  const p = makePair(base, "target-budget");
+  const n = VERIFY_BUDGET_FILES + 100;
+  const total = seedSmall(p, n);
+  await roundInMemory(p);
+  loseTargetCache(p);
+  t.is((await roundInMemory(p)).targetVouchedUnverified, n);
+  const first = await roundInMemory(p);
+  t.is(first.targetVouchedUnverified, 100);
+  const second = await roundInMemory(p);
+  t.is(second.targetVouchedUnverified, 0);
+  t.is(first.targetBytesRead + second.targetBytesRead, total);
+});
+
+test("a source that does not answer an unhashed entry fails the round as a protocol error, and the copy stays", async (t) => {
+  const p = makePair(base, "unanswered");
+  fs.writeFileSync(`${p.dst}/kept.txt`, "the target's own file\n");
+  const error = await t.throwsAsync<TheseusError>(
+    runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (up) =>
+      (async function* () {
+        let sawUnhashed = false;
+        const dec = new FrameDecoder();
+        for await (const f of up) {
+          const recs = decodeFrameRecords(dec.decode(f));
+          if (recs.some((r) => r.t === "entry_unhashed")) sawUnhashed = true;
+          if (recs.some((r) => r.t === "index_end")) break;
+        }
+        t.true(sawUnhashed);
+        const w = FrameEncoder.writer();
+        encodeRecord(w, { t: "dir", path: "", meta: { mode: 0o755, uid: 0, gid: 0, mtimeUs: 0 } });
+        encodeRecord(w, { t: "end", digest: Buffer.alloc(32), stats: emptyRoundStats() });
+        yield new FrameEncoder().encode(w).frame;
+      })(),
+    ),
+  );
+  t.is(error?.code, "protocol");
+  t.regex(error?.message ?? "", /did not answer the target's unhashed entry "kept.txt"/);
+  t.is(fs.readFileSync(`${p.dst}/kept.txt`, "utf8"), "the target's own file\n");
 });

@@ -87,6 +87,7 @@ export function roundStatsOf(round: number, result: RoundResult): RoundStats {
     firstSpecialFile: s.firstSpecialFile,
     vouchedUnverified: BigInt(s.vouchedUnverified),
     vouchedUnverifiedBytes: BigInt(s.vouchedUnverifiedBytes),
+    targetVouchedUnverified: BigInt(result.targetVouchedUnverified),
   });
 }
 
@@ -180,6 +181,7 @@ function roundResultOf(s: RoundStats): RoundResult {
     compressionRatio: Number(s.wireBytes) === 0 ? 1 : Number(s.rawBytes) / Number(s.wireBytes),
     ownersPreserved: Number(s.ownersNotPreserved) === 0,
     setidStripped: 0,
+    targetVouchedUnverified: Number(s.targetVouchedUnverified),
   };
 }
 

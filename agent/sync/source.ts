@@ -29,6 +29,7 @@ import {
   readSmall,
   sha256,
   statMatches,
+  VerifyBudget,
   writeMemo,
   ZERO_BLOCK_HASH,
 } from "./state.js";
@@ -108,18 +109,6 @@ function pairedLimiter(volume: TokenBucket, round: TokenBucket): Limiter {
 const READ_CHUNK_BYTES = 256 * 1024;
 /** Changed blocks are coalesced into data records of at most this size. */
 const DATA_RECORD_BYTES = 256 * 1024;
-/**
- * What one round may read to verify files it vouched for after a lost cache (entry(), the quick check), whichever
- * bound comes first. Verifying everything at once would make the next round the slow cache-lost round again (a round
- * reading every file of ~1 GB and 20,000 files measured 7.7x rsync-tls's incremental). 256 MiB is about a quarter
- * of a second of reading and sha256 from the page cache here; 1,024 small files about a tenth (a file costs an open,
- * a read and a close, ~50-100 us on this VM), so 20,000 small files are all verified within 20 rounds. Files that do
- * not fit what is left of the budget wait for a later round; one larger than the whole byte budget is never verified
- * by it, only read when its stat changes (and it then goes whole: the source has no block list to diff against).
- * The stats' vouchedUnverified says how many remain.
- */
-export const VERIFY_BUDGET_BYTES = 256 * 1024 * 1024;
-export const VERIFY_BUDGET_FILES = 1024;
 const O_NOFOLLOW = fs.constants.O_NOFOLLOW;
 const O_NONBLOCK = fs.constants.O_NONBLOCK;
 
@@ -239,9 +228,10 @@ class SourceRound {
   private readonly torns = new Map<string, TornInfo & { baseHash: Uint8Array }>();
   /** Entries deleted between the walk's lstat and their open (logged; the next round sees them gone). */
   private vanishedCount = 0;
-  /** What this round read to verify vouched files (VERIFY_BUDGET_*). */
-  private verifiedFiles = 0;
-  private verifiedBytes = 0;
+  /** The target's entries sent without a hash (its cache lost), which entry() must answer (see entry_unhashed). */
+  private readonly unhashed = new WeakSet<IndexEntry>();
+  /** What this round reads to verify vouched files. */
+  private readonly verify = new VerifyBudget();
   private sinceYield = 0;
 
   constructor(
@@ -367,8 +357,8 @@ class SourceRound {
           root: this.root,
           ...this.stats,
           vanished: this.vanishedCount,
-          verifiedFiles: this.verifiedFiles,
-          verifiedBytes: this.verifiedBytes,
+          verifiedFiles: this.verify.files,
+          verifiedBytes: this.verify.bytes,
           durationMs: endMs - this.startedMs,
         },
         "sync round sent",
@@ -426,11 +416,12 @@ class SourceRound {
   }
 
   private targetEntry(r: SyncRecord): IndexEntry | undefined {
-    if (r.t !== "entry") throw new TheseusError("protocol", `unexpected ${r.t} record in the target's index`);
+    if (r.t !== "entry" && r.t !== "entry_unhashed") throw new TheseusError("protocol", `unexpected ${r.t} record in the target's index`);
     const e = r.e;
     // The same record is peeked again until the walk passes it: validate it once.
     if (r === this.lastTargetRecord) return e;
     this.lastTargetRecord = r;
+    if (r.t === "entry_unhashed") this.unhashed.add(e);
     validatePeerPath(e.path, true);
     if (this.lastTargetPath !== undefined && comparePaths(this.lastTargetPath, e.path) >= 0) {
       throw new TheseusError("protocol", `the target's index is out of order at ${JSON.stringify(e.path)}`);
@@ -583,20 +574,42 @@ class SourceRound {
     const tFile = t !== undefined && t.type === "file" && t.hardlinkTo === "" ? t : undefined;
     const targetHas = (h: Uint8Array, n: number): boolean =>
       tFile !== undefined && tFile.size === n && equalBytes(tFile.hash, h);
+    const stats = this.stats;
     // The source's own stat-validated cache says what this file holds without reading it.
     let hash: Uint8Array | undefined =
       cached !== undefined && cached.type === "file" && statMatches(cached, st) ? cached.hash : undefined;
     // Whether `hash` is the target's, taken without reading the file (the quick check below); any read clears it.
     let vouched = false;
-    if (hash !== undefined && cached?.vouched === true) {
+    if (tFile !== undefined && this.unhashed.has(tFile)) {
+      // The target lost its cache and sent this small file unread. When ours has its size, mtime and mode, the
+      // target takes our hash for its copy (file_vouch), so that at most one side reads; otherwise its content is
+      // unknown (its hash is empty, so nothing below matches it) and the file is sent whole.
+      if (sameStat(tFile, meta, st.size)) {
+        let h = hash;
+        let n = st.size;
+        if (h !== undefined) vouched = cached?.vouched === true;
+        else {
+          const data = this.readSmallFile(abs, w.path, st.size);
+          if (data === undefined) return this.vanished(w.path, t);
+          h = sha256(data);
+          n = data.length;
+        }
+        if (n === tFile.size) {
+          this.emit({ t: "file_vouch", path: w.path, meta, size: n, hash: h });
+          finish(h, n, false);
+          return undefined;
+        }
+        hash = undefined; // it changed while we read it: read again below, and sent
+      }
+    } else if (hash !== undefined && cached?.vouched === true) {
       // Vouched for in an earlier round and unchanged since: verify it when the round's budget allows (read and
       // hashed below like a changed file, so equal content only clears the flag and other content is sent).
       // A file the target no longer holds as vouched is read anyway, and costs the budget nothing.
-      if (targetHas(hash, st.size) && this.mayVerify(st.size)) hash = undefined;
+      if (targetHas(hash, st.size) && this.verify.take(st.size)) hash = undefined;
       else vouched = true;
     } else if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) {
       hash = undefined; // list lost
-    } else if (cached === undefined && tFile !== undefined && quickCheck(tFile, meta, st.size) && !this.torns.has(w.path)) {
+    } else if (cached === undefined && tFile !== undefined && tFile.hash.length === 32 && sameStat(tFile, meta, st.size) && !this.torns.has(w.path)) {
       // No entry at all (the cache was lost, or this is a new source for a target that holds the volume): like
       // rsync's quick check, a file of the target's size, mtime and mode holds the target's content. Not so when
       // the cache has an entry whose stat differs: the file changed since the source last read it, and is read.
@@ -606,7 +619,6 @@ class SourceRound {
     }
     let size = st.size;
     let sent = false;
-    const stats = this.stats;
 
     if (hash !== undefined && targetHas(hash, size)) {
       sent = this.metaOnly(w.path, meta, size, hash, tFile as IndexEntry, metaDiffers);
@@ -681,14 +693,6 @@ class SourceRound {
         stats.vouchedUnverifiedBytes += n;
       }
     }
-  }
-
-  /** Takes a vouched file of `size` bytes out of the round's verification budget, if it fits what is left. */
-  private mayVerify(size: number): boolean {
-    if (this.verifiedFiles >= VERIFY_BUDGET_FILES || this.verifiedBytes + size > VERIFY_BUDGET_BYTES) return false;
-    this.verifiedFiles++;
-    this.verifiedBytes += size;
-    return true;
   }
 
   /** The target holds this content: send the metadata if it differs. Returns whether a record was sent. */
@@ -905,11 +909,12 @@ function isVanished(e: unknown): boolean {
 }
 
 /**
- * rsync's quick check, with the mode too: the target's entry is a complete regular file (a torn one has no hash) of
- * the same size, mtime (to the microsecond, as the index carries it) and permission bits as the source's file.
+ * rsync's quick check, with the mode too: the target's entry has the same size, mtime (to the microsecond, as the
+ * index carries it) and permission bits as the source's file. (Its hash is checked by the caller: a torn entry has
+ * none, and an unhashed one is answered apart.)
  */
-function quickCheck(t: IndexEntry, meta: Meta, size: number): boolean {
-  return t.hash.length === 32 && t.size === size && t.meta.mtimeUs === meta.mtimeUs && t.meta.mode === meta.mode;
+function sameStat(t: IndexEntry, meta: Meta, size: number): boolean {
+  return t.size === size && t.meta.mtimeUs === meta.mtimeUs && t.meta.mode === meta.mode;
 }
 
 /**
