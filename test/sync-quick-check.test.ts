@@ -365,3 +365,21 @@ test("a source that does not answer an unhashed entry fails the round as a proto
   t.regex(error?.message ?? "", /did not answer the target's unhashed entry "kept.txt"/);
   t.is(fs.readFileSync(`${p.dst}/kept.txt`, "utf8"), "the target's own file\n");
 });
+
+test("a target copy vouched for but not yet verified is never an append's base: a stale copy appended to on the source is sent whole", async (t) => {
+  const p = makePair(base, "target-append");
+  // More files than one round verifies, so that the last one in walk order stays unverified in the round after.
+  seedSmall(p, VERIFY_BUDGET_FILES + 10);
+  await roundInMemory(p);
+  loseTargetCache(p);
+  const name = `odd/f${String(VERIFY_BUDGET_FILES + 9).padStart(5, "0")}.txt`;
+  const before = fs.readFileSync(`${p.dst}/${name}`);
+  fs.writeFileSync(`${p.dst}/${name}`, Buffer.alloc(before.length, "stale on the target "));
+  fs.utimesSync(`${p.dst}/${name}`, OLD, OLD);
+  t.is((await roundInMemory(p)).targetVouchedUnverified, VERIFY_BUDGET_FILES + 10);
+  fs.appendFileSync(`${p.src}/${name}`, "appended on the source\n");
+  const r = await roundInMemory(p);
+  t.true(r.targetVouchedUnverified > 0, "the copy was not verified in this round");
+  t.is(r.digest, r.sourceDigest);
+  t.deepEqual(describeTree(p.dst), describeTree(p.src));
+});

@@ -101,8 +101,8 @@ export type SyncRecord =
   | { t: "start"; version: number; targetUid: number; targetGid: number; preserveOwner: boolean; stripSetid: boolean }
   | { t: "entry"; e: IndexEntry }
   /**
-   * A small regular file (not hard-linked) the target has no cache entry for, sent without reading it: `e.hash` is
-   * empty. The source must answer it with file_vouch (its file has this size, mtime and mode: the target takes the
+   * A small regular file (not hard-linked) the target has no cache entry for, or only the source's unverified word
+   * (file_vouch), sent without reading it: `e.hash` is empty. The source must answer it with file_vouch (its file has this size, mtime and mode: the target takes the
    * source's hash for its copy) or with the file (any other record for the path).
    */
   | { t: "entry_unhashed"; e: IndexEntry }

@@ -269,8 +269,6 @@ class TargetRound {
   private targetEntries = 0;
   /** Small files sent in the index unread (entry_unhashed), each of which the source must answer. */
   private unhashedSent = 0;
-  /** Index entries whose vouched hash this round's walk kept unverified (the count when nothing is applied). */
-  private walkVouched = 0;
   /** What this round reads to verify copies the source vouched for. */
   private readonly verify = new VerifyBudget();
   private walkDone = false;
@@ -404,7 +402,6 @@ class TargetRound {
       for (const e of walk(this.root, new Set([STAGING_DIR, LOCK_NAME, CACHE_DIR]))) {
         const st = e.st;
         let unhashed = false;
-        let vouched = false;
         const abs = e.path === "" ? this.root : `${this.root}/${e.path}`;
         let entry: IndexEntry;
         if (e.type === "dir") {
@@ -432,8 +429,14 @@ class TargetRound {
           if (hash !== undefined && c?.vouched === true) {
             // The source vouched for this copy in an earlier round and it is unchanged since: verify it within the
             // round's budget. A hash other than the vouched one goes into the index, and the source resends the file.
+            // Beyond the budget it goes unhashed again, and the source vouches again or sends the file: the index
+            // never claims a hash this target has not read, which the source would take as the base of an append
+            // (a copy changed behind both stats would fail that round and every next one until verified).
             if (this.verify.take(st.size)) hash = undefined;
-            else vouched = true;
+            else if (!isLarge(st.size) && st.nlink === 1) {
+              unhashed = true;
+              hash = EMPTY;
+            }
           } else if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) {
             hash = undefined;
           } else if (hash === undefined && (c === undefined || c.hash.length === 0) && !isLarge(st.size) && st.nlink === 1) {
@@ -454,11 +457,10 @@ class TargetRound {
           entry = { path: e.path, type: "file", meta: metaOf(st, "file"), size: st.size, hash, linkTarget: "", hardlinkTo };
           if (isLarge(st.size)) this.large.set(e.path, { hash, st });
         }
-        this.spool.addWithStat(entry, st.ino, st.mtimeMs, st.ctimeMs, vouched);
+        this.spool.addWithStat(entry, st.ino, st.mtimeMs, st.ctimeMs);
         this.walkDigest.add(entry);
         if (entry.type === "file" && isLarge(entry.size)) this.walkKeep.add(Buffer.from(entry.hash).toString("hex"));
         this.targetEntries++;
-        if (vouched) this.walkVouched++;
         if (unhashed) this.unhashedSent++;
         encodeRecord(w, unhashed ? { t: "entry_unhashed", e: entry } : { t: "entry", e: entry });
         if (w.length >= FRAME_TARGET_BYTES) yield this.counted(enc.encode(w).frame);
@@ -1111,7 +1113,6 @@ class TargetRound {
       fs.renameSync(this.spoolFile, path.join(this.stateDir, "index"));
       got = this.walkDigest.digest();
       keep = this.walkKeep;
-      vouched = this.walkVouched;
     } else {
       const digest = new VolumeDigest(this.preserveOwner);
       this.merge((e) => {
