@@ -604,7 +604,7 @@ class SourceRound {
     } else if (hash !== undefined && cached?.vouched === true) {
       // Vouched for in an earlier round and unchanged since: verify it when the round's budget allows (read and
       // hashed below like a changed file, so equal content only clears the flag and other content is sent).
-      // A file the target no longer holds as vouched is read anyway, and costs the budget nothing.
+      // A file the target no longer holds with the vouched hash is read anyway, and costs the budget nothing.
       if (targetHas(hash, st.size) && this.verify.take(st.size)) hash = undefined;
       else vouched = true;
     } else if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) {
