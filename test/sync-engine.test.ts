@@ -114,13 +114,14 @@ test("both agents restarted (fresh objects, state from disk): a round without ch
   t.true(r.downWireBytes < 200);
 });
 
-test("a lost source cache costs a re-read, not a resend, for unchanged large files", async (t) => {
+test("a lost source cache resends nothing unchanged, and reads nothing either (the quick check vouches)", async (t) => {
   const p = makePair(base, "lost-cache");
   seed(p);
   await roundInMemory(p);
   fs.rmSync(p.srcState, { recursive: true });
   const r = await roundInMemory(p, createSyncSource({ root: p.src, stateDir: p.srcState, logger: silentLogger() }));
   t.is(r.source.bytesChanged, 0);
+  t.is(r.source.bytesRead, 0);
   t.true(r.downWireBytes < 300);
   t.deepEqual(describeTree(p.dst), describeTree(p.src));
 });

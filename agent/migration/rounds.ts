@@ -85,6 +85,9 @@ export function roundStatsOf(round: number, result: RoundResult): RoundStats {
     ownersNotPreserved: BigInt(s.ownersNotPreserved),
     specialFilesSkipped: BigInt(s.specialFilesSkipped),
     firstSpecialFile: s.firstSpecialFile,
+    vouchedUnverified: BigInt(s.vouchedUnverified),
+    vouchedUnverifiedBytes: BigInt(s.vouchedUnverifiedBytes),
+    targetVouchedUnverified: BigInt(result.targetVouchedUnverified),
   });
 }
 
@@ -164,6 +167,8 @@ function roundResultOf(s: RoundStats): RoundResult {
       previousRoundEndMs: 0,
       // Not on the wire (RoundStats); the mover's log names it.
       setidStripped: 0,
+      vouchedUnverified: Number(s.vouchedUnverified),
+      vouchedUnverifiedBytes: Number(s.vouchedUnverifiedBytes),
     },
     entriesApplied: Number(s.entriesChanged) + Number(s.entriesDeleted),
     bytesWritten: Number(s.bytesWritten),
@@ -176,6 +181,7 @@ function roundResultOf(s: RoundStats): RoundResult {
     compressionRatio: Number(s.wireBytes) === 0 ? 1 : Number(s.rawBytes) / Number(s.wireBytes),
     ownersPreserved: Number(s.ownersNotPreserved) === 0,
     setidStripped: 0,
+    targetVouchedUnverified: Number(s.targetVouchedUnverified),
   };
 }
 

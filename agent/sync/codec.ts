@@ -10,9 +10,12 @@ import zstdBinding from "zstd-napi/binding.js";
 /**
  * 2: torn records (issue 14). 3: a large file's hash is taken over its sparse block list (block-list.ts), not one
  * 32-byte hash per block; the start record carries the set-id policy; keepalive (empty) frames. 4: file_append (a
- * small file that grew by an append travels as its tail; issue 12).
+ * small file that grew by an append travels as its tail; issue 12). 5: the end record's statistics count the entries
+ * the source vouched for by size and mtime and has not read yet (the quick check after a lost cache; issue 12); a
+ * target without a cache entry for a small file sends it unhashed (entry_unhashed), and the source answers every such
+ * entry: file_vouch when its file passes the quick check against it, the file itself otherwise.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 /** Block size for large files: the page size databases rewrite in place; see DESIGN notes in index.ts. */
 export const BLOCK_BYTES = 4096;
 /** Files at least this large are hashed per block and patched in place; smaller ones are sent whole. */
@@ -63,6 +66,13 @@ export interface RoundStatsWire {
   previousRoundEndMs: number;
   /** Files whose set-user-ID/set-group-ID bits the target's policy dropped. */
   setidStripped: number;
+  /**
+   * At the round's end: files the source vouched for by size, mtime and mode alone (its cache was lost and the
+   * target's entry matched) and has not yet read to verify, and their bytes. The digest covers them by that quick
+   * check only; 0 once every vouched file was verified.
+   */
+  vouchedUnverified: number;
+  vouchedUnverifiedBytes: number;
 }
 
 /** A round's statistics before anything happened: where the source starts counting, and what tests send. */
@@ -80,6 +90,8 @@ export function emptyRoundStats(): RoundStatsWire {
     firstSpecialFile: "",
     previousRoundEndMs: 0,
     setidStripped: 0,
+    vouchedUnverified: 0,
+    vouchedUnverifiedBytes: 0,
   };
 }
 
@@ -88,6 +100,12 @@ export type SyncRecord =
   /** stripSetid: the target drops set-user-ID and set-group-ID bits of files (its policy); the source digests so too. */
   | { t: "start"; version: number; targetUid: number; targetGid: number; preserveOwner: boolean; stripSetid: boolean }
   | { t: "entry"; e: IndexEntry }
+  /**
+   * A small regular file (not hard-linked) the target has no cache entry for, or only the source's unverified word
+   * (file_vouch), sent without reading it: `e.hash` is empty. The source must answer it with file_vouch (its file has this size, mtime and mode: the target takes the
+   * source's hash for its copy) or with the file (any other record for the path).
+   */
+  | { t: "entry_unhashed"; e: IndexEntry }
   | { t: "index_end" }
   // source -> target
   | { t: "dir"; path: string; meta: Meta }
@@ -95,6 +113,11 @@ export type SyncRecord =
   | { t: "hardlink"; path: string; to: string; hash: Uint8Array }
   /** Contents unchanged on the target: set metadata only. */
   | { t: "file_meta"; path: string; meta: Meta; size: number; hash: Uint8Array }
+  /**
+   * The answer to an entry_unhashed whose size, mtime and mode the source's file has: the target records `hash` (the
+   * source's content hash) for its copy unread, flagged vouched until it verifies it, and sets the metadata.
+   */
+  | { t: "file_vouch"; path: string; meta: Meta; size: number; hash: Uint8Array }
   /** A small file, whole. */
   | { t: "file_inline"; path: string; meta: Meta; hash: Uint8Array; data: Uint8Array }
   /**
@@ -145,6 +168,8 @@ const KIND = {
   load: 23,
   torn: 24,
   file_append: 25,
+  entry_unhashed: 26,
+  file_vouch: 27,
 } as const;
 
 const TYPE_CODE: Record<EntryType, number> = { dir: 1, file: 2, symlink: 3 };
@@ -330,6 +355,7 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
       w.u8(rec.stripSetid ? 1 : 0);
       return;
     case "entry":
+    case "entry_unhashed":
       encodeEntry(w, rec.e);
       return;
     case "index_end":
@@ -349,6 +375,7 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
       w.bytes(rec.hash);
       return;
     case "file_meta":
+    case "file_vouch":
       w.str(rec.path);
       writeMeta(w, rec.meta);
       w.uint(rec.size);
@@ -420,6 +447,8 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
         s.specialFilesSkipped,
         s.previousRoundEndMs,
         s.setidStripped,
+        s.vouchedUnverified,
+        s.vouchedUnverifiedBytes,
       ])
         w.uint(v);
       w.str(s.firstSpecialFile);
@@ -466,6 +495,12 @@ export function decodeRecord(r: ByteReader): SyncRecord {
     }
     case KIND.entry:
       return { t: "entry", e: decodeEntry(r) };
+    case KIND.entry_unhashed: {
+      const e = decodeEntry(r);
+      // Only what the target may send unhashed: a small regular file, not a link; anything else is a broken peer.
+      if (e.type !== "file" || e.hash.length !== 0 || e.size >= LARGE_FILE_BYTES || e.hardlinkTo !== "") throw malformed("bad unhashed entry");
+      return { t: "entry_unhashed", e };
+    }
     case KIND.index_end:
       return { t: "index_end" };
     case KIND.dir:
@@ -485,6 +520,13 @@ export function decodeRecord(r: ByteReader): SyncRecord {
       const meta = readMeta(r);
       const size = r.uint();
       return { t: "file_meta", path, meta, size, hash: readHash(r, false) };
+    }
+    case KIND.file_vouch: {
+      const path = r.str(MAX_STR);
+      const meta = readMeta(r);
+      const size = r.uint();
+      if (size >= LARGE_FILE_BYTES) throw malformed("a vouched file is small");
+      return { t: "file_vouch", path, meta, size, hash: readHash(r, false) };
     }
     case KIND.file_inline: {
       const path = r.str(MAX_STR);
@@ -543,7 +585,7 @@ export function decodeRecord(r: ByteReader): SyncRecord {
     case KIND.end: {
       const digest = readHash(r, false);
       const v: number[] = [];
-      for (let i = 0; i < 11; i++) v.push(r.uint());
+      for (let i = 0; i < 13; i++) v.push(r.uint());
       const [entriesScanned, entriesChanged, entriesDeleted, bytesRead, bytesChanged, wireBytes, rawBytes] = v as [
         number, number, number, number, number, number, number,
       ];
@@ -562,6 +604,8 @@ export function decodeRecord(r: ByteReader): SyncRecord {
           specialFilesSkipped: v[8] as number,
           previousRoundEndMs: v[9] as number,
           setidStripped: v[10] as number,
+          vouchedUnverified: v[11] as number,
+          vouchedUnverifiedBytes: v[12] as number,
           firstSpecialFile: r.str(MAX_STR),
         },
       };

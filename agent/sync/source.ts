@@ -29,6 +29,7 @@ import {
   readSmall,
   sha256,
   statMatches,
+  VerifyBudget,
   writeMemo,
   ZERO_BLOCK_HASH,
 } from "./state.js";
@@ -231,6 +232,10 @@ class SourceRound {
   /** Entries deleted between the walk's lstat and their open (logged; the next round sees them gone). */
   private vanishedCount = 0;
   private readonly turns = new LoopTurns();
+  /** The target's entries sent without a hash (its cache lost), which entry() must answer (see entry_unhashed). */
+  private readonly unhashed = new WeakSet<IndexEntry>();
+  /** What this round reads to verify vouched files. */
+  private readonly verify = new VerifyBudget();
 
   constructor(
     private readonly root: string,
@@ -274,6 +279,9 @@ class SourceRound {
     const memo = readMemo(this.stateDir);
     this.stats.previousRoundEndMs = memo.lastRoundEndMs;
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
+    if (cache.rejected) {
+      this.logger.info({ root: this.root }, "the hash cache is of another format: rebuilt this round, as after a lost cache");
+    }
     const next = new EntryFileWriter(path.join(this.stateDir, `index.new.${OWN_TAG}`));
     const digest = new VolumeDigest(start.preserveOwner);
     const groups = new Map<string, LinkGroup>();
@@ -345,7 +353,14 @@ class SourceRound {
       this.emit({ t: "end", digest: digest.digest(), stats: { ...this.stats } });
       yield* this.flush();
       this.logger.info(
-        { root: this.root, ...this.stats, vanished: this.vanishedCount, durationMs: endMs - this.startedMs },
+        {
+          root: this.root,
+          ...this.stats,
+          vanished: this.vanishedCount,
+          verifiedFiles: this.verify.files,
+          verifiedBytes: this.verify.bytes,
+          durationMs: endMs - this.startedMs,
+        },
         "sync round sent",
       );
     } catch (e) {
@@ -401,11 +416,12 @@ class SourceRound {
   }
 
   private targetEntry(r: SyncRecord): IndexEntry | undefined {
-    if (r.t !== "entry") throw new TheseusError("protocol", `unexpected ${r.t} record in the target's index`);
+    if (r.t !== "entry" && r.t !== "entry_unhashed") throw new TheseusError("protocol", `unexpected ${r.t} record in the target's index`);
     const e = r.e;
     // The same record is peeked again until the walk passes it: validate it once.
     if (r === this.lastTargetRecord) return e;
     this.lastTargetRecord = r;
+    if (r.t === "entry_unhashed") this.unhashed.add(e);
     validatePeerPath(e.path, true);
     if (this.lastTargetPath !== undefined && comparePaths(this.lastTargetPath, e.path) >= 0) {
       throw new TheseusError("protocol", `the target's index is out of order at ${JSON.stringify(e.path)}`);
@@ -557,18 +573,58 @@ class SourceRound {
 
     const cached = cache.seek(w.path);
     const tFile = t !== undefined && t.type === "file" && t.hardlinkTo === "" ? t : undefined;
+    const targetHas = (h: Uint8Array, n: number): boolean =>
+      tFile !== undefined && tFile.size === n && equalBytes(tFile.hash, h);
+    const stats = this.stats;
     // The source's own stat-validated cache says what this file holds without reading it.
     let hash: Uint8Array | undefined =
       cached !== undefined && cached.type === "file" && statMatches(cached, st) ? cached.hash : undefined;
-    if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) hash = undefined; // list lost
+    // Whether `hash` is the target's, taken without reading the file (the quick check below); any read clears it.
+    let vouched = false;
+    if (tFile !== undefined && this.unhashed.has(tFile)) {
+      // The target lost its cache and sent this small file unread. When ours has its size, mtime and mode, the
+      // target takes our hash for its copy (file_vouch), so that at most one side reads; otherwise its content is
+      // unknown (its hash is empty, so nothing below matches it) and the file is sent whole.
+      if (sameStat(tFile, meta, st.size)) {
+        let h = hash;
+        let n = st.size;
+        if (h !== undefined) vouched = cached?.vouched === true;
+        else {
+          const data = this.readSmallFile(abs, w.path, st.size);
+          if (data === undefined) return this.vanished(w.path, t);
+          h = sha256(data);
+          n = data.length;
+        }
+        if (n === tFile.size) {
+          this.emit({ t: "file_vouch", path: w.path, meta, size: n, hash: h });
+          finish(h, n, false);
+          return undefined;
+        }
+        hash = undefined; // it changed while we read it: read again below, and sent
+      }
+    } else if (hash !== undefined && cached?.vouched === true) {
+      // Vouched for in an earlier round and unchanged since: verify it when the round's budget allows (read and
+      // hashed below like a changed file, so equal content only clears the flag and other content is sent).
+      // A file the target no longer holds with the vouched hash is read anyway, and costs the budget nothing.
+      if (targetHas(hash, st.size) && this.verify.take(st.size)) hash = undefined;
+      else vouched = true;
+    } else if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) {
+      hash = undefined; // list lost
+    } else if (cached === undefined && tFile !== undefined && tFile.hash.length === 32 && sameStat(tFile, meta, st.size) && !this.torns.has(w.path)) {
+      // No entry at all (the cache was lost, or this is a new source for a target that holds the volume): like
+      // rsync's quick check, a file of the target's size, mtime and mode holds the target's content. Not so when
+      // the cache has an entry whose stat differs: the file changed since the source last read it, and is read.
+      // What this trusts, and how it is verified later, is in docs/architecture.md (the data path, step 2).
+      hash = tFile.hash;
+      vouched = true;
+    }
     let size = st.size;
     let sent = false;
-    const targetHas = (h: Uint8Array, n: number): boolean =>
-      tFile !== undefined && tFile.size === n && equalBytes(tFile.hash, h);
 
     if (hash !== undefined && targetHas(hash, size)) {
       sent = this.metaOnly(w.path, meta, size, hash, tFile as IndexEntry, metaDiffers);
     } else if (!isLarge(size)) {
+      vouched = false;
       const data = this.readSmallFile(abs, w.path, size);
       if (data === undefined) return this.vanished(w.path, t);
       hash = sha256(data);
@@ -589,6 +645,7 @@ class SourceRound {
         sent = true;
       }
     } else {
+      vouched = false;
       // Large and changed (or unknown): diff its blocks against the list of the content the target holds, when this
       // source has that list (it sent or saw that content before). Without a list but with an equal size (a lost
       // cache), hash first: an unchanged file then costs a read, not a resend.
@@ -631,7 +688,11 @@ class SourceRound {
       const entry: IndexEntry = { path: w.path, type: "file", meta, size: n, hash: h, linkTarget: "", hardlinkTo: "" };
       digest.add(entry);
       // The cache remembers the stat taken before reading: if the file changed while being read, the next round re-reads.
-      next.addWithStat(entry, st.ino, st.size === n ? st.mtimeMs : -1, st.ctimeMs);
+      next.addWithStat(entry, st.ino, st.size === n ? st.mtimeMs : -1, st.ctimeMs, vouched);
+      if (vouched) {
+        stats.vouchedUnverified++;
+        stats.vouchedUnverifiedBytes += n;
+      }
     }
   }
 
@@ -852,6 +913,15 @@ const SKIP_AT_ROOT: ReadonlySet<string> = new Set([LOCK_NAME, CACHE_DIR]);
 function isVanished(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
   return code === "ENOENT" || code === "ENOTDIR";
+}
+
+/**
+ * rsync's quick check, with the mode too: the target's entry has the same size, mtime (to the microsecond, as the
+ * index carries it) and permission bits as the source's file. (Its hash is checked by the caller: a torn entry has
+ * none, and an unhashed one is answered apart.)
+ */
+function sameStat(t: IndexEntry, meta: Meta, size: number): boolean {
+  return t.size === size && t.meta.mtimeUs === meta.mtimeUs && t.meta.mode === meta.mode;
 }
 
 /**

@@ -42,6 +42,7 @@ import {
   readSmall,
   sha256,
   statMatches,
+  VerifyBudget,
   utimeArg,
   writeFully,
   writeMemo,
@@ -117,6 +118,11 @@ export interface RoundResult {
   ownersPreserved: boolean;
   /** Files received this round whose set-id bits the policy dropped (the source counts them too, in `source`). */
   setidStripped: number;
+  /**
+   * Copies whose hash the target took from the source unread (file_vouch, after its own cache was lost) and has not
+   * verified yet, at the round's end: the target's side of the source's `vouchedUnverified`.
+   */
+  targetVouchedUnverified: number;
 }
 
 export async function runTargetRound(options: SyncTargetOptions, connect: SyncConnect, signal?: AbortSignal): Promise<RoundResult> {
@@ -261,6 +267,10 @@ class TargetRound {
   private bytesWritten = 0;
   private targetBytesRead = 0;
   private targetEntries = 0;
+  /** Small files sent in the index unread (entry_unhashed), each of which the source must answer. */
+  private unhashedSent = 0;
+  /** What this round reads to verify copies the source vouched for. */
+  private readonly verify = new VerifyBudget();
   private walkDone = false;
   /** The digest and block lists of the index as walked: the final ones when the round changes nothing. */
   private readonly walkDigest: VolumeDigest;
@@ -391,6 +401,7 @@ class TargetRound {
     try {
       for (const e of walk(this.root, new Set([STAGING_DIR, LOCK_NAME, CACHE_DIR]))) {
         const st = e.st;
+        let unhashed = false;
         const abs = e.path === "" ? this.root : `${this.root}/${e.path}`;
         let entry: IndexEntry;
         if (e.type === "dir") {
@@ -415,7 +426,26 @@ class TargetRound {
           const c = cache.seek(e.path);
           // A cached entry without a hash is a torn file's: never trusted.
           let hash: Uint8Array | undefined = c !== undefined && c.type === "file" && c.hash.length === 32 && statMatches(c, st) ? c.hash : undefined;
-          if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) hash = undefined;
+          if (hash !== undefined && c?.vouched === true) {
+            // The source vouched for this copy in an earlier round and it is unchanged since: verify it within the
+            // round's budget. A hash other than the vouched one goes into the index, and the source resends the file.
+            // Beyond the budget it goes unhashed again, and the source vouches again or sends the file: the index
+            // never claims a hash this target has not read, which the source would take as the base of an append
+            // (a copy changed behind both stats would fail that round and every next one until verified).
+            if (this.verify.take(st.size)) hash = undefined;
+            else if (!isLarge(st.size) && st.nlink === 1) {
+              unhashed = true;
+              hash = EMPTY;
+            }
+          } else if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) {
+            hash = undefined;
+          } else if (hash === undefined && (c === undefined || c.hash.length === 0) && !isLarge(st.size) && st.nlink === 1) {
+            // No cache entry (the cache was lost, or a file new to this volume): sent unread, and the source answers
+            // with its hash when its file has this size, mtime and mode (file_vouch), or with the file. Large files
+            // are still hashed: one changed on the source would otherwise go whole, with no base to patch.
+            unhashed = true;
+            hash = EMPTY;
+          }
           if (hash === undefined) hash = this.hashLocal(abs, st.size);
           if (hash === undefined) continue; // vanished or changed under us: absent from the index, so resent
           let hardlinkTo = "";
@@ -431,7 +461,8 @@ class TargetRound {
         this.walkDigest.add(entry);
         if (entry.type === "file" && isLarge(entry.size)) this.walkKeep.add(Buffer.from(entry.hash).toString("hex"));
         this.targetEntries++;
-        encodeRecord(w, { t: "entry", e: entry });
+        if (unhashed) this.unhashedSent++;
+        encodeRecord(w, unhashed ? { t: "entry_unhashed", e: entry } : { t: "entry", e: entry });
         if (w.length >= FRAME_TARGET_BYTES) yield this.counted(enc.encode(w).frame);
         if (turns.due()) await turns.turn();
       }
@@ -541,6 +572,9 @@ class TargetRound {
         return this.fileBegin(this.enter(rec.path), this.fileMetaOf(rec.meta), rec.mode, rec.baseHash, rec.resumeFrom);
       case "file_meta":
         return this.fileMeta(this.enter(rec.path), this.fileMetaOf(rec.meta), rec.size, rec.hash);
+      case "file_vouch":
+        // Trusts the source no more than file_meta does: a source that lies here could as well send other content.
+        return this.fileMeta(this.enter(rec.path), this.fileMetaOf(rec.meta), rec.size, rec.hash, true);
       case "symlink":
         return this.symlink(this.enter(rec.path), rec.meta, rec.target);
       case "hardlink":
@@ -645,7 +679,7 @@ class TargetRound {
     return p === "" ? this.root : `${this.root}/${p}`;
   }
 
-  private log(e: IndexEntry, st: fs.Stats | undefined): void {
+  private log(e: IndexEntry, st: fs.Stats | undefined, vouched = false): void {
     // Complete and verified (a patch's end is logged only then), replaced, or deleted with a directory above it.
     if (this.torns.size > 0) {
       for (const [p, t] of this.torns) {
@@ -656,7 +690,7 @@ class TargetRound {
       }
     }
     this.entriesApplied++;
-    this.applied.addWithStat(e, st?.ino ?? 0, st?.mtimeMs ?? -1, st?.ctimeMs ?? -1);
+    this.applied.addWithStat(e, st?.ino ?? 0, st?.mtimeMs ?? -1, st?.ctimeMs ?? -1, vouched);
   }
 
   /** Removes whatever is at `abs` (never following a symlink: rm and unlink act on the link itself). */
@@ -980,7 +1014,7 @@ class TargetRound {
     if (f.staging !== "" && !keep) fs.rmSync(f.staging, { force: true });
   }
 
-  private fileMeta(p: string, meta: Meta, size: number, hash: Uint8Array): void {
+  private fileMeta(p: string, meta: Meta, size: number, hash: Uint8Array, vouched = false): void {
     const abs = this.abs(p);
     let fd: number;
     try {
@@ -1002,7 +1036,7 @@ class TargetRound {
     } finally {
       fs.closeSync(fd);
     }
-    this.log({ path: p, type: "file", meta, size, hash, linkTarget: "", hardlinkTo: "" }, st);
+    this.log({ path: p, type: "file", meta, size, hash, linkTarget: "", hardlinkTo: "" }, st, vouched);
   }
 
   private symlink(p: string, meta: Meta, target: string): void {
@@ -1072,7 +1106,8 @@ class TargetRound {
     }
     let keep = new Set<string>();
     let got: Buffer;
-    if (this.applied.entries === 0) {
+    let vouched = 0;
+    if (this.applied.entries === 0 && this.unhashedSent === 0) {
       // Nothing changed: the index as walked is the new index.
       this.applied.close();
       fs.renameSync(this.spoolFile, path.join(this.stateDir, "index"));
@@ -1081,7 +1116,14 @@ class TargetRound {
     } else {
       const digest = new VolumeDigest(this.preserveOwner);
       this.merge((e) => {
+        if (this.unhashedSent > 0 && e.type === "file" && e.hash.length === 0) {
+          // Sent unhashed and never answered (torn files were refused above): the source is broken.
+          throw new TheseusError("protocol", `the source did not answer the target's unhashed entry ${JSON.stringify(e.path)}`, {
+            hint: "run the same Theseus version on both clusters",
+          });
+        }
         digest.add(e);
+        if (e.vouched) vouched++;
         if (e.type === "file" && isLarge(e.size)) keep.add(Buffer.from(e.hash).toString("hex"));
       });
       got = digest.digest();
@@ -1109,6 +1151,7 @@ class TargetRound {
       compressionRatio: s.wireBytes > 0 ? s.rawBytes / s.wireBytes : 1,
       ownersPreserved: this.preserveOwner,
       setidStripped: this.setidStripped,
+      targetVouchedUnverified: vouched,
     };
     if (this.setidStripped > 0) {
       this.logger.warn({ root: this.root, files: this.setidStripped }, "set-user-ID/set-group-ID bits dropped from files (THESEUS_KEEP_SETID=1 keeps them)");
@@ -1154,7 +1197,7 @@ class TargetRound {
     return kept;
   }
 
-  private merge(onEntry: (e: IndexEntry) => void): void {
+  private merge(onEntry: (e: CacheEntry) => void): void {
     this.applied.close();
     const spool = new EntryFileReader(this.spoolFile);
     const applied = new EntryFileReader(this.appliedFile);

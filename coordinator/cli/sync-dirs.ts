@@ -63,6 +63,16 @@ Example:
       );
       const skipped = skippedNotice(result);
       if (skipped !== undefined) process.stdout.write(`${skipped}\n`);
+      if (result.targetVouchedUnverified > 0) {
+        process.stdout.write(`${result.targetVouchedUnverified} target copies taken as the source's by size and mtime after the target's cache was lost; later rounds read them to verify\n`);
+      }
+      if (result.vouchedUnverified > 0) {
+        // The quick check's trade-off, said where the user reads the round: these files are equal by stat only.
+        process.stdout.write(
+          `${result.vouchedUnverified} files (${formatBytes(result.vouchedUnverifiedBytes)}) taken as unchanged by size and mtime after the source's cache was lost; ` +
+            `later rounds read them to verify\n`,
+        );
+      }
     });
 }
 
@@ -95,6 +105,11 @@ export interface SyncDirsResult {
   ownersNotPreserved: number;
   specialFilesSkipped: number;
   firstSpecialFile: string;
+  /** Files the source vouched for by size and mtime after a lost cache and has not read yet (RoundStats). */
+  vouchedUnverified: number;
+  vouchedUnverifiedBytes: number;
+  /** The target's side: copies it took the source's hash for unread after its own cache was lost, not yet verified. */
+  targetVouchedUnverified: number;
   digest: string;
   sourcePeakRssBytes: number;
   targetPeakRssBytes: number;
@@ -174,6 +189,9 @@ export async function syncDirs(request: SyncDirsRequest): Promise<SyncDirsResult
       ownersNotPreserved: Number(s.ownersNotPreserved),
       specialFilesSkipped: Number(s.specialFilesSkipped),
       firstSpecialFile: s.firstSpecialFile,
+      vouchedUnverified: Number(s.vouchedUnverified),
+      vouchedUnverifiedBytes: Number(s.vouchedUnverifiedBytes),
+      targetVouchedUnverified: Number(s.targetVouchedUnverified),
       digest: Buffer.from(s.targetDigest).toString("hex"),
       sourcePeakRssBytes: sourceRss,
       targetPeakRssBytes: targetRss,
