@@ -34,8 +34,20 @@ const CHUNK_BLOCKS = 8192;
 const RUN_BYTES = HASH_BYTES + 8;
 
 // Our own addon (agent/sync/fingerprints: fingerprints.c on the vendored xxhash.h, built by `npm ci`), CommonJS.
-const { blockHashes, fingerprints } = createRequire(import.meta.url)("theseus-block-fingerprints") as typeof Fingerprints;
+const { blockHashes, fingerprints } = loadAddon();
 export { blockHashes, fingerprints };
+
+function loadAddon(): typeof Fingerprints {
+  try {
+    return createRequire(import.meta.url)("theseus-block-fingerprints") as typeof Fingerprints;
+  } catch (cause) {
+    // An install with --ignore-scripts, or without a compiler, leaves it unbuilt: say so, not "Cannot find module".
+    throw new TheseusError("failed_precondition", "the sync engine's native addon (theseus-block-fingerprints) is not built", {
+      cause,
+      hint: "run `npm rebuild theseus-block-fingerprints` (it needs python3, make and g++), or `npm ci` without --ignore-scripts",
+    });
+  }
+}
 
 /** Scratch outputs of blockHashes for `bytes` of data, reused (grown on demand) across calls. */
 let scratch = { shas: Buffer.alloc(0), fps: Buffer.alloc(0) };
