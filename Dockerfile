@@ -23,8 +23,14 @@ COPY app-model ./app-model
 COPY agent ./agent
 COPY coordinator ./coordinator
 COPY local-clusters ./local-clusters
+# node_modules links the block-hash addon's package to agent/sync/fingerprints: put the package itself there (its
+# loader and the binary npm ci built, not its sources), so that the runtime stage needs node_modules alone.
 RUN npx tsc -p tsconfig.json \
- && npm prune --omit=dev --no-audit --no-fund
+ && npm prune --omit=dev --no-audit --no-fund \
+ && rm node_modules/theseus-block-fingerprints \
+ && mkdir -p node_modules/theseus-block-fingerprints/build/Release \
+ && cp agent/sync/fingerprints/package.json agent/sync/fingerprints/index.cjs node_modules/theseus-block-fingerprints/ \
+ && cp agent/sync/fingerprints/build/Release/fingerprints.node node_modules/theseus-block-fingerprints/build/Release/
 
 FROM gcr.io/distroless/nodejs20-debian12:nonroot AS runtime
 WORKDIR /app
@@ -34,9 +40,6 @@ ENV NODE_ENV=production
 ENV NODE_OPTIONS=--max-semi-space-size=2
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
-# node_modules links the addon's package here (its built binary and the loader; the sources stay behind).
-COPY --from=build /src/agent/sync/fingerprints/package.json /src/agent/sync/fingerprints/index.cjs ./agent/sync/fingerprints/
-COPY --from=build /src/agent/sync/fingerprints/build/Release/fingerprints.node ./agent/sync/fingerprints/build/Release/
 COPY --from=build /src/dist ./dist
 # distroless's nonroot user: numeric, so that runAsNonRoot can verify it without reading /etc/passwd.
 USER 65532:65532
