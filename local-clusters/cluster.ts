@@ -14,7 +14,7 @@ import { createIfAbsent, loadKubeConfig } from "../kube/index.js";
 import { clusterDir, clustersRoot, controlPlaneBinaries, repoRoot, validateClusterName } from "./paths.js";
 import { generatePki, pkiFiles } from "./pki.js";
 import type { PkiFiles } from "./pki.js";
-import { freePort, isAlive, spawnDetached, stopProcess } from "./processes.js";
+import { clusterPort, isAlive, spawnDetached, stopProcess } from "./processes.js";
 import type { ProcessRecord } from "./processes.js";
 import { COMPONENT_ORDER, readState, writeState } from "./state.js";
 import type { ClusterState, ComponentName, ComponentState } from "./state.js";
@@ -192,11 +192,11 @@ async function createState(name: string, dir: string, nodeCount: number): Promis
   const files = pkiFiles(join(dir, "pki"));
   await generatePki(name, serviceIp, files);
   const ports = {
-    etcdClient: await freePort(),
-    etcdPeer: await freePort(),
-    apiServer: await freePort(),
-    controllerManager: await freePort(),
-    scheduler: await freePort(),
+    etcdClient: await clusterPort(index, 0),
+    etcdPeer: await clusterPort(index, 1),
+    apiServer: await clusterPort(index, 2),
+    controllerManager: await clusterPort(index, 3),
+    scheduler: await clusterPort(index, 4),
   };
   const apiServerUrl = `https://127.0.0.1:${ports.apiServer}`;
   const kubeconfigPath = join(dir, "kubeconfig");

@@ -98,6 +98,29 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
+/**
+ * A port of a cluster's own, below Linux's ephemeral range (32768-60999): `slot` (0-7) of the ports reserved for the
+ * cluster's claimed index. A port picked by binding port 0 comes from that range, and between our close and etcd's
+ * bind any outgoing connection on the machine may take it: a CI run lost a cluster to "bind: address already in use"
+ * while other test files were connecting everywhere. The index is the cluster's alone (claimIndex), so no other
+ * cluster picks the same port; a port something else holds anyway falls back to one the kernel picks.
+ */
+export async function clusterPort(index: number, slot: number): Promise<number> {
+  const port = CLUSTER_PORT_BASE + index * CLUSTER_PORT_SLOTS + slot;
+  if (slot >= 0 && slot < CLUSTER_PORT_SLOTS && (await portIsFree(port))) return port;
+  return freePort();
+}
+const CLUSTER_PORT_BASE = 20000;
+const CLUSTER_PORT_SLOTS = 8;
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
 /** A free TCP port on 127.0.0.1 (bind port 0, read it, close). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
