@@ -27,7 +27,7 @@ import type * as Fingerprints from "theseus-block-fingerprints";
 export const ZERO_BLOCK = Buffer.alloc(BLOCK_BYTES);
 export const ZERO_BLOCK_HASH = crypto.hash("sha256", ZERO_BLOCK, "buffer");
 
-const HASH_BYTES = 32;
+export const HASH_BYTES = 32;
 export const FINGERPRINT_BYTES = 16;
 /** Hashes per chunk (256 KiB): a chunk is allocated on demand, growing up to this size. */
 const CHUNK_BLOCKS = 8192;

@@ -33,7 +33,7 @@ import {
   writeMemo,
   ZERO_BLOCK_HASH,
 } from "./state.js";
-import { BlockList, blockHashes, FINGERPRINT_BYTES, fingerprints, ZERO_BLOCK, ZERO_BLOCK_FINGERPRINT } from "./block-list.js";
+import { BlockList, blockHashes, FINGERPRINT_BYTES, fingerprints, HASH_BYTES, ZERO_BLOCK, ZERO_BLOCK_FINGERPRINT } from "./block-list.js";
 import { TokenBucket } from "./throttle.js";
 import { ReadAhead } from "./read-ahead.js";
 import type { Clock } from "./throttle.js";
@@ -219,7 +219,7 @@ class SourceRound {
   /** The fingerprints of one read's blocks (block-list.ts), taken in one native call. */
   private readonly fpBuf = Buffer.allocUnsafe(Math.ceil(READ_CHUNK_BYTES / BLOCK_BYTES) * FINGERPRINT_BYTES);
   /** And their sha256s, when a file is sent whole. */
-  private readonly shaBuf = Buffer.allocUnsafe(Math.ceil(READ_CHUNK_BYTES / BLOCK_BYTES) * 32);
+  private readonly shaBuf = Buffer.allocUnsafe(Math.ceil(READ_CHUNK_BYTES / BLOCK_BYTES) * HASH_BYTES);
   private readonly blocks: BlockStore;
   private readonly stats: RoundStatsWire = emptyRoundStats();
   private readonly startedMs = Date.now();
@@ -864,9 +864,9 @@ class SourceRound {
         for (let i = 0, off = 0, b = first; i < blocks; i++, off += BLOCK_BYTES, b++) {
           const end = Math.min(off + BLOCK_BYTES, n);
           const fo = i * FINGERPRINT_BYTES;
-          const so = i * 32;
+          const so = i * HASH_BYTES;
           const zero = end - off === BLOCK_BYTES && (whole
-            ? this.shaBuf.compare(ZERO_BLOCK_HASH, 0, 32, so, so + 32) === 0
+            ? this.shaBuf.compare(ZERO_BLOCK_HASH, 0, HASH_BYTES, so, so + HASH_BYTES) === 0
             : this.fpBuf.compare(ZERO_BLOCK_FINGERPRINT, 0, FINGERPRINT_BYTES, fo, fo + FINGERPRINT_BYTES) === 0 && ZERO_BLOCK.compare(chunk, off, end) === 0);
           const diffable = baseList !== undefined && b >= forceUntil && b < baseList.length;
           if (diffable && (zero ? baseList.isZeroAt(b) : baseList.fingerprintMatches(b, this.fpBuf, fo))) {
@@ -875,7 +875,7 @@ class SourceRound {
             continue;
           }
           keepBase(b);
-          const h = zero ? ZERO_BLOCK_HASH : whole ? this.shaBuf.subarray(so, so + 32) : sha256(chunk.subarray(off, end));
+          const h = zero ? ZERO_BLOCK_HASH : whole ? this.shaBuf.subarray(so, so + HASH_BYTES) : sha256(chunk.subarray(off, end));
           list.append(h, zero ? undefined : this.fpBuf.subarray(fo, fo + FINGERPRINT_BYTES));
           // Without the base's fingerprints (a list from before they existed, or a target's), its hash decides.
           if (diffable && baseList.at(b).equals(h)) {

@@ -381,7 +381,7 @@ export class BlockStore {
     try {
       const f = fs.readFileSync(this.file(hash) + FINGERPRINTS_SUFFIX);
       const body = f.subarray(0, f.length - FINGERPRINT_BYTES);
-      if (f.length >= FINGERPRINT_BYTES && fingerprintsCheck(body).equals(f.subarray(body.length))) list.attachFingerprints(body);
+      if (f.length >= FINGERPRINT_BYTES && fingerprintsCheck([body]).equals(f.subarray(body.length))) list.attachFingerprints(body);
     } catch {
       // none stored
     }
@@ -394,7 +394,7 @@ export class BlockStore {
     if (!blocks.hasFingerprints || blocks.dataBlocks === 0 || fs.existsSync(f + FINGERPRINTS_SUFFIX)) return;
     // The fingerprints end with a check of their own, so that a damaged file is told from a good one.
     const pieces = [...blocks.encodeFingerprints()];
-    writeAtomically(f + FINGERPRINTS_SUFFIX, [...pieces, fingerprintsCheck(Buffer.concat(pieces))]);
+    writeAtomically(f + FINGERPRINTS_SUFFIX, [...pieces, fingerprintsCheck(pieces)]);
   }
   /** Removes lists (and their fingerprints) no longer referenced by the cache just committed. */
   retainOnly(keep: ReadonlySet<string>): void {
@@ -409,11 +409,14 @@ export class BlockStore {
 const FINGERPRINTS_SUFFIX = ".fp";
 
 /** The check a fingerprint file ends with: the first 16 bytes of the sha256 of the rest (4 MiB per GiB of data). */
-function fingerprintsCheck(body: Uint8Array): Buffer {
-  return sha256(body).subarray(0, FINGERPRINT_BYTES);
+function fingerprintsCheck(body: Iterable<Uint8Array>): Buffer {
+  const h = crypto.createHash("sha256");
+  for (const piece of body) h.update(piece);
+  return h.digest().subarray(0, FINGERPRINT_BYTES);
 }
 
-function writeAtomically(file: string, pieces: Iterable<Uint8Array>): void {
+/** Writes `file` whole or not at all: the pieces go to `file.tmp` (swept if a crash leaves it), renamed over it. */
+export function writeAtomically(file: string, pieces: Iterable<Uint8Array>): void {
   const fd = fs.openSync(file + ".tmp", "w", 0o600);
   try {
     for (const piece of pieces) writeFully(fd, piece);

@@ -44,7 +44,7 @@ import {
   statMatches,
   VerifyBudget,
   utimeArg,
-  writeFully,
+  writeAtomically,
   writeMemo,
   ZERO_BLOCK,
 } from "./state.js";
@@ -1332,14 +1332,7 @@ function savePartial(file: string, p: PartialFile): void {
   head.writeUInt32LE(name.length, 0);
   name.copy(head, 4);
   head.writeDoubleLE(p.blocks, 4 + name.length);
-  const fd = fs.openSync(file + ".tmp", "w", 0o600);
-  try {
-    writeFully(fd, head);
-    for (const piece of p.list.encode()) writeFully(fd, piece);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(file + ".tmp", file);
+  writeAtomically(file, [head, ...p.list.encode()]);
 }
 
 function loadPartial(file: string, staging: string): PartialFile | undefined {
