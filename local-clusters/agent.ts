@@ -11,7 +11,7 @@ import { TheseusError, sleep, throwIfAborted } from "../common/index.js";
 import { ensureChartAgent, reachesAgent, uninstallChartAgent } from "./agent-chart.js";
 import type { ChartAgentOptions } from "./agent-chart.js";
 import { repoRoot } from "./paths.js";
-import { clusterPort, isAlive, spawnDetached, stopProcess } from "./processes.js";
+import { clusterPort, freePort, isAlive, portIsFree, spawnDetached, stopProcess } from "./processes.js";
 import type { ProcessRecord } from "./processes.js";
 import type { ClusterState, LocalAgentState, ProcessAgentState } from "./state.js";
 import { writeState } from "./state.js";
@@ -77,7 +77,9 @@ async function ensureProcessAgent(
   signal: AbortSignal | undefined,
 ): Promise<ClusterState> {
   const previous = state.agent?.mode === "chart" ? undefined : state.agent;
-  const port = previous?.port ?? (await clusterPort(state.index, 5));
+  // The agent has no start-up retry (its address is registered once), so its own port is probed first.
+  const own = clusterPort(state.index, 5);
+  const port = previous?.port ?? ((await portIsFree(own)) ? own : await freePort());
   const argv = [
     process.execPath,
     AGENT_MAIN,

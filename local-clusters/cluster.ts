@@ -2,10 +2,12 @@
 // 127.0.0.1 (ports picked at random and recorded), plus one node daemon that emulates the kubelet of every node and
 // runs the local-path provisioner and the DeploymentConfig controller. All of them are detached, so the cluster keeps
 // running after the CLI exits; state.json records how to restart or stop each of them.
+import { execFile } from "node:child_process";
 import { request } from "node:https";
 import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { CoreV1Api, StorageV1Api } from "@kubernetes/client-node";
 import { stringify } from "yaml";
 import type { Logger } from "../common/index.js";
@@ -14,7 +16,7 @@ import { createIfAbsent, loadKubeConfig } from "../kube/index.js";
 import { clusterDir, clustersRoot, controlPlaneBinaries, repoRoot, validateClusterName } from "./paths.js";
 import { generatePki, pkiFiles } from "./pki.js";
 import type { PkiFiles } from "./pki.js";
-import { clusterPort, isAlive, spawnDetached, stopProcess } from "./processes.js";
+import { clusterPort, freePort, isAlive, spawnDetached, stopProcess } from "./processes.js";
 import type { ProcessRecord } from "./processes.js";
 import { COMPONENT_ORDER, readState, writeState } from "./state.js";
 import type { ClusterState, ComponentName, ComponentState } from "./state.js";
@@ -58,6 +60,7 @@ export interface ClusterSummary extends LocalCluster {
 }
 
 const DEFAULT_TIMEOUT_MS = 180_000;
+const execFileAsync = promisify(execFile);
 
 function toLocalCluster(state: ClusterState, dir: string): LocalCluster {
   return {
@@ -103,10 +106,20 @@ export async function upCluster(name: string, options: UpOptions = {}): Promise<
   let state = await createState(name, dir, nodes);
   try {
     for (const component of COMPONENT_ORDER) {
-      throwIfAborted(options.signal);
-      logger.info({ process: component }, "starting");
-      state = await startComponent(state, dir, component);
-      await waitComponentReady(state, dir, component, timeoutMs, options.signal);
+      for (let attempt = 1; ; attempt++) {
+        throwIfAborted(options.signal);
+        logger.info({ process: component }, "starting");
+        state = await startComponent(state, dir, component);
+        try {
+          await waitComponentReady(state, dir, component, timeoutMs, options.signal);
+          break;
+        } catch (error) {
+          const port = await portTakenAtStart(state, component);
+          if (port === undefined || attempt === PORT_ATTEMPTS) throw error;
+          logger.warn({ process: component, port, holder: await portHolder(port) }, "its port was taken before it bound it; starting it on another");
+          state = await withNewPorts(state, dir, component);
+        }
+      }
       if (component === "kube-apiserver") await bootstrap(state);
     }
     await waitClusterReady(state, dir, timeoutMs, options.signal);
@@ -192,11 +205,11 @@ async function createState(name: string, dir: string, nodeCount: number): Promis
   const files = pkiFiles(join(dir, "pki"));
   await generatePki(name, serviceIp, files);
   const ports = {
-    etcdClient: await clusterPort(index, 0),
-    etcdPeer: await clusterPort(index, 1),
-    apiServer: await clusterPort(index, 2),
-    controllerManager: await clusterPort(index, 3),
-    scheduler: await clusterPort(index, 4),
+    etcdClient: clusterPort(index, 0),
+    etcdPeer: clusterPort(index, 1),
+    apiServer: clusterPort(index, 2),
+    controllerManager: clusterPort(index, 3),
+    scheduler: clusterPort(index, 4),
   };
   const apiServerUrl = `https://127.0.0.1:${ports.apiServer}`;
   const kubeconfigPath = join(dir, "kubeconfig");
@@ -237,6 +250,61 @@ async function writeKubeconfig(path: string, name: string, server: string, ca: s
     preferences: {},
   };
   await writeFile(path, stringify(doc), { mode: 0o600 });
+}
+
+// A cluster's ports are its own (clusterPort), yet a CI run saw etcd's peer port taken when etcd bound it, by a
+// holder the log could not name. A fresh cluster whose component fails that way starts it again on ports
+// the kernel picks, and logs who held the port; a restarted cluster keeps its ports (its kubeconfig is out there).
+const PORT_ATTEMPTS = 3;
+
+const COMPONENT_PORTS: Readonly<Record<ComponentName, readonly (keyof ClusterState["ports"])[]>> = {
+  etcd: ["etcdClient", "etcdPeer"],
+  "kube-apiserver": ["apiServer"],
+  "kube-controller-manager": ["controllerManager"],
+  "kube-scheduler": ["scheduler"],
+  "node-daemon": [],
+};
+
+/** The component's port that its last start found in use ("bind: address already in use" in its log), if any. */
+async function portTakenAtStart(state: ClusterState, component: ComponentName): Promise<number | undefined> {
+  const proc = state.components[component].process;
+  if (proc !== null && isAlive(proc)) return undefined;
+  const log = await readFile(state.components[component].logFile, "utf8").catch(() => "");
+  const lastStart = log.slice(log.lastIndexOf(`starting ${component}\n`));
+  const match = /listen tcp [0-9.]+:(\d+): bind: address already in use/.exec(lastStart);
+  const port = match === null ? undefined : Number(match[1]);
+  return COMPONENT_PORTS[component].some((k) => state.ports[k] === port) ? port : undefined;
+}
+
+/** Who holds PORT, as `ss` tells it (best effort: for the log only). */
+async function portHolder(port: number): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync("ss", ["-Htanp", `( sport = :${port} )`], { timeout: 5_000 });
+    return stdout.trim() === "" ? "nobody any more" : stdout.trim();
+  } catch (error) {
+    return `unknown (ss: ${(error as Error).message})`;
+  }
+}
+
+/** STATE with COMPONENT's ports picked anew, every argv and the kubeconfig following, written to disk. */
+async function withNewPorts(state: ClusterState, dir: string, component: ComponentName): Promise<ClusterState> {
+  const ports = { ...state.ports };
+  for (const key of COMPONENT_PORTS[component]) ports[key] = await freePort();
+  // etcd may have begun its data directory with the old peer URL in it.
+  if (component === "etcd") await rm(join(dir, "etcd"), { recursive: true, force: true });
+  const files = pkiFiles(join(dir, "pki"));
+  const apiServerUrl = `https://127.0.0.1:${ports.apiServer}`;
+  if (apiServerUrl !== state.apiServerUrl) {
+    const pem = (path: string): Promise<string> => readFile(path, "utf8");
+    await writeKubeconfig(state.kubeconfigPath, state.name, apiServerUrl, await pem(files.caCert), await pem(files.adminCert), await pem(files.adminKey));
+  }
+  const argv = componentArgv(dir, files, ports, state.serviceCidr, state.kubeconfigPath);
+  const components = Object.fromEntries(
+    COMPONENT_ORDER.map((c) => [c, { ...state.components[c], argv: argv[c] } satisfies ComponentState]),
+  ) as unknown as Record<ComponentName, ComponentState>;
+  const next: ClusterState = { ...state, ports, apiServerUrl, components };
+  await writeState(dir, next);
+  return next;
 }
 
 function componentArgv(
@@ -353,9 +421,14 @@ async function waitComponentReady(
       case "kube-apiserver":
         ready = await apiGetOk(state, files, "/readyz");
         break;
+      case "kube-controller-manager":
+        ready = await healthzOk(state.ports.controllerManager);
+        break;
+      case "kube-scheduler":
+        ready = await healthzOk(state.ports.scheduler);
+        break;
       default:
-        // The controllers and the node daemon have no cheap health endpoint we can reach with the admin
-        // certificate; waitClusterReady checks their effects (tokens, Ready nodes) instead.
+        // The node daemon has no health endpoint; waitClusterReady checks its effect (Ready nodes) instead.
         ready = true;
     }
     if (ready) return;
@@ -410,6 +483,22 @@ function httpOk(url: string): Promise<boolean> {
   return fetch(url, { signal: AbortSignal.timeout(2000) })
     .then((r) => r.ok)
     .catch(() => false);
+}
+
+/**
+ * The controllers' /healthz on their secure port. It is always allowed to anonymous callers, and their serving
+ * certificate is self-signed, so it is not verified: the answer only tells that the component bound its own port.
+ */
+function healthzOk(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ host: "127.0.0.1", port, path: "/healthz", method: "GET", rejectUnauthorized: false, timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on("error", () => resolve(false));
+    req.on("timeout", () => req.destroy());
+    req.end();
+  });
 }
 
 async function apiGetOk(state: ClusterState, files: PkiFiles, path: string): Promise<boolean> {

@@ -103,17 +103,19 @@ function signal(pid: number, sig: NodeJS.Signals): void {
  * cluster's claimed index. A port picked by binding port 0 comes from that range, and between our close and etcd's
  * bind any outgoing connection on the machine may take it: a CI run lost a cluster to "bind: address already in use"
  * while other test files were connecting everywhere. The index is the cluster's alone (claimIndex), so no other
- * cluster picks the same port; a port something else holds anyway falls back to one the kernel picks.
+ * cluster picks the same port. It is not probed here: a probe is stale by the time the component binds, so what
+ * something else holds anyway is handled where it shows, when the component fails to bind (upCluster starts it again
+ * on a port the kernel picks).
  */
-export async function clusterPort(index: number, slot: number): Promise<number> {
-  const port = CLUSTER_PORT_BASE + index * CLUSTER_PORT_SLOTS + slot;
-  if (slot >= 0 && slot < CLUSTER_PORT_SLOTS && (await portIsFree(port))) return port;
-  return freePort();
+export function clusterPort(index: number, slot: number): number {
+  if (!Number.isInteger(slot) || slot < 0 || slot >= CLUSTER_PORT_SLOTS) throw new RangeError(`port slot ${slot} is not 0-${CLUSTER_PORT_SLOTS - 1}`);
+  return CLUSTER_PORT_BASE + index * CLUSTER_PORT_SLOTS + slot;
 }
 const CLUSTER_PORT_BASE = 20000;
 const CLUSTER_PORT_SLOTS = 8;
 
-function portIsFree(port: number): Promise<boolean> {
+/** True when nothing listens on 127.0.0.1:PORT right now (a probe: it may be taken the moment after). */
+export function portIsFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();
     server.once("error", () => resolve(false));

@@ -1,13 +1,16 @@
 // Two local clusters at once must be as independent as two real ones: own ports, CAs, etcd and service CIDRs, so
 // that objects, credentials and clusterIPs from one are meaningless in the other; stopping one leaves the other up.
 import { existsSync } from "node:fs";
-import { readFile, rm } from "node:fs/promises";
+import { readFile, readdir, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import type { Server } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import anyTest from "ava";
 import type { TestFn } from "ava";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import type { LocalCluster } from "../local-clusters/index.js";
-import { downCluster, listClusters, upCluster } from "../local-clusters/index.js";
+import { clusterPort, downCluster, listClusters, upCluster } from "../local-clusters/index.js";
 import { loadKubeConfig } from "../kube/index.js";
 import { eventually, privateTheseusHome, withHint } from "./local-clusters-support.js";
 
@@ -15,14 +18,23 @@ interface Context {
   home: string;
   a: LocalCluster;
   b: LocalCluster;
+  /** The etcd peer, API server and scheduler ports held while a started: a's own among them, whatever its index. */
+  held: Set<number>;
 }
 const test = anyTest as TestFn<Context>;
 
 test.before(async (t) => {
   t.context.home = privateTheseusHome();
   try {
-    // One after the other: each start-up alone keeps 2 cores busy.
-    t.context.a = await upCluster("lc-side-a");
+    // One after the other: each start-up alone keeps 2 cores busy. a starts with its own etcd peer and API server ports
+    // taken, as a CI run once had etcd's: it must come up on others.
+    const holders = await holdOwnPorts([1, 2, 4]);
+    t.context.held = new Set(holders.map((h) => (h.address() as { port: number }).port));
+    try {
+      t.context.a = await upCluster("lc-side-a");
+    } finally {
+      await Promise.all(holders.map((h) => new Promise((resolve) => h.close(resolve))));
+    }
     t.context.b = await upCluster("lc-side-b", { nodes: 2 });
   } catch (error) {
     throw withHint(error);
@@ -34,6 +46,36 @@ test.after.always(async (t) => {
   await downCluster("lc-side-b").catch(() => undefined);
   if (t.context.home !== undefined) await rm(t.context.home, { recursive: true, force: true });
 });
+
+/**
+ * Listens on slots SLOTS of every index no live cluster claims now (claims are in the machine-wide directory cluster.ts
+ * keeps): whichever of them a claims, its own ports are taken. Claimed indexes are left alone, so a cluster of another
+ * test file restarting a component on its recorded ports is not disturbed; one claiming an index meanwhile meets the
+ * same taken ports and must cope the same way.
+ */
+async function holdOwnPorts(slots: readonly number[]): Promise<Server[]> {
+  // A claim is live while the cluster directory it names exists; a stale one is taken over by the next cluster.
+  const claims = join(tmpdir(), "theseus-cluster-indexes");
+  const claimed = new Set<string>();
+  for (const index of await readdir(claims).catch(() => [] as string[])) {
+    const holder = await readFile(join(claims, index), "utf8").catch(() => "");
+    if (holder !== "" && existsSync(holder)) claimed.add(index);
+  }
+  const servers: Server[] = [];
+  for (let index = 1; index <= 64; index++) {
+    if (claimed.has(String(index))) continue;
+    for (const slot of slots) {
+      // Connections are dropped at once: a held port answers nothing, and its server closes without waiting for them.
+      const server = createServer((socket) => socket.destroy());
+      const ok = await new Promise<boolean>((resolve) => {
+        server.once("error", () => resolve(false));
+        server.listen(clusterPort(index, slot), "127.0.0.1", () => resolve(true));
+      });
+      if (ok) servers.push(server);
+    }
+  }
+  return servers;
+}
 
 const core = (c: LocalCluster): CoreV1Api => loadKubeConfig(c.kubeconfigPath).makeApiClient(CoreV1Api);
 
@@ -50,6 +92,25 @@ test.serial("two clusters run side by side with their own ports, nodes and servi
 
   const listed = await listClusters();
   t.deepEqual(listed.map((c) => [c.name, c.status]), [["lc-side-a", "running"], ["lc-side-b", "running"]]);
+});
+
+test.serial("a cluster whose own ports are taken when it starts comes up on others (its kubeconfig following)", async (t) => {
+  const { a, held } = t.context;
+  const state = JSON.parse(await readFile(join(a.dataDir, "state.json"), "utf8")) as {
+    index: number;
+    ports: { etcdPeer: number; apiServer: number; scheduler: number };
+  };
+  t.true([1, 2, 4].every((slot) => held.has(clusterPort(state.index, slot))), "a's own ports were held");
+  t.false(held.has(state.ports.etcdPeer), `etcd's peer port ${state.ports.etcdPeer} is not a held one`);
+  t.false(held.has(state.ports.apiServer), `the API server's port ${state.ports.apiServer} is not a held one`);
+  t.false(held.has(state.ports.scheduler), `the scheduler's port ${state.ports.scheduler} is not a held one`);
+  t.is(a.apiServerUrl, `https://127.0.0.1:${state.ports.apiServer}`, "the kubeconfig names the port the API server got");
+  const etcdLog = await readFile(join(a.dataDir, "logs", "etcd.log"), "utf8");
+  t.regex(etcdLog, new RegExp(`127\\.0\\.0\\.1:${clusterPort(state.index, 1)}: bind: address already in use`));
+  t.is(etcdLog.split("starting etcd").length - 1, 2, "etcd was started twice: on its own ports, then on others");
+  const schedulerLog = await readFile(join(a.dataDir, "logs", "kube-scheduler.log"), "utf8");
+  t.is(schedulerLog.split("starting kube-scheduler").length - 1, 2, "so was the scheduler (its readiness is its /healthz)");
+  t.is((await core(a).listNode()).items.length, 1, "and the cluster answers");
 });
 
 test.serial("a clusterIP copied from the other cluster is rejected, as it would be between real clusters", async (t) => {
