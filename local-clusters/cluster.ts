@@ -16,7 +16,7 @@ import { createIfAbsent, loadKubeConfig } from "../kube/index.js";
 import { clusterDir, clustersRoot, controlPlaneBinaries, repoRoot, validateClusterName } from "./paths.js";
 import { generatePki, pkiFiles } from "./pki.js";
 import type { PkiFiles } from "./pki.js";
-import { clusterPort, freePort, isAlive, spawnDetached, stopProcess } from "./processes.js";
+import { clusterPort, freePort, isAlive, portIsFree, spawnDetached, stopProcess } from "./processes.js";
 import type { ProcessRecord } from "./processes.js";
 import { COMPONENT_ORDER, readState, writeState } from "./state.js";
 import type { ClusterState, ComponentName, ComponentState } from "./state.js";
@@ -167,6 +167,10 @@ async function claimIndex(dir: string): Promise<number> {
   await mkdir(INDEX_CLAIMS, { recursive: true });
   for (let index = 1; index <= 254; index++) {
     if (used.has(index)) continue;
+    // A cluster whose directory went without `local down` (a test's temp home removed while its processes lived on)
+    // leaves a stale claim and a control plane still on the index's ports and pod addresses: an index whose etcd
+    // client port is held is passed by.
+    if (!(await portIsFree(clusterPort(index, 0)))) continue;
     const claim = join(INDEX_CLAIMS, String(index));
     try {
       await writeFile(claim, dir, { flag: "wx" });

@@ -48,10 +48,11 @@ test.after.always(async (t) => {
 });
 
 /**
- * Listens on slots SLOTS of every index no live cluster claims now (claims are in the machine-wide directory cluster.ts
- * keeps): whichever of them a claims, its own ports are taken. Claimed indexes are left alone, so a cluster of another
- * test file restarting a component on its recorded ports is not disturbed; one claiming an index meanwhile meets the
- * same taken ports and must cope the same way.
+ * Listens on slots SLOTS of every index no live cluster claims now (claims are in the machine-wide directory
+ * cluster.ts keeps), and on slot 0, etcd's client port, of the first of them, as a cluster left running without its
+ * directory would: a must pass that index by, and whichever it claims, its own ports are taken. Claimed indexes are
+ * left alone, so a cluster of another test file restarting a component on its recorded ports is not disturbed; one
+ * claiming an index meanwhile meets the same taken ports and must cope the same way.
  */
 async function holdOwnPorts(slots: readonly number[]): Promise<Server[]> {
   // A claim is live while the cluster directory it names exists; a stale one is taken over by the next cluster.
@@ -62,9 +63,13 @@ async function holdOwnPorts(slots: readonly number[]): Promise<Server[]> {
     if (holder !== "" && existsSync(holder)) claimed.add(index);
   }
   const servers: Server[] = [];
+  let leftOver = false;
   for (let index = 1; index <= 64; index++) {
     if (claimed.has(String(index))) continue;
-    for (const slot of slots) {
+    // The first free index also looks like a cluster left running without its directory: its etcd client port too.
+    const held = leftOver ? slots : [0, ...slots];
+    leftOver = true;
+    for (const slot of held) {
       // Connections are dropped at once: a held port answers nothing, and its server closes without waiting for them.
       const server = createServer((socket) => socket.destroy());
       const ok = await new Promise<boolean>((resolve) => {
@@ -100,6 +105,7 @@ test.serial("a cluster whose own ports are taken when it starts comes up on othe
     index: number;
     ports: { etcdPeer: number; apiServer: number; scheduler: number };
   };
+  t.false(held.has(clusterPort(state.index, 0)), "an index whose etcd client port was held (a cluster left running) was passed by");
   t.true([1, 2, 4].every((slot) => held.has(clusterPort(state.index, slot))), "a's own ports were held");
   t.false(held.has(state.ports.etcdPeer), `etcd's peer port ${state.ports.etcdPeer} is not a held one`);
   t.false(held.has(state.ports.apiServer), `the API server's port ${state.ports.apiServer} is not a held one`);
