@@ -12,7 +12,7 @@ import { packVolume, restoreVolume } from "./archive/index.js";
 import type { ArchiveSummary } from "./archive/index.js";
 import { requireCluster, validateMigrationId } from "./cluster/index.js";
 import type { ClusterAccess } from "./cluster/index.js";
-import { STAGING_DIR } from "./sync/index.js";
+import { CACHE_DIR, LOCK_NAME, STAGING_DIR } from "./sync/index.js";
 import type { VolumeRegistry } from "./volumes.js";
 
 export type ArchiveHandlers = Pick<Implementation<typeof AgentService>, "exportVolume" | "importVolume">;
@@ -33,7 +33,8 @@ export function createArchiveService(deps: ArchiveServiceDeps): ArchiveHandlers 
       const volume = claimRef(request.volume);
       const root = await deps.volumes.root(volume, ctx.signal);
       logger.info({ volume, by: ctx.peer.name }, "exporting a volume archive");
-      for await (const event of packVolume(root, ctx.signal, new Set([STAGING_DIR]))) {
+      // Theseus's own entries at the root (a target's staging, the volume's sync state and lock) are not the app's.
+      for await (const event of packVolume(root, ctx.signal, new Set([STAGING_DIR, CACHE_DIR, LOCK_NAME]))) {
         if (event.type === "data") yield { event: { case: "data", value: event.data } };
         else if (event.type === "progress") yield { event: { case: "progress", value: { entries: BigInt(event.progress.entries), bytes: BigInt(event.progress.bytes) } } };
         else {

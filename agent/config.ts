@@ -16,7 +16,10 @@ export interface AgentOptions {
   /** Volume name -> absolute root directory. */
   readonly volumes: ReadonlyMap<string, string>;
   readonly tls: { readonly caPath: string; readonly certPath: string; readonly keyPath: string };
-  /** Where the agent keeps its own state (sessions, sync indexes): never inside a volume. */
+  /**
+   * Where the agent keeps its own state (sessions), and a volume's sync state when the volume cannot hold it
+   * (read-only, nearly full; else it is in the volume's reserved cache directory: agent/sync/registry.ts).
+   */
   readonly stateDir: string;
   readonly logLevel: LogLevel;
   readonly sessionTtlMs: number;

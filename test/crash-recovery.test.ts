@@ -6,7 +6,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createSyncSource, runTargetRound } from "../agent/sync/index.js";
+import { CACHE_DIR, createSyncSource, runTargetRound } from "../agent/sync/index.js";
 import { silentLogger, TheseusError } from "../common/index.js";
 import { compareTrees, copyVolume, createLocalInstallation, spawnAgent } from "../coordinator/index.js";
 import type { AgentProcess } from "../coordinator/index.js";
@@ -101,11 +101,11 @@ test("a frozen target (SIGSTOP mid-round) does not hold the source's volume: kee
   process.kill(frozen.pid, "SIGKILL");
 });
 
-/** Scratch files of rounds (spool.*, applied.*, index.new.*, *.tmp) in an agent's sync state directories. */
-function scratchFiles(agentState: string): string[] {
+/** Scratch files of rounds (spool.*, applied.*, index.new.*, *.tmp) in a volume's sync state directories. */
+function scratchFiles(volume: string): string[] {
   const out: string[] = [];
-  for (const role of ["source", "target"]) {
-    const dir = path.join(agentState, "sync", role, "data");
+  for (const role of ["source", "target"] as const) {
+    const dir = volumeState(volume, role);
     if (!fs.existsSync(dir)) continue;
     for (const n of fs.readdirSync(dir)) if (/^(spool|applied|index\.new)\.|\.tmp$/.test(n)) out.push(`${role}/${n}`);
   }
@@ -129,7 +129,7 @@ test("kill -9 of the target at points of a round, restarted each time, then of t
     await new Promise((r) => setTimeout(r, delayMs));
     process.kill(target.pid, "SIGKILL");
     await target.exited;
-    if (scratchFiles(path.join(work, "state-kill-us-2")).length > 0) killedWithFiles++;
+    if (scratchFiles(dst).length > 0) killedWithFiles++;
   }
   // And the source, mid-round: its index.new.* stays behind.
   {
@@ -137,11 +137,11 @@ test("kill -9 of the target at points of a round, restarted each time, then of t
     fs.writeFileSync(path.join(src, "f0.bin"), crypto.randomBytes(3 * 1024 * 1024));
     const round = copyVolume({ from: from.address, to: target.address, volume: "data", tls, bandwidthBytesPerSecond: 1024 * 1024 });
     round.catch(() => undefined);
-    await until("the source's round to start", () => scratchFiles(path.join(work, "state-kill-eu-1")).length > 0);
+    await until("the source's round to start", () => scratchFiles(src).length > 0);
     process.kill(from.pid, "SIGKILL");
     await from.exited;
     await round.catch(() => undefined);
-    t.true(scratchFiles(path.join(work, "state-kill-eu-1")).length > 0, "the killed source left its index.new behind");
+    t.true(scratchFiles(src).length > 0, "the killed source left its index.new behind");
     process.kill(target.pid, "SIGKILL");
     await target.exited;
     from = await agent(t, "eu-1", "kill-eu-1", src);
@@ -151,13 +151,18 @@ test("kill -9 of the target at points of a round, restarted each time, then of t
   await copyVolume({ from: from.address, to: target.address, volume: "data", tls });
   t.deepEqual(await compareTrees(src, dst), []);
   t.false(fs.existsSync(path.join(dst, ".theseus-partial")), "the staging directory is gone after a complete round");
-  t.deepEqual(scratchFiles(path.join(work, "state-kill-us-2")), [], "the target's killed rounds' files are swept");
-  t.deepEqual(scratchFiles(path.join(work, "state-kill-eu-1")), [], "the source's killed round's files are swept");
+  t.deepEqual(scratchFiles(dst), [], "the target's killed rounds' files are swept");
+  t.deepEqual(scratchFiles(src), [], "the source's killed round's files are swept");
 });
 
+/** A volume's sync state for ROLE, kept in the volume itself (agent/sync/registry.ts). */
+function volumeState(volume: string, role: "source" | "target"): string {
+  return path.join(volume, CACHE_DIR, "sync", role, "data");
+}
+
 /** The target's torn-file journal for its volume "data": the verified prefix (blocks) of the file being patched. */
-function tornPrefixBlocks(stateDir: string): number {
-  const dir = path.join(stateDir, "sync", "target", "data", "torn");
+function tornPrefixBlocks(volume: string): number {
+  const dir = path.join(volumeState(volume, "target"), "torn");
   try {
     for (const n of fs.readdirSync(dir)) {
       if (n.endsWith(".json")) return (JSON.parse(fs.readFileSync(path.join(dir, n), "utf8")) as { blocks: number }).blocks;
@@ -177,7 +182,6 @@ test("kill -9 of the target mid-patch of a large file: the file is journaled tor
   const from = await agent(t, "eu-1", "torn-eu-1", src);
   const dst = path.join(work, "torn-dst");
   fs.mkdirSync(dst);
-  const targetState = path.join(work, "state-torn-us-2");
   let target = await agent(t, "us-2", "torn-us-2", dst);
   await copyVolume({ from: from.address, to: target.address, volume: "data", tls });
   // Every block changes (a database rewritten in place): the next round patches all 96 MiB of the target's copy.
@@ -185,10 +189,10 @@ test("kill -9 of the target mid-patch of a large file: the file is journaled tor
   const cut = copyVolume({ from: from.address, to: target.address, volume: "data", tls, bandwidthBytesPerSecond: 8 * 1024 * 1024 });
   cut.catch(() => undefined);
   // Killed once the journal counts at least half the file as verified.
-  await until("the patch to pass half the file", () => tornPrefixBlocks(targetState) * 4096 >= size / 2, 120_000);
+  await until("the patch to pass half the file", () => tornPrefixBlocks(dst) * 4096 >= size / 2, 120_000);
   process.kill(target.pid, "SIGKILL");
   await target.exited;
-  const prefix = tornPrefixBlocks(targetState) * 4096;
+  const prefix = tornPrefixBlocks(dst) * 4096;
   t.true(prefix >= size / 2 && prefix < size, `the kill fell mid-patch (${prefix} bytes verified)`);
 
   // Never taken for complete: a source that holds exactly the torn bytes (a copy of the target's volume) must still
@@ -197,7 +201,7 @@ test("kill -9 of the target mid-patch of a large file: the file is journaled tor
   const probeDst = path.join(work, "torn-probe-dst");
   const probeState = path.join(work, "torn-probe-state");
   fs.cpSync(dst, probeDst, { recursive: true, preserveTimestamps: true });
-  fs.cpSync(path.join(targetState, "sync", "target", "data"), probeState, { recursive: true, preserveTimestamps: true });
+  fs.cpSync(volumeState(dst, "target"), probeState, { recursive: true, preserveTimestamps: true });
   const probeSrc = path.join(work, "torn-probe-src");
   fs.cpSync(dst, probeSrc, { recursive: true, preserveTimestamps: true });
   fs.rmSync(path.join(probeSrc, ".theseus-lock"), { force: true });
@@ -215,5 +219,5 @@ test("kill -9 of the target mid-patch of a large file: the file is journaled tor
   t.log(`file ${size} bytes, verified before the kill ${prefix}, resent ${resent}`);
   t.true(resent < size - prefix + 40 * 1024 * 1024, `resent ${resent} bytes of ${size} (${prefix} verified before the kill)`);
   t.true(resent < size * 0.6, `resent ${resent} bytes, well under the file's ${size}`);
-  t.deepEqual(fs.readdirSync(path.join(targetState, "sync", "target", "data", "torn")), [], "nothing is torn any more");
+  t.deepEqual(fs.readdirSync(path.join(volumeState(dst, "target"), "torn")), [], "nothing is torn any more");
 });

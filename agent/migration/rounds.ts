@@ -52,7 +52,7 @@ export async function pullRound(options: PullRoundOptions, signal: AbortSignal):
     return await runTargetRound(
       {
         root: options.root,
-        stateDir: syncStateDir(options.agentStateDir, "target", options.volume),
+        stateDir: syncStateDir(options.agentStateDir, "target", options.volume, options.root, options.logger),
         logger: options.logger,
         ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
       },

@@ -1,17 +1,66 @@
 // Where an agent keeps each volume's sync state, and the one SyncSource per source volume (so that SetBandwidth
 // reaches the round in flight, and two rounds of one volume never run at once).
+import fs from "node:fs";
 import path from "node:path";
 import { TheseusError } from "../../common/index.js";
 import type { Logger } from "../../common/index.js";
+import { CACHE_DIR } from "./cache-dir.js";
 import { createSyncSource } from "./source.js";
 import type { CompressionSetting, SyncSource } from "./source.js";
 
 export type SyncRole = "source" | "target";
 
-/** The state directory of one volume's sync role, inside the agent's state directory (never inside a volume). */
-export function syncStateDir(agentStateDir: string, role: SyncRole, volume: string): string {
-  return path.join(agentStateDir, "sync", role, volume);
+/**
+ * The state directory of one volume's sync role. It lives in the volume itself, under the reserved cache directory
+ * both walks hide (cache-dir.ts), so that the next round finds the hash cache and the block lists whichever process
+ * reads the volume then: a mover pod, or the agent restarted on another node with a new emptyDir (issue 12: a round
+ * with a lost cache re-reads what it cannot vouch for). A mover's and the agent's directories for a volume are the same.
+ *
+ * The agent's own state directory holds it instead where the volume cannot take it: a read-only mount (a source needs
+ * no write access to its volume), or a volume nearly full (an app's database at 99% must still be migrated, and the
+ * state is about 1.5% of the data: 12 MiB of block lists and fingerprints per GiB, plus ~100 bytes per file). The
+ * choice is made per round; a round that finds its state in the other place is a round with a lost cache, never wrong.
+ */
+export function syncStateDir(agentStateDir: string, role: SyncRole, volume: string, root: string, logger?: Logger): string {
+  const inAgent = path.join(agentStateDir, "sync", role, volume);
+  const inVolume = path.join(root, CACHE_DIR, "sync", role, volume);
+  if (inVolume === inAgent) return inVolume; // a mover: its agent state directory is the volume's cache directory
+  const room = roomFor(root);
+  if (room !== "ok") {
+    logger?.info({ volume, role, stateDir: inAgent, why: room }, "the volume cannot hold its sync state: kept in the agent's state directory");
+    return inAgent;
+  }
+  try {
+    // The root first: on a read-only mount, a recursive mkdir says ENOENT, not EROFS.
+    fs.accessSync(root, fs.constants.W_OK);
+    fs.mkdirSync(inVolume, { recursive: true, mode: 0o700 });
+    fs.accessSync(inVolume, fs.constants.W_OK);
+    return inVolume;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EROFS" && code !== "EACCES" && code !== "EPERM" && code !== "ENOSPC" && code !== "EDQUOT") throw e;
+    logger?.info({ volume, role, stateDir: inAgent, why: code }, "the volume cannot hold its sync state: kept in the agent's state directory");
+    return inAgent;
+  }
 }
+
+/**
+ * Whether the volume at ROOT has room for its state: at least 64 MiB and 3% of it free (twice the state's size).
+ * "ok", or why not.
+ */
+function roomFor(root: string): string {
+  let st: fs.StatsFs;
+  try {
+    st = fs.statfsSync(root);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code ?? "statfs failed";
+  }
+  const free = st.bavail * st.bsize;
+  const total = st.blocks * st.bsize;
+  return free >= STATE_ROOM_MIN_BYTES && free >= total * STATE_ROOM_FRACTION ? "ok" : `only ${free} of ${total} bytes free`;
+}
+const STATE_ROOM_MIN_BYTES = 64 * 1024 * 1024;
+const STATE_ROOM_FRACTION = 0.03;
 
 export class SyncSources {
   readonly #sources = new Map<string, SyncSource>();
@@ -26,7 +75,7 @@ export class SyncSources {
     if (s === undefined) {
       s = createSyncSource({
         root,
-        stateDir: syncStateDir(this.agentStateDir, "source", volume),
+        stateDir: () => syncStateDir(this.agentStateDir, "source", volume, root, this.logger),
         logger: this.logger.child({ volume }),
         compression: compressionFromEnv(process.env["THESEUS_SYNC_COMPRESSION"]),
       });

@@ -52,8 +52,12 @@ export type CompressionSetting = "auto" | "off" | number;
 export interface SyncSourceOptions {
   /** The volume's root directory. */
   root: string;
-  /** The agent's private state directory for this volume (hash cache, block lists); never inside the volume. */
-  stateDir: string;
+  /**
+   * The state directory for this volume (hash cache, block lists): a path, or a function asked at each round's start
+   * (registry.ts's syncStateDir: the volume's reserved cache directory while it has room, else the agent's own).
+   * Inside the volume only under its cache directory, which the walk hides.
+   */
+  stateDir: string | (() => string);
   logger: Logger;
   /** Initial bandwidth limit; 0 = unlimited. */
   bandwidthBytesPerSecond?: number;
@@ -115,7 +119,7 @@ const O_NONBLOCK = fs.constants.O_NONBLOCK;
 
 export function createSyncSource(options: SyncSourceOptions): SyncSource {
   const root = path.resolve(options.root);
-  const stateDir = path.resolve(options.stateDir);
+  const stateDirOf = (): string => path.resolve(typeof options.stateDir === "string" ? options.stateDir : options.stateDir());
   const bucket = new TokenBucket(options.bandwidthBytesPerSecond ?? 0, options.clock);
   const compression = options.compression ?? "auto";
   const timeouts = options.timeouts ?? syncTimeouts();
@@ -132,6 +136,7 @@ export function createSyncSource(options: SyncSourceOptions): SyncSource {
       const roundBucket = new TokenBucket(requested, options.clock);
       running = roundBucket;
       try {
+        const stateDir = stateDirOf();
         fs.mkdirSync(stateDir, { recursive: true });
         // Scratch files of this volume's killed rounds (their owners are dead; this round is the only one here).
         sweepLeftovers(stateDir, options.logger);

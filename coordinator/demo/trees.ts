@@ -65,12 +65,16 @@ export interface TreeDifference {
   readonly reason: string;
 }
 
-/** Every difference in type, mode, size, content, mtime (files, to the second) and link target; [] when equal. */
+/**
+ * Every difference in type, mode, size, content, mtime (files, to the second) and link target; [] when equal.
+ * Theseus's own names at a volume's root (`.theseus-cache`, `.theseus-lock`, `.theseus-partial`: each side's sync
+ * state, lock and staging, never synced) are not the app's data and are left out.
+ */
 export async function compareTrees(a: string, b: string): Promise<TreeDifference[]> {
   const differences: TreeDifference[] = [];
   const walk = async (rel: string): Promise<void> => {
     const [namesA, namesB] = await Promise.all([readdir(join(a, rel)), readdir(join(b, rel))]);
-    const all = [...new Set([...namesA, ...namesB])].sort();
+    const all = [...new Set([...namesA, ...namesB])].filter((n) => rel !== "" || !n.startsWith(".theseus-")).sort();
     for (const name of all) {
       const path = rel === "" ? name : `${rel}/${name}`;
       const [sa, sb] = await Promise.all([lstat(join(a, path)).catch(() => undefined), lstat(join(b, path)).catch(() => undefined)]);
