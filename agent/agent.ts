@@ -62,7 +62,7 @@ export async function startAgent(options: AgentOptions, deps: AgentDependencies 
   const sessions = new SessionRegistry();
   // Scratch files of rounds a kill -9 of this agent (or of another agent on this state directory) cut short.
   sweepAllLeftovers(options.stateDir, logger.child({ component: "sync" }));
-  const syncSources = new SyncSources(options.stateDir, logger.child({ component: "sync-source" }));
+  const syncSources = new SyncSources(options.stateDir, logger.child({ component: "sync-source" }), options.syncState);
 
   const migrations = observeSteps(createMigrations({
     clusterName: options.clusterName,

@@ -8,6 +8,7 @@ import type { LogLevel } from "../common/index.js";
 import { KEEPALIVE_TIME_MS, validateIdentityName } from "../rpc/index.js";
 import type { ClusterSource, MoverSettings, VolumeAccessMode } from "./cluster/index.js";
 import { CACHE_DIR } from "./sync/index.js";
+import type { SyncStatePlacement } from "./sync/index.js";
 
 export interface AgentOptions {
   readonly clusterName: string;
@@ -40,6 +41,8 @@ export interface AgentOptions {
   readonly keepaliveMs: number;
   /** How claims are reached: auto (direct where the directory is here, else a mover pod), direct, or mover. */
   readonly volumeAccess: VolumeAccessMode;
+  /** Where volumes' sync state lives: in each volume (default), or always in stateDir (agent/sync/registry.ts). */
+  readonly syncState: SyncStatePlacement;
   readonly movers: MoverSettings;
   /**
    * "agent", or "mover": `theseus-agent mover`, the pod that serves one mounted claim for one round (no cluster, no
@@ -70,6 +73,8 @@ export interface AgentSettings {
   /** THESEUS_KEEPALIVE_MS only: tests freeze a peer and need it noticed in seconds, not a minute. */
   keepaliveMs?: number | undefined;
   volumeAccess?: string | undefined;
+  /** "volume" (default) or "state-dir". */
+  syncState?: string | undefined;
   moverImage?: string | undefined;
   moverLimit?: number | undefined;
   mode?: "agent" | "mover" | undefined;
@@ -95,7 +100,7 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
   }
   if (data === null || data === undefined) return {};
   if (typeof data !== "object" || Array.isArray(data)) throw new TheseusError("invalid_argument", `${path} must hold a YAML mapping`);
-  const known = new Set(["clusterName", "listen", "volumes", "pkiDir", "tlsCa", "tlsCert", "tlsKey", "stateDir", "logLevel", "sessionTtlSeconds", "kubeconfig", "nodeName", "namespace", "healthListen", "volumeAccess", "moverImage", "moverLimit"]);
+  const known = new Set(["clusterName", "listen", "volumes", "pkiDir", "tlsCa", "tlsCert", "tlsKey", "stateDir", "logLevel", "sessionTtlSeconds", "kubeconfig", "nodeName", "namespace", "healthListen", "volumeAccess", "syncState", "moverImage", "moverLimit"]);
   for (const key of Object.keys(data)) {
     if (!known.has(key)) throw new TheseusError("invalid_argument", `${path}: unknown setting "${key}"`, { hint: `known settings: ${[...known].join(", ")}` });
   }
@@ -130,6 +135,7 @@ export async function readConfigFile(path: string): Promise<AgentSettings> {
     namespace: str("namespace"),
     healthListen: str("healthListen"),
     volumeAccess: str("volumeAccess"),
+    syncState: str("syncState"),
     moverImage: str("moverImage"),
     moverLimit,
   };
@@ -156,6 +162,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): AgentSettings {
     healthListen: env["THESEUS_HEALTH_LISTEN"],
     keepaliveMs: env["THESEUS_KEEPALIVE_MS"] === undefined ? undefined : Number(env["THESEUS_KEEPALIVE_MS"]),
     volumeAccess: env["THESEUS_VOLUME_ACCESS"],
+    syncState: env["THESEUS_SYNC_STATE"],
     moverImage: env["THESEUS_MOVER_IMAGE"],
     moverLimit: env["THESEUS_MOVER_LIMIT"] === undefined ? undefined : Number(env["THESEUS_MOVER_LIMIT"]),
   };
@@ -231,6 +238,12 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
   if (!Number.isInteger(moverLimit) || moverLimit < 1 || moverLimit > 64) {
     throw new TheseusError("invalid_argument", `the mover limit must be a whole number from 1 to 64, not ${String(merged.moverLimit)}`, { hint: "--mover-limit 4 runs at most four mover pods at once" });
   }
+  const syncState = (merged.syncState ?? "volume") as SyncStatePlacement;
+  if (syncState !== "volume" && syncState !== "state-dir") {
+    throw new TheseusError("invalid_argument", `sync state placement "${merged.syncState ?? ""}" is not volume or state-dir`, {
+      hint: "--sync-state volume keeps each volume's sync state in the volume (the default); state-dir keeps it in --state-dir",
+    });
+  }
   const mode = merged.mode ?? "agent";
   const firstVolume = [...volumeMap.values()][0];
   if (mode === "mover" && (volumeMap.size !== 1 || firstVolume === undefined)) {
@@ -261,6 +274,7 @@ export function resolveAgentOptions(...sources: readonly AgentSettings[]): Agent
     tlsReloadIntervalMs: 2000,
     keepaliveMs,
     volumeAccess,
+    syncState,
     movers: { image: merged.moverImage ?? "theseus.local/agent", limit: moverLimit, startTimeoutMs: 120_000 },
     mode,
   };

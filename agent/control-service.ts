@@ -22,7 +22,7 @@ export interface ControlServiceDeps {
   readonly tls: TlsMaterial;
   readonly sessionTtlMs: number;
   readonly logger: Logger;
-  /** The agent's state directory: sync indexes live below it, never in a volume. */
+  /** The agent's state directory (volumes' sync state: syncSources.stateDir). */
   readonly stateDir: string;
   readonly syncSources: SyncSources;
   /** The application-model handlers (agent/app-service.ts). */
@@ -91,7 +91,7 @@ export function createControlService(deps: ControlServiceDeps): Implementation<t
       };
       const round =
         volume.kind === "direct"
-          ? pullRound({ ...common, root: volume.root, agentStateDir: deps.stateDir, volume: request.volume }, ctx.signal)
+          ? pullRound({ ...common, root: volume.root, stateDir: deps.syncSources.stateDir("target", request.volume, volume.root), volume: request.volume }, ctx.signal)
           : pullRoundThroughMover({ ...common, mover: volume.mover, lost: volume.lost, migrationId: request.migrationId, round: request.round }, ctx.signal);
       round
         .finally(() => volume.release())

@@ -21,6 +21,7 @@ interface Flags {
   stopWithStdin?: boolean;
   healthListen?: string;
   volumeAccess?: string;
+  syncState?: string;
   moverImage?: string;
   moverLimit?: string;
   mount?: string;
@@ -42,6 +43,7 @@ const program = new Command("theseus-agent")
   .option("--health-listen <host:port>", "plain HTTP port for /healthz, /readyz and /metrics (env THESEUS_HEALTH_LISTEN; default: not served)")
   .option("--node-name <name>", "the node whose volumes this agent reaches; holder pods are pinned there (env THESEUS_NODE_NAME)")
   .addOption(new Option("--volume-access <mode>", "how claims are reached: auto (local and hostPath directories on this machine directly, everything else through mover pods), direct, or mover (env THESEUS_VOLUME_ACCESS)").choices(["auto", "direct", "mover"]))
+  .addOption(new Option("--sync-state <where>", "where volumes' sync state (hash cache, block lists) lives: volume (each volume's hidden .theseus-cache, found again by a restarted or rescheduled agent; read-only or nearly full volumes use --state-dir) or state-dir (env THESEUS_SYNC_STATE; default volume)").choices(["volume", "state-dir"]))
   .option("--mover-image <image>", "the image of mover pods: this agent's own (env THESEUS_MOVER_IMAGE; default theseus.local/agent)")
   .option("--mover-limit <n>", "mover pods running at once, the rest wait (env THESEUS_MOVER_LIMIT; default 4)")
   .option("--mount <dir>", "mover mode only: the claim's mount point, served as the volume \"data\" (a plain path, so that the kubelet's path rewriting of the local clusters reaches it)")
@@ -81,6 +83,7 @@ async function main(mode: "agent" | "mover"): Promise<void> {
     nodeName: flags.nodeName,
     healthListen: flags.healthListen,
     volumeAccess: flags.volumeAccess,
+    syncState: flags.syncState,
     moverImage: flags.moverImage,
     moverLimit: flags.moverLimit === undefined ? undefined : Number(flags.moverLimit),
     mode,

@@ -30,6 +30,7 @@ const invalid: ReadonlyArray<[string, AgentSettings, RegExp]> = [
   ["no TLS material", { clusterName: "eu-1" }, /--pki-dir/],
   ["bad listen address", { clusterName: "eu-1", pkiDir: "/pki", listen: "7443" }, /HOST:PORT/],
   ["bad log level", { clusterName: "eu-1", pkiDir: "/pki", logLevel: "loud" }, /debug/],
+  ["bad sync state placement", { clusterName: "eu-1", pkiDir: "/pki", syncState: "node" }, /volume or state-dir/],
 ];
 
 for (const [name, settings, hint] of invalid) {

@@ -241,7 +241,7 @@ test("Begin on both sides pre-syncs on its own; SetRate, Prepare, Quiesce, Final
   const pair = pairs[0] as VolumePair;
   const root = await mkdtemp(join(t.context.home, "stale-"));
   await t.throwsAsync(
-    pullRound({ root, agentStateDir: root, volume: "stale", sourceAddress: source.agent.address, sourceCluster: SOURCE, sessionId: pair.sessionId, token: pair.token, bandwidthBytesPerSecond: 0, tls: await t.context.pki.material({ role: "agent", name: TARGET }), logger: silentLogger() }, AbortSignal.timeout(30_000)),
+    pullRound({ root, stateDir: join(root, ".theseus-cache", "sync", "target", "stale"), volume: "stale", sourceAddress: source.agent.address, sourceCluster: SOURCE, sessionId: pair.sessionId, token: pair.token, bandwidthBytesPerSecond: 0, tls: await t.context.pki.material({ role: "agent", name: TARGET }), logger: silentLogger() }, AbortSignal.timeout(30_000)),
     undefined,
     "a transfer on the committed migration's session is refused",
   );

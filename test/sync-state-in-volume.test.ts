@@ -64,6 +64,24 @@ test("agents restarted with new state directories find the volumes' caches: the 
   t.false(fs.existsSync(join(dst, CACHE_DIR, "sync", "source")), "nothing of the source's cache reached the target");
 });
 
+test("placement state-dir (sync-dirs) keeps every volume's state in the agent's directory, none in the volume", async (t) => {
+  const { dir } = t.context;
+  const src = join(dir, "src");
+  const dst = join(dir, "dst");
+  fs.mkdirSync(src);
+  fs.mkdirSync(dst);
+  fs.writeFileSync(join(src, "a.txt"), "a\n");
+  const sources = new SyncSources(join(dir, "agent-src"), silentLogger(), "state-dir");
+  const targets = new SyncSources(join(dir, "agent-dst"), silentLogger(), "state-dir");
+  const stateDir = targets.stateDir("target", "data", dst);
+  t.is(stateDir, join(dir, "agent-dst", "sync", "target", "data"));
+  const result = await runTargetRound({ root: dst, stateDir, logger: silentLogger() }, (up) => sources.get("data", src).serve(up));
+  t.is(result.digest, result.sourceDigest);
+  t.true(fs.existsSync(join(dir, "agent-src", "sync", "source", "data", "index")));
+  t.deepEqual(fs.readdirSync(src), ["a.txt"], "nothing of Theseus's in the source directory");
+  t.deepEqual(fs.readdirSync(dst), ["a.txt"], "nor in the target's");
+});
+
 test("a volume that is nearly full or read-only keeps no state: the agent's own directory does", (t) => {
   const { dir } = t.context;
   const agentDir = join(dir, "agent");

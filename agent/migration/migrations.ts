@@ -291,7 +291,7 @@ export function createMigrations(options: MigrationsOptions): Migrations {
         },
       };
       const result = await (volume.kind === "direct"
-        ? pullRound({ ...common, root: volume.root, agentStateDir: options.stateDir, volume: pair.targetVolume }, signal)
+        ? pullRound({ ...common, root: volume.root, stateDir: options.syncSources.stateDir("target", pair.targetVolume, volume.root), volume: pair.targetVolume }, signal)
         : pullRoundThroughMover({ ...common, mover: volume.mover, lost: volume.lost, migrationId: rec.id, round: number }, signal)
       ).finally(() => volume.release());
       const stats = roundStatsOf(number, result);

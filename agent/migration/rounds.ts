@@ -12,14 +12,14 @@ import type { RoundStats } from "../../proto/gen/theseus/v1/agent_pb.js";
 import { TransferService } from "../../proto/gen/theseus/v1/transfer_pb.js";
 import type { SyncUpSchema } from "../../proto/gen/theseus/v1/transfer_pb.js";
 import { SESSION_TOKEN_METADATA } from "./sessions.js";
-import { runTargetRound, syncStateDir } from "../sync/index.js";
+import { runTargetRound } from "../sync/index.js";
 import type { RoundProgress, RoundResult, SyncConnect } from "../sync/index.js";
 import type { MoverEndpoint } from "../cluster/index.js";
 
 export interface PullRoundOptions {
   readonly root: string;
-  /** The agent's state directory; the volume's sync state lives below it. */
-  readonly agentStateDir: string;
+  /** The volume's sync state directory for the target role (SyncSources.stateDir: in the volume where it can be). */
+  readonly stateDir: string;
   readonly volume: string;
   readonly sourceAddress: string;
   readonly sourceCluster: string;
@@ -52,7 +52,7 @@ export async function pullRound(options: PullRoundOptions, signal: AbortSignal):
     return await runTargetRound(
       {
         root: options.root,
-        stateDir: syncStateDir(options.agentStateDir, "target", options.volume, options.root, options.logger),
+        stateDir: options.stateDir,
         logger: options.logger,
         ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
       },

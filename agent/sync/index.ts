@@ -37,6 +37,7 @@ export { CACHE_DIR } from "./cache-dir.js";
 export { TokenBucket } from "./throttle.js";
 export type { Clock } from "./throttle.js";
 export { SyncSources, syncStateDir } from "./registry.js";
+export type { SyncStatePlacement } from "./registry.js";
 export { KEEPALIVE_FRAME, nextWithin, syncTimeouts } from "./idle.js";
 export type { SyncTimeouts } from "./idle.js";
 export type { SyncRole } from "./registry.js";

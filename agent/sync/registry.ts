@@ -62,12 +62,25 @@ function roomFor(root: string): string {
 const STATE_ROOM_MIN_BYTES = 64 * 1024 * 1024;
 const STATE_ROOM_FRACTION = 0.03;
 
+/**
+ * Where an agent keeps its volumes' sync state: "volume" (the default: syncStateDir above) or "state-dir", the agent's
+ * own directory always (sync-dirs: a developer's directories get no hidden directory; its --state-dir holds it all).
+ */
+export type SyncStatePlacement = "volume" | "state-dir";
+
 export class SyncSources {
   readonly #sources = new Map<string, SyncSource>();
   constructor(
     private readonly agentStateDir: string,
     private readonly logger: Logger,
+    private readonly placement: SyncStatePlacement = "volume",
   ) {}
+
+  /** The state directory of the volume at ROOT in ROLE, asked at each round's start (see syncStateDir). */
+  stateDir(role: SyncRole, volume: string, root: string): string {
+    if (this.placement === "state-dir") return path.join(this.agentStateDir, "sync", role, volume);
+    return syncStateDir(this.agentStateDir, role, volume, root, this.logger);
+  }
 
   /** The volume's source, created on first use. `root` is the volume's directory as the registry resolved it. */
   get(volume: string, root: string): SyncSource {
@@ -75,7 +88,7 @@ export class SyncSources {
     if (s === undefined) {
       s = createSyncSource({
         root,
-        stateDir: () => syncStateDir(this.agentStateDir, "source", volume, root, this.logger),
+        stateDir: () => this.stateDir("source", volume, root),
         logger: this.logger.child({ volume }),
         compression: compressionFromEnv(process.env["THESEUS_SYNC_COMPRESSION"]),
       });

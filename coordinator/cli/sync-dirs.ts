@@ -143,8 +143,8 @@ export async function syncDirs(request: SyncDirsRequest): Promise<SyncDirsResult
   try {
     const tls = await createLocalInstallation(pki, { installation: "sync-dirs", agentClusters: ["sync-src", "sync-dst"], coordinator: "sync-dirs", validityDays: 2 });
     const started = await Promise.allSettled([
-      spawnAgent({ cluster: "sync-src", role: "the source agent", pkiDir: pki, volumes: { data: src }, stateDir: join(stateDir, "source-agent"), logLevel: "warn" }),
-      spawnAgent({ cluster: "sync-dst", role: "the target agent", pkiDir: pki, volumes: { data: dst }, stateDir: join(stateDir, "target-agent"), logLevel: "warn" }),
+      spawnAgent({ cluster: "sync-src", role: "the source agent", pkiDir: pki, volumes: { data: src }, stateDir: join(stateDir, "source-agent"), syncState: "state-dir", logLevel: "warn" }),
+      spawnAgent({ cluster: "sync-dst", role: "the target agent", pkiDir: pki, volumes: { data: dst }, stateDir: join(stateDir, "target-agent"), syncState: "state-dir", logLevel: "warn" }),
     ]);
     for (const s of started) if (s.status === "fulfilled") agents.push(s.value);
     for (const s of started) if (s.status === "rejected") throw s.reason;

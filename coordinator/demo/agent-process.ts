@@ -16,6 +16,8 @@ export interface AgentProcessOptions {
   readonly pkiDir: string;
   readonly volumes: Readonly<Record<string, string>>;
   readonly stateDir: string;
+  /** Where the volumes' sync state lives (the agent's --sync-state): in each volume (default) or in stateDir. */
+  readonly syncState?: "volume" | "state-dir";
   readonly listen?: string;
   readonly logLevel?: string;
   /** Where the agent's JSON log lines go; they are discarded if absent. */
@@ -64,6 +66,7 @@ export async function spawnAgent(options: AgentProcessOptions): Promise<AgentPro
   const role = options.role ?? `agent ${options.cluster}`;
   const args = [AGENT_MAIN, "--cluster", options.cluster, "--pki-dir", options.pkiDir, "--state-dir", options.stateDir, "--listen", options.listen ?? "127.0.0.1:0", "--log-level", options.logLevel ?? "info"];
   for (const [name, path] of Object.entries(options.volumes)) args.push("--volume", `${name}=${path}`);
+  if (options.syncState !== undefined) args.push("--sync-state", options.syncState);
   if (stopWithParent) args.push("--stop-with-stdin");
   // A small young generation: sync rounds allocate a stream of short-lived frame buffers, and V8's default 16 MiB
   // semi-spaces let ~100 MiB of them pile up before a scavenge (peak RSS ~170 MiB against the 160 MiB budget).
