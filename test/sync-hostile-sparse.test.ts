@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { AgentProcess } from "../coordinator/index.js";
 import { copyVolume } from "../coordinator/index.js";
+import { CACHE_DIR } from "../agent/sync/index.js";
 import { emptyRoundStats } from "../agent/sync/codec.js";
 import { holesList } from "../agent/sync/state.js";
 import { answerAfterIndex, createWorld, framesOf, META, openSession, peakRssMiB, pull, resetPeak, ROOT, rssMiB, sha, startHostileSource } from "./sync-hostile-helpers.js";
@@ -44,20 +45,16 @@ test.after.always(async (t) => {
   await t.context.world?.cleanup();
 });
 
-/** Bytes of every stored block list under an agent's state directory. */
-function blockListBytes(dir: string): number {
+/** Bytes of every stored block list under a volume's sync state (in the volume: agent/sync/registry.ts). */
+function blockListBytes(volume: string): number {
+  const dir = path.join(volume, CACHE_DIR);
+  // Not found is a failure, not 0 bytes: the assertions below must not pass for want of a directory.
+  if (!fs.existsSync(dir)) throw new Error(`no sync state in ${volume}`);
   let n = 0;
   for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
     if (e.isFile() && path.basename(e.parentPath) === "blocks") n += fs.statSync(path.join(e.parentPath, e.name)).size;
   }
   return n;
-}
-
-/** An agent's state directory (createWorld names them state-<cluster>-<n>). */
-function stateDirOf(world: World, cluster: "eu-1" | "us-2"): string {
-  const name = fs.readdirSync(world.work).find((d) => d.startsWith(`state-${cluster}-`));
-  if (name === undefined) throw new Error(`no state directory for ${cluster}`);
-  return path.join(world.work, name);
 }
 
 test("defect 4: a 600 GiB sparse file round-trips between two real agents, and the next round (both sides indexing it) sends nothing", async (t) => {
@@ -81,8 +78,8 @@ test("defect 4: a 600 GiB sparse file round-trips between two real agents, and t
   // A flat list would be 4.7 GiB (beyond Node's largest Buffer); sparse, it is a count.
   t.true(peak.source - before.source < 64, `the source grew by ${(peak.source - before.source).toFixed(0)} MiB`);
   t.true(peak.target - before.target < 64, `the target grew by ${(peak.target - before.target).toFixed(0)} MiB`);
-  t.true(blockListBytes(stateDirOf(world, "eu-1")) < 4096);
-  t.true(blockListBytes(stateDirOf(world, "us-2")) < 4096);
+  t.true(blockListBytes(vol("src", "huge")) < 4096);
+  t.true(blockListBytes(vol("dst", "huge")) < 4096);
 });
 
 test("defect 2: a sparse bomb (a few bytes declaring 64 GiB of holes) costs the target no memory or disk in proportion, nor its next round", async (t) => {
@@ -108,12 +105,12 @@ test("defect 2: a sparse bomb (a few bytes declaring 64 GiB of holes) costs the 
   }
   t.is(fs.statSync(path.join(vol("dst", "bomb"), "bomb")).size, BOMB_BYTES);
   const afterBomb = peakRssMiB(target.pid);
-  t.true(blockListBytes(stateDirOf(world, "us-2")) < 4096, "the stored list of 64 GiB of holes is a few bytes");
+  t.true(blockListBytes(vol("dst", "bomb")) < 4096, "the stored list of 64 GiB of holes is a few bytes");
   // The next ordinary round from the real source indexes the 64 GiB file (without reading it) and deletes it.
   const session = await openSession(world, source, "bomb");
   const next = await pull(world, target, source.address, "bomb", session);
   t.is(next.error, undefined, next.error?.message);
-  t.deepEqual(fs.readdirSync(vol("dst", "bomb")), ["ordinary"]);
+  t.deepEqual(fs.readdirSync(vol("dst", "bomb")).filter((n) => n !== CACHE_DIR), ["ordinary"]);
   const peak = peakRssMiB(target.pid);
   t.log(`target RSS ${before.toFixed(0)} MiB before, peak ${afterBomb.toFixed(0)} MiB after the bomb, ${peak.toFixed(0)} MiB after the next round`);
   t.true(peak - before < 64, `the target grew by ${(peak - before).toFixed(0)} MiB`);

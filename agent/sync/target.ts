@@ -95,6 +95,7 @@ export interface RoundProgress {
 
 const PROGRESS_INTERVAL_MS = 250;
 const LOAD_INTERVAL_MS = 250;
+const FIRST_INDEX_FRAME_BYTES = 8 * 1024;
 
 /** Opens the transport: given the target's outgoing frames, returns the source's frames. */
 export type SyncConnect = (up: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>;
@@ -398,6 +399,10 @@ class TargetRound {
     this.spool = new EntryFileWriter(this.spoolFile);
     const firstOfInode = new Map<number, string>();
     const turns = new LoopTurns();
+    // The source waits for the index's first entries before it walks at all: the first frames are small (8 KiB, a
+    // hundred entries) and grow to the usual size. With 256 KiB from the start, a no-change round of 21,000 files
+    // had the source idle for the 50 ms the target took to fill it, and 120 ms after the target began.
+    let frameBytes = FIRST_INDEX_FRAME_BYTES;
     try {
       for (const e of walk(this.root, new Set([STAGING_DIR, LOCK_NAME, CACHE_DIR]))) {
         const st = e.st;
@@ -463,7 +468,10 @@ class TargetRound {
         this.targetEntries++;
         if (unhashed) this.unhashedSent++;
         encodeRecord(w, unhashed ? { t: "entry_unhashed", e: entry } : { t: "entry", e: entry });
-        if (w.length >= FRAME_TARGET_BYTES) yield this.counted(enc.encode(w).frame);
+        if (w.length >= frameBytes) {
+          yield this.counted(enc.encode(w).frame);
+          frameBytes = Math.min(FRAME_TARGET_BYTES, frameBytes * 2);
+        }
         if (turns.due()) await turns.turn();
       }
     } finally {
