@@ -61,7 +61,7 @@ test("ReadAhead returns a file's chunks in order, stops at the size it was given
   fs.writeFileSync(file, data);
   const fd = fs.openSync(file, "r");
   try {
-    const reader = new ReadAhead(fd, 64 * KiB, data.length - 100);
+    const reader = new ReadAhead(fd, [Buffer.alloc(64 * KiB), Buffer.alloc(64 * KiB)], data.length - 100);
     const got: Buffer[] = [];
     for (let pos = 0; ; ) {
       const chunk = await reader.read(pos);
@@ -71,7 +71,7 @@ test("ReadAhead returns a file's chunks in order, stops at the size it was given
     }
     t.deepEqual(Buffer.concat(got), data.subarray(0, data.length - 100));
     // A read out of order is served directly, and a read in flight is waited for before the descriptor is closed.
-    const again = new ReadAhead(fd, 64 * KiB, data.length);
+    const again = new ReadAhead(fd, [Buffer.alloc(64 * KiB), Buffer.alloc(64 * KiB)], data.length);
     t.deepEqual(Buffer.from(await again.read(64 * KiB)), data.subarray(64 * KiB, 128 * KiB));
     t.deepEqual(Buffer.from(await again.read(0)), data.subarray(0, 64 * KiB));
     await again.settle();
@@ -159,6 +159,20 @@ test("rounds after the first find rewritten pages by fingerprint and send exactl
     t.true(fs.readFileSync(`${p.dst}/db`).equals(fs.readFileSync(`${p.src}/db`)), `round ${round}: the copy is exact`);
   }
   t.deepEqual(describeTree(p.dst), describeTree(p.src));
+});
+
+test("every other page of a 4 MiB read rewritten: the records of one read are spread over frames the target accepts", async (t) => {
+  // A large file is read 4 MiB at a time (source.ts, LARGE_READ_BYTES): 512 separate 4 KiB records in one read would
+  // make a 2 MiB frame, beyond MAX_FRAME_RAW_BYTES, if the diff flushed only between reads.
+  const p = makePair(base, "alternate");
+  writeDb(`${p.src}/db`, 3 * 1024); // 12 MiB: three reads
+  await roundInMemory(p);
+  const pages = Array.from({ length: 1536 }, (_, i) => i * 2);
+  rewritePages(`${p.src}/db`, pages);
+  const r = await roundInMemory(p);
+  t.is(r.source.bytesChanged, pages.length * 4096, "exactly the rewritten pages");
+  t.is(r.digest, r.sourceDigest);
+  t.true(fs.readFileSync(`${p.dst}/db`).equals(fs.readFileSync(`${p.src}/db`)));
 });
 
 test("a base list without fingerprints (state from before them) is diffed by sha256, and the next round has them", async (t) => {

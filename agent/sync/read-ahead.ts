@@ -7,16 +7,18 @@ import fs from "node:fs";
 type Settled = { n: number } | { error: unknown };
 
 export class ReadAhead {
-  private readonly bufs: [Buffer, Buffer];
   private next: { pos: number; buf: Buffer; done: Promise<Settled> } | undefined;
 
-  /** Reads `fd` in chunks of `chunkBytes`, never past `end` (the size the walk saw). */
+  /**
+   * Reads `fd` into `bufs` (two buffers of one size, the chunk size; the caller's, so a round reuses them from file
+   * to file), never past `end` (the size the walk saw).
+   */
   constructor(
     private readonly fd: number,
-    chunkBytes: number,
+    private readonly bufs: readonly [Buffer, Buffer],
     private readonly end: number,
   ) {
-    this.bufs = [Buffer.allocUnsafe(chunkBytes), Buffer.allocUnsafe(chunkBytes)];
+    if (bufs[0].length !== bufs[1].length || bufs[0].length === 0) throw new RangeError("ReadAhead needs two buffers of one non-zero size");
   }
 
   /**
