@@ -86,6 +86,24 @@ function dataList(blocks: Buffer[]): BlockList {
   return list;
 }
 
+test("matchingRun counts the blocks whose fingerprints match from a block on, across its windows, up to a change or its limit", (t) => {
+  const blocks = Array.from({ length: 40 }, () => crypto.randomBytes(4096));
+  const list = dataList(blocks);
+  const fps = Buffer.alloc(40 * FINGERPRINT_BYTES);
+  fingerprints(Buffer.concat(blocks), fps);
+  t.is(list.matchingRun(0, fps, 0, 40), 40, "all of them");
+  t.is(list.matchingRun(3, fps, 3 * FINGERPRINT_BYTES, 37), 37, "from an offset");
+  t.is(list.matchingRun(0, fps, 0, 21), 21, "no further than the limit");
+  const changed = Buffer.from(fps);
+  changed.writeUInt8(changed.readUInt8(23 * FINGERPRINT_BYTES + 5) ^ 1, 23 * FINGERPRINT_BYTES + 5);
+  t.is(list.matchingRun(0, changed, 0, 40), 23, "up to the first change, found inside a window of 16");
+  t.is(list.matchingRun(23, changed, 23 * FINGERPRINT_BYTES, 17), 0, "none from the changed one");
+  t.is(list.matchingRun(24, changed, 24 * FINGERPRINT_BYTES, 16), 16, "and all after it");
+  const withZeros = new BlockList();
+  withZeros.appendZeros(8);
+  t.is(withZeros.matchingRun(0, fps, 0, 8), 0, "a zero run has no fingerprints to match");
+});
+
 test("a stored list keeps its fingerprints; a damaged fingerprint file only costs them, never the list", (t) => {
   const dir = fs.mkdtempSync(path.join(base, "store-"));
   const store = new BlockStore(dir);

@@ -32,6 +32,8 @@ export const FINGERPRINT_BYTES = 16;
 /** Hashes per chunk (256 KiB): a chunk is allocated on demand, growing up to this size. */
 const CHUNK_BLOCKS = 8192;
 const RUN_BYTES = HASH_BYTES + 8;
+/** Blocks whose fingerprints matchingRun compares in one call while they all match. */
+const MATCH_WINDOW = 16;
 
 // Our own addon (agent/sync/fingerprints: fingerprints.c on the vendored xxhash.h, built by `npm ci`), CommonJS.
 const { blockHashes, fingerprints } = loadAddon();
@@ -201,6 +203,34 @@ export class BlockList {
     if ("zeros" in s || s.fps === undefined) return false;
     const o = (b - this.curStart) * FINGERPRINT_BYTES;
     return s.fps.compare(fps, offset, offset + FINGERPRINT_BYTES, o, o + FINGERPRINT_BYTES) === 0;
+  }
+
+  /**
+   * How many blocks from `b` on (at most `max`, and within the segment holding b) hold data whose fingerprints are
+   * the ones in `fps` from `offset` on: fingerprintMatches for a run, 16 blocks per comparison where they all match.
+   * A file re-read at the final round has 1% of its blocks changed, so most of its 262,144 blocks per GiB are in such
+   * runs (measured: about 50 ms less CPU per GiB; the round's wall time did not move beyond its noise).
+   */
+  matchingRun(b: number, fps: Buffer, offset: number, max: number): number {
+    const s = this.seek(b);
+    if ("zeros" in s || s.fps === undefined) return 0;
+    const base = s.fps;
+    const limit = Math.min(max, s.n - (b - this.curStart));
+    let o = (b - this.curStart) * FINGERPRINT_BYTES;
+    let k = 0;
+    while (k + MATCH_WINDOW <= limit) {
+      const bytes = MATCH_WINDOW * FINGERPRINT_BYTES;
+      if (base.compare(fps, offset, offset + bytes, o, o + bytes) !== 0) break;
+      k += MATCH_WINDOW;
+      o += bytes;
+      offset += bytes;
+    }
+    while (k < limit && base.compare(fps, offset, offset + FINGERPRINT_BYTES, o, o + FINGERPRINT_BYTES) === 0) {
+      k++;
+      o += FINGERPRINT_BYTES;
+      offset += FINGERPRINT_BYTES;
+    }
+    return k;
   }
 
   /** Moves the cursor to the segment holding block `b` and returns it (block b is at b - curStart in it). */

@@ -881,8 +881,21 @@ class SourceRound {
           // mix of runs a 4 MiB read makes. The records written are whole; a run still open refers to the chunk,
           // which stays valid until the next read.
           if (this.w.length >= FRAME_TARGET_BYTES) yield* this.flush();
-          const end = Math.min(off + BLOCK_BYTES, n);
           const fo = i * FINGERPRINT_BYTES;
+          // Runs of blocks matching the base by fingerprint are skipped over in one call (no zero block among them:
+          // the base's data blocks are never all-zero, so a zero block's fingerprint matches none of theirs).
+          if (!whole && b >= forceUntil && b < baseList.length) {
+            const m = baseList.matchingRun(b, this.fpBuf, fo, Math.min(blocks - i, baseList.length - b));
+            if (m > 0) {
+              if (keepFrom < 0) keepFrom = b;
+              endRun(off);
+              i += m - 1;
+              off += (m - 1) * BLOCK_BYTES;
+              b += m - 1;
+              continue;
+            }
+          }
+          const end = Math.min(off + BLOCK_BYTES, n);
           const so = i * HASH_BYTES;
           const zero = end - off === BLOCK_BYTES && (whole
             ? this.shaBuf.compare(ZERO_BLOCK_HASH, 0, HASH_BYTES, so, so + HASH_BYTES) === 0
