@@ -9,7 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import anyTest from "ava";
 import type { TestFn } from "ava";
-import { silentLogger } from "../common/index.js";
+import { Writable } from "node:stream";
+import { createLogger, silentLogger } from "../common/index.js";
 import { CACHE_DIR, SyncSources, runTargetRound, syncStateDir } from "../agent/sync/index.js";
 
 const test = anyTest as TestFn<{ dir: string }>;
@@ -102,6 +103,12 @@ test("a volume that is nearly full or read-only keeps no state: the agent's own 
   try {
     t.is(syncStateDir(agentDir, "source", "v", mount), join(agentDir, "sync", "source", "v"), "16 MiB free is not room for the state");
     t.false(fs.existsSync(join(mount, CACHE_DIR)), "and nothing was written into the volume");
+    // The agent asks at every round's start (each second while pre-syncing): it says so once, not every round.
+    const lines: string[] = [];
+    const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) });
+    const sources = new SyncSources(agentDir, createLogger({ destination: sink }));
+    for (let round = 0; round < 3; round++) t.is(sources.stateDir("source", "v", mount), join(agentDir, "sync", "source", "v"));
+    t.is(lines.filter((l) => l.includes("cannot hold its sync state")).length, 1, "logged once");
     execFileSync("mount", ["-o", "remount,size=256m,ro", mount]);
     t.is(syncStateDir(agentDir, "source", "v", mount), join(agentDir, "sync", "source", "v"), "a read-only volume keeps no state");
     execFileSync("mount", ["-o", "remount,rw", mount]);

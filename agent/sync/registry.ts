@@ -21,26 +21,27 @@ export type SyncRole = "source" | "target";
  * state is about 1.5% of the data: 12 MiB of block lists and fingerprints per GiB, plus ~100 bytes per file). The
  * choice is made per round; a round that finds its state in the other place is a round with a lost cache, never wrong.
  */
-export function syncStateDir(agentStateDir: string, role: SyncRole, volume: string, root: string, logger?: Logger): string {
+export function syncStateDir(agentStateDir: string, role: SyncRole, volume: string, root: string): string {
+  return placeSyncState(agentStateDir, role, volume, root).dir;
+}
+
+/** Where syncStateDir puts the state, and why not in the volume when it does not. */
+function placeSyncState(agentStateDir: string, role: SyncRole, volume: string, root: string): { dir: string; why?: string } {
   const inAgent = path.join(agentStateDir, "sync", role, volume);
   const inVolume = path.join(root, CACHE_DIR, "sync", role, volume);
-  if (inVolume === inAgent) return inVolume; // a mover: its agent state directory is the volume's cache directory
+  if (inVolume === inAgent) return { dir: inVolume }; // a mover: its agent state directory is the volume's cache directory
   const room = roomFor(root);
-  if (room !== "ok") {
-    logger?.info({ volume, role, stateDir: inAgent, why: room }, "the volume cannot hold its sync state: kept in the agent's state directory");
-    return inAgent;
-  }
+  if (room !== "ok") return { dir: inAgent, why: room };
   try {
     // The root first: on a read-only mount, a recursive mkdir says ENOENT, not EROFS.
     fs.accessSync(root, fs.constants.W_OK);
     fs.mkdirSync(inVolume, { recursive: true, mode: 0o700 });
     fs.accessSync(inVolume, fs.constants.W_OK);
-    return inVolume;
+    return { dir: inVolume };
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== "EROFS" && code !== "EACCES" && code !== "EPERM" && code !== "ENOSPC" && code !== "EDQUOT") throw e;
-    logger?.info({ volume, role, stateDir: inAgent, why: code }, "the volume cannot hold its sync state: kept in the agent's state directory");
-    return inAgent;
+    return { dir: inAgent, why: code };
   }
 }
 
@@ -70,6 +71,8 @@ export type SyncStatePlacement = "volume" | "state-dir";
 
 export class SyncSources {
   readonly #sources = new Map<string, SyncSource>();
+  /** Each volume's and role's last state directory: the place is logged when it changes, not every round. */
+  readonly #placed = new Map<string, string>();
   constructor(
     private readonly agentStateDir: string,
     private readonly logger: Logger,
@@ -79,7 +82,15 @@ export class SyncSources {
   /** The state directory of the volume at ROOT in ROLE, asked at each round's start (see syncStateDir). */
   stateDir(role: SyncRole, volume: string, root: string): string {
     if (this.placement === "state-dir") return path.join(this.agentStateDir, "sync", role, volume);
-    return syncStateDir(this.agentStateDir, role, volume, root, this.logger);
+    const { dir, why } = placeSyncState(this.agentStateDir, role, volume, root);
+    const key = `${role}/${volume}`;
+    const before = this.#placed.get(key);
+    if (before !== dir && (before !== undefined || why !== undefined)) {
+      if (why !== undefined) this.logger.info({ volume, role, stateDir: dir, why }, "the volume cannot hold its sync state: kept in the agent's state directory");
+      else this.logger.info({ volume, role, stateDir: dir }, "the volume holds its sync state again");
+    }
+    this.#placed.set(key, dir);
+    return dir;
   }
 
   /** The volume's source, created on first use. `root` is the volume's directory as the registry resolved it. */
