@@ -1,9 +1,10 @@
 // `up`, `down` and `list` for local clusters: etcd, kube-apiserver, kube-controller-manager and kube-scheduler on
-// 127.0.0.1 (ports picked at random and recorded), plus one node daemon that emulates the kubelet of every node and
-// runs the local-path provisioner and the DeploymentConfig controller. All of them are detached, so the cluster keeps
-// running after the CLI exits; state.json records how to restart or stop each of them.
+// 127.0.0.1 (ports of the cluster's own index, recorded), plus one node daemon that emulates the kubelet of every node
+// and runs the local-path provisioner and the DeploymentConfig controller. All of them are detached, so the cluster
+// keeps running after the CLI exits; state.json records how to restart or stop each of them.
 import { execFile } from "node:child_process";
 import { request } from "node:https";
+import type { RequestOptions } from "node:https";
 import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -217,8 +218,7 @@ async function createState(name: string, dir: string, nodeCount: number): Promis
   };
   const apiServerUrl = `https://127.0.0.1:${ports.apiServer}`;
   const kubeconfigPath = join(dir, "kubeconfig");
-  const pem = (path: string): Promise<string> => readFile(path, "utf8");
-  await writeKubeconfig(kubeconfigPath, name, apiServerUrl, await pem(files.caCert), await pem(files.adminCert), await pem(files.adminKey));
+  await writeKubeconfig(kubeconfigPath, name, apiServerUrl, files);
   const nodes = Array.from({ length: nodeCount }, (_, i) => `${name}-node-${i + 1}`);
   const argv = componentArgv(dir, files, ports, serviceCidr, kubeconfigPath);
   const components = Object.fromEntries(
@@ -241,7 +241,9 @@ async function createState(name: string, dir: string, nodeCount: number): Promis
   return state;
 }
 
-async function writeKubeconfig(path: string, name: string, server: string, ca: string, cert: string, key: string): Promise<void> {
+/** The cluster's admin kubeconfig for SERVER, with the CA and the admin certificate and key of FILES. */
+async function writeKubeconfig(path: string, name: string, server: string, files: PkiFiles): Promise<void> {
+  const [ca, cert, key] = await Promise.all([readFile(files.caCert, "utf8"), readFile(files.adminCert, "utf8"), readFile(files.adminKey, "utf8")]);
   const b64 = (s: string): string => Buffer.from(s).toString("base64");
   const context = `theseus-${name}`;
   const doc = {
@@ -299,8 +301,7 @@ async function withNewPorts(state: ClusterState, dir: string, component: Compone
   const files = pkiFiles(join(dir, "pki"));
   const apiServerUrl = `https://127.0.0.1:${ports.apiServer}`;
   if (apiServerUrl !== state.apiServerUrl) {
-    const pem = (path: string): Promise<string> => readFile(path, "utf8");
-    await writeKubeconfig(state.kubeconfigPath, state.name, apiServerUrl, await pem(files.caCert), await pem(files.adminCert), await pem(files.adminKey));
+    await writeKubeconfig(state.kubeconfigPath, state.name, apiServerUrl, files);
   }
   const argv = componentArgv(dir, files, ports, state.serviceCidr, state.kubeconfigPath);
   const components = Object.fromEntries(
@@ -494,27 +495,21 @@ function httpOk(url: string): Promise<boolean> {
  * certificate is self-signed, so it is not verified: the answer only tells that the component bound its own port.
  */
 function healthzOk(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request({ host: "127.0.0.1", port, path: "/healthz", method: "GET", rejectUnauthorized: false, timeout: 2000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on("error", () => resolve(false));
-    req.on("timeout", () => req.destroy());
-    req.end();
-  });
+  return httpsGetOk({ port, path: "/healthz", rejectUnauthorized: false });
 }
 
 async function apiGetOk(state: ClusterState, files: PkiFiles, path: string): Promise<boolean> {
   const [ca, cert, key] = await Promise.all([readFile(files.caCert), readFile(files.adminCert), readFile(files.adminKey)]);
+  return httpsGetOk({ port: state.ports.apiServer, path, ca, cert, key });
+}
+
+/** Whether a GET on 127.0.0.1 answers 200 within 2 s (any failure is a no). */
+function httpsGetOk(options: RequestOptions): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = request(
-      { host: "127.0.0.1", port: state.ports.apiServer, path, method: "GET", ca, cert, key, timeout: 2000 },
-      (res) => {
-        res.resume();
-        resolve(res.statusCode === 200);
-      },
-    );
+    const req = request({ ...options, host: "127.0.0.1", method: "GET", timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
     req.on("error", () => resolve(false));
     req.on("timeout", () => req.destroy());
     req.end();
