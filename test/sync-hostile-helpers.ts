@@ -26,6 +26,8 @@ export const META: Meta = { mode: 0o644, uid: process.getuid?.() ?? 0, gid: proc
 export const DIR_META: Meta = { ...META, mode: 0o755 };
 export const sha = (b: Uint8Array | string): Buffer => crypto.createHash("sha256").update(b).digest();
 export const ROOT: SyncRecord = { t: "dir", path: "", meta: DIR_META };
+/** A source's first record (protocol 6): it holds no block lists. */
+export const HELD_NONE: SyncRecord = { t: "lists_held", hashes: new Uint8Array(0), last: true };
 
 /** Encodes records into frames of at most ~256 KiB each (as a real peer would batch them). */
 export function framesOf(records: Iterable<SyncRecord>): Buffer[] {
@@ -109,6 +111,8 @@ export async function startHostileSource(world: World, script: HostileSourceScri
 /** Reads the target's frames until its index ended (keeps draining its load reports after), then answers `frames`. */
 export function answerAfterIndex(frames: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): HostileSourceScript {
   return async function* (up) {
+    // What every source sends first, so that a target with large files goes on with its index.
+    yield* framesOf([HELD_NONE]);
     const decoder = new FrameDecoder();
     for (let ended = false; !ended; ) {
       const r = await up.next();

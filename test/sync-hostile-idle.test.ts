@@ -11,7 +11,7 @@ import { copyVolume } from "../coordinator/index.js";
 import { TheseusError } from "../common/index.js";
 import { PROTOCOL_VERSION } from "../agent/sync/codec.js";
 import type { SyncRecord } from "../agent/sync/codec.js";
-import { createWorld, framesOf, hostileSync, openSession, pull, pushable, recordsOf, ROOT, startHostileSource } from "./sync-hostile-helpers.js";
+import { createWorld, framesOf, HELD_NONE, hostileSync, openSession, pull, pushable, recordsOf, ROOT, startHostileSource } from "./sync-hostile-helpers.js";
 import type { HostileSource, HostileSourceScript, World } from "./sync-hostile-helpers.js";
 
 const FIRST_MESSAGE_MS = 1500;
@@ -146,7 +146,7 @@ test("a source silent mid-round ends the target's round after the idle timeout, 
         // ended
       }
     })();
-    yield* framesOf([ROOT]);
+    yield* framesOf([HELD_NONE, ROOT]);
     await new Promise<void>(() => undefined);
   };
   const r = await bounded(IDLE_MS + 15_000, pull(world, target, hostile.address, "v"));

@@ -90,9 +90,13 @@ function round(ctx: Context, session: { sessionId: string; token: string }, band
   return { records: recordsOf(frames)[Symbol.asyncIterator](), counted, call, up };
 }
 
+/** The type of the source's first record after the block lists it holds (which it names before anything). */
 async function firstType(records: AsyncIterator<SyncRecord>): Promise<string | undefined> {
-  const r = await records.next();
-  return r.done === true ? undefined : r.value.t;
+  for (;;) {
+    const r = await records.next();
+    if (r.done === true) return undefined;
+    if (r.value.t !== "lists_held") return r.value.t;
+  }
 }
 
 const withinMs = <T>(ms: number, p: Promise<T>): Promise<T | "timeout"> =>

@@ -10,7 +10,7 @@ import type { AgentProcess } from "../coordinator/index.js";
 import type { ErrorCode } from "../common/index.js";
 import { decodeFrameRecords, emptyRoundStats, FrameDecoder } from "../agent/sync/codec.js";
 import type { SyncRecord } from "../agent/sync/codec.js";
-import { answerAfterIndex, createWorld, framesOf, META, pull, ROOT, sha, startHostileSource } from "./sync-hostile-helpers.js";
+import { answerAfterIndex, createWorld, framesOf, HELD_NONE, META, pull, ROOT, sha, startHostileSource } from "./sync-hostile-helpers.js";
 import type { HostileSource, HostileSourceScript, World } from "./sync-hostile-helpers.js";
 
 interface Context {
@@ -110,6 +110,7 @@ test("defect 9: a hard link into the staging directory is refused, nothing unver
 /** Reads the target's index until its end, remembering each entry's hash; then answers what `answer` builds from it. */
 function answerWithIndex(answer: (hashes: Map<string, Uint8Array>) => SyncRecord[]): HostileSourceScript {
   return async function* (up) {
+    yield* framesOf([HELD_NONE]);
     const decoder = new FrameDecoder();
     const hashes = new Map<string, Uint8Array>();
     for (let ended = false; !ended; ) {

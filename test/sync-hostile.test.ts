@@ -177,6 +177,8 @@ test("a stream that ends without its end record fails the round as unavailable, 
 });
 
 async function* answerAfterIndex(up: AsyncIterable<Uint8Array>, frames: Uint8Array[]): AsyncGenerator<Uint8Array> {
+  // A source's first record (protocol 6): it holds no block lists.
+  yield frameOf([{ t: "lists_held", hashes: new Uint8Array(0), last: true }]);
   const it = up[Symbol.asyncIterator]();
   const decoder = new FrameDecoder();
   for (let ended = false; !ended; ) {

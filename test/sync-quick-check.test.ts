@@ -73,9 +73,12 @@ test("with the source's cache lost, a round reads only the modified files: the u
   const r = await roundInMemory(p);
 
   const changedSmall = fs.statSync(`${p.src}/rewritten.txt`).size + fs.statSync(`${p.src}/app.log`).size;
-  // The large file has no cache entry and no block list left, and its mtime differs: hashed first (it might still
-  // be the target's content), then, differing, read again to be sent whole, as after a lost cache before.
-  t.is(r.source.bytesRead, changedSmall + 2 * 4 * MiB, "only the three modified files are read");
+  // The large file has no cache entry and no block list left, and its mtime differs: the target offers its list
+  // (protocol 6), so the file is read once and only the rewritten page is sent.
+  t.is(r.source.bytesRead, changedSmall + 4 * MiB, "only the three modified files are read, each once");
+  t.is(r.source.listsReceived, 1);
+  t.is(r.source.listBytesReceived, 1024 * 32, "the list of a 4 MiB file of distinct pages: 1,024 hashes");
+  t.is(r.source.bytesChanged, fs.statSync(`${p.src}/rewritten.txt`).size + "line 3\n".length + 4096, "the large file goes as its rewritten page");
   t.is(r.source.vouchedUnverified, 500);
   t.is(r.source.vouchedUnverifiedBytes, untouched);
   t.is(r.digest, r.sourceDigest);
@@ -181,7 +184,7 @@ test("the verification budget bounds a round's bytes too, and a large vouched fi
   t.deepEqual(describeTree(p.dst), describeTree(p.src));
 });
 
-test("a vouched large file that changes before it is verified is hashed, found changed, and sent whole", async (t) => {
+test("a vouched large file that changes before it is verified is patched against the list the target offered", async (t) => {
   const p0 = makePair(base, "large-later");
   seedLarge(`${p0.src}/db.bin`);
   await roundInMemory(p0);
@@ -189,16 +192,19 @@ test("a vouched large file that changes before it is verified is hashed, found c
   const vouching = await roundInMemory(p);
   t.is(vouching.source.vouchedUnverified, 1);
   t.is(vouching.source.bytesRead, 0);
-  // The stat no longer matches the vouched entry: the path "without a list but with an equal size, hash first"
-  // reads it, finds another hash than the target's, and, with no list to diff against, sends it whole.
+  t.is(vouching.source.listsReceived, 1, "the target offered its list, and the source kept it");
+  // The stat no longer matches the vouched entry: the file is read and diffed against the list the target offered
+  // in the vouching round, so only the rewritten page goes.
   rewritePage(`${p.src}/db.bin`, 7 * 4096);
   const r = await roundInMemory(p);
+  t.is(r.source.listsReceived, 0, "the source holds the list now: nothing is offered again");
   t.is(r.source.vouchedUnverified, 0);
   t.is(r.source.entriesChanged, 1);
-  t.true(r.source.bytesChanged >= 4 * MiB - 4096, "no block list: the file goes whole");
+  t.is(r.source.bytesRead, 4 * MiB);
+  t.is(r.source.bytesChanged, 4096, "patched against the offered list");
   t.is(r.digest, r.sourceDigest);
   t.deepEqual(describeTree(p.dst), describeTree(p.src));
-  // Now the source holds its list: the next change is a patch.
+  // The source's own list of the new content has its fingerprints: the next change is a patch too.
   rewritePage(`${p.src}/db.bin`, 9 * 4096);
   const next = await roundInMemory(p);
   t.true(next.downWireBytes < 64 * 1024, `sent ${next.downWireBytes} bytes for one page`);
@@ -355,6 +361,7 @@ test("a source that does not answer an unhashed entry fails the round as a proto
         }
         t.true(sawUnhashed);
         const w = FrameEncoder.writer();
+        encodeRecord(w, { t: "lists_held", hashes: Buffer.alloc(0), last: true });
         encodeRecord(w, { t: "dir", path: "", meta: { mode: 0o755, uid: 0, gid: 0, mtimeUs: 0 } });
         encodeRecord(w, { t: "end", digest: Buffer.alloc(32), stats: emptyRoundStats() });
         yield new FrameEncoder().encode(w).frame;

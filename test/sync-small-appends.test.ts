@@ -81,11 +81,11 @@ async function roundMeddled(p: Pair, meddle: () => void): Promise<TheseusError |
   try {
     await runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (up) =>
       (async function* () {
-        let first = true;
+        let frames = 0;
         for await (const frame of p.source.serve(up)) {
-          // A few small files fit one frame, sent after the source has read the whole index (its end follows it).
-          if (first) meddle();
-          first = false;
+          // The source's first frame names its block lists; a few small files fit the next one, sent after the
+          // source has read the whole index (its end follows it).
+          if (++frames === 2) meddle();
           yield frame;
         }
       })(),
@@ -128,10 +128,12 @@ test("a round cut after an append was applied keeps it: the file is complete in 
   try {
     await runTargetRound({ root: p.dst, stateDir: p.dstState, logger: silentLogger() }, (up) =>
       (async function* () {
-        // The source's end record travels in a frame of its own: cut the stream after the first, the records.
+        // The source's end record travels in a frame of its own: cut the stream after the records, its second
+        // frame (the first names its block lists).
+        let frames = 0;
         for await (const frame of p.source.serve(up)) {
           yield frame;
-          return;
+          if (++frames === 2) return;
         }
       })(),
     );

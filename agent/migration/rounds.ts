@@ -169,6 +169,9 @@ function roundResultOf(s: RoundStats): RoundResult {
       setidStripped: 0,
       vouchedUnverified: Number(s.vouchedUnverified),
       vouchedUnverifiedBytes: Number(s.vouchedUnverifiedBytes),
+      // Not on the wire either: the source's "sync round sent" log line counts them.
+      listsReceived: 0,
+      listBytesReceived: 0,
     },
     entriesApplied: Number(s.entriesChanged) + Number(s.entriesDeleted),
     bytesWritten: Number(s.bytesWritten),

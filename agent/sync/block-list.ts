@@ -205,6 +205,14 @@ export class BlockList {
     return s.fps.compare(fps, offset, offset + FINGERPRINT_BYTES, o, o + FINGERPRINT_BYTES) === 0;
   }
 
+  /** Whether block `b` holds data whose sha256 is the 32 bytes of `shas` at `offset` (no allocation: per-block use). */
+  hashMatches(b: number, shas: Buffer, offset: number): boolean {
+    const s = this.seek(b);
+    if ("zeros" in s) return false;
+    const o = (b - this.curStart) * HASH_BYTES;
+    return s.hashes.compare(shas, offset, offset + HASH_BYTES, o, o + HASH_BYTES) === 0;
+  }
+
   /**
    * How many blocks from `b` on (at most `max`, and within the segment holding b) hold data whose fingerprints are
    * the ones in `fps` from `offset` on: fingerprintMatches for a run, 16 blocks per comparison where they all match.

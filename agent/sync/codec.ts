@@ -13,9 +13,12 @@ import zstdBinding from "zstd-napi/binding.js";
  * small file that grew by an append travels as its tail; issue 12). 5: the end record's statistics count the entries
  * the source vouched for by size and mtime and has not read yet (the quick check after a lost cache; issue 12); a
  * target without a cache entry for a small file sends it unhashed (entry_unhashed), and the source answers every such
- * entry: file_vouch when its file passes the quick check against it, the file itself otherwise.
+ * entry: file_vouch when its file passes the quick check against it, the file itself otherwise. 6: the source opens
+ * its side with the block lists it holds (lists_held); the target offers the list of each large file the source does
+ * not hold (list_offer, before the file's entry), so that a source that lost its state patches a changed large file
+ * instead of sending it whole (issue 12).
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 /** Block size for large files: the page size databases rewrite in place; see DESIGN notes in index.ts. */
 export const BLOCK_BYTES = 4096;
 /** Files at least this large are hashed per block and patched in place; smaller ones are sent whole. */
@@ -26,6 +29,13 @@ export const FRAME_TARGET_BYTES = 256 * 1024;
 export const MAX_FRAME_RAW_BYTES = 2 * 1024 * 1024;
 /** Upper bound on one data record's payload. */
 export const MAX_DATA_BYTES = 1024 * 1024;
+/**
+ * Upper bound on one block list the target offers (list_offer): 1 GiB of encoding, 32 bytes per 4 KiB data block, so
+ * a file of up to 128 GiB of data. The source writes an offer to its state as it arrives, never holding it in memory.
+ */
+export const MAX_OFFERED_LIST_BYTES = 1024 * 1024 * 1024;
+/** Upper bound on the hashes of lists_held one source sends (8 MiB); a source holding more names the first ones. */
+export const MAX_LISTS_HELD = 256 * 1024;
 
 export interface Meta {
   /** Permission bits (mode & 0o7777). */
@@ -73,6 +83,9 @@ export interface RoundStatsWire {
    */
   vouchedUnverified: number;
   vouchedUnverifiedBytes: number;
+  /** Block lists the target offered (list_offer) that the source stored, and their encoded bytes. */
+  listsReceived: number;
+  listBytesReceived: number;
 }
 
 /** A round's statistics before anything happened: where the source starts counting, and what tests send. */
@@ -92,6 +105,8 @@ export function emptyRoundStats(): RoundStatsWire {
     setidStripped: 0,
     vouchedUnverified: 0,
     vouchedUnverifiedBytes: 0,
+    listsReceived: 0,
+    listBytesReceived: 0,
   };
 }
 
@@ -107,7 +122,18 @@ export type SyncRecord =
    */
   | { t: "entry_unhashed"; e: IndexEntry }
   | { t: "index_end" }
+  /**
+   * The block list (its canonical encoding, block-list.ts) of content the target holds, offered in pieces in order
+   * (`offset` into `total` bytes) before the entry of a large file with that hash, when the source does not hold it
+   * (lists_held). Self-verifying: the source keeps it only when its sha256 is `hash`.
+   */
+  | { t: "list_offer"; hash: Uint8Array; total: number; offset: number; piece: Uint8Array }
   // source -> target
+  /**
+   * The source's first records: the hashes (32 bytes each, concatenated) of the block lists it holds, `last` on the
+   * final one. The target offers the lists of its large files that are not among them.
+   */
+  | { t: "lists_held"; hashes: Uint8Array; last: boolean }
   | { t: "dir"; path: string; meta: Meta }
   | { t: "symlink"; path: string; meta: Meta; target: string }
   | { t: "hardlink"; path: string; to: string; hash: Uint8Array }
@@ -170,6 +196,8 @@ const KIND = {
   file_append: 25,
   entry_unhashed: 26,
   file_vouch: 27,
+  list_offer: 28,
+  lists_held: 29,
 } as const;
 
 const TYPE_CODE: Record<EntryType, number> = { dir: 1, file: 2, symlink: 3 };
@@ -360,6 +388,16 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
       return;
     case "index_end":
       return;
+    case "list_offer":
+      w.bytes(rec.hash);
+      w.uint(rec.total);
+      w.uint(rec.offset);
+      w.bytes(rec.piece);
+      return;
+    case "lists_held":
+      w.bytes(rec.hashes);
+      w.u8(rec.last ? 1 : 0);
+      return;
     case "dir":
       w.str(rec.path);
       writeMeta(w, rec.meta);
@@ -449,6 +487,8 @@ export function encodeRecord(w: ByteWriter, rec: SyncRecord): void {
         s.setidStripped,
         s.vouchedUnverified,
         s.vouchedUnverifiedBytes,
+        s.listsReceived,
+        s.listBytesReceived,
       ])
         w.uint(v);
       w.str(s.firstSpecialFile);
@@ -503,6 +543,20 @@ export function decodeRecord(r: ByteReader): SyncRecord {
     }
     case KIND.index_end:
       return { t: "index_end" };
+    case KIND.list_offer: {
+      const hash = readHash(r, false);
+      const total = r.uint();
+      const offset = r.uint();
+      const piece = r.bytes(MAX_DATA_BYTES);
+      if (total > MAX_OFFERED_LIST_BYTES) throw malformed(`an offered block list of ${total} bytes exceeds ${MAX_OFFERED_LIST_BYTES}`);
+      if (piece.length === 0 || offset + piece.length > total) throw malformed("an offered block list's piece is empty or past its end");
+      return { t: "list_offer", hash, total, offset, piece };
+    }
+    case KIND.lists_held: {
+      const hashes = r.bytes(MAX_DATA_BYTES);
+      if (hashes.length % 32 !== 0) throw malformed("the held lists' hashes are not 32 bytes each");
+      return { t: "lists_held", hashes, last: r.u8() === 1 };
+    }
     case KIND.dir:
       return { t: "dir", path: r.str(MAX_STR), meta: readMeta(r) };
     case KIND.symlink: {
@@ -585,7 +639,7 @@ export function decodeRecord(r: ByteReader): SyncRecord {
     case KIND.end: {
       const digest = readHash(r, false);
       const v: number[] = [];
-      for (let i = 0; i < 13; i++) v.push(r.uint());
+      for (let i = 0; i < 15; i++) v.push(r.uint());
       const [entriesScanned, entriesChanged, entriesDeleted, bytesRead, bytesChanged, wireBytes, rawBytes] = v as [
         number, number, number, number, number, number, number,
       ];
@@ -606,6 +660,8 @@ export function decodeRecord(r: ByteReader): SyncRecord {
           setidStripped: v[10] as number,
           vouchedUnverified: v[11] as number,
           vouchedUnverifiedBytes: v[12] as number,
+          listsReceived: v[13] as number,
+          listBytesReceived: v[14] as number,
           firstSpecialFile: r.str(MAX_STR),
         },
       };

@@ -4,15 +4,16 @@
 // - Both sides walk their volume in the same deterministic order (pre-order, names sorted), so the target's index and
 //   the source's walk merge-join as two sorted streams: O(depth) memory, no per-file round trip. The target streams
 //   its index up; the source answers with records for what differs; bulk data flows source -> target.
-// - Each side keeps a stat-validated hash cache (inode, size, mtime, ctime) in the agent's state directory, never in
-//   the volume, rewritten each round as one sorted file: unchanged files are never re-read, a restarted agent loses
+// - Each side keeps a stat-validated hash cache (inode, size, mtime, ctime) in the volume's reserved state directory
+//   (registry.ts), rewritten each round as one sorted file: unchanged files are never re-read, a restarted agent loses
 //   nothing, and a lost cache only costs a re-read (equal hashes are not resent). Not even that when the other side's
 //   entry has the file's size, mtime and mode: like rsync's quick check, its hash is taken unread ("vouched") and
 //   verified in later rounds within a budget (state.ts, VERIFY_BUDGET_*; the trade-off in docs/architecture.md).
 // - Large files (>= 1 MiB) are hashed per 4 KiB block (the page databases rewrite in place; 1% of random 4 KiB pages
 //   must cost ~1% on the wire, which any larger block breaks). A large file's hash is the sha256 of its block list,
 //   so the target patches changed blocks in place and verifies the whole file without re-reading it; the source diffs
-//   against the block list of the content the target reported, kept in blocks/<hash>. Appends are changed tail blocks.
+//   against the block list of the content the target reported, kept in blocks/<hash>; a source that lost its lists is
+//   offered the target's (list-offers.ts). Appends are changed tail blocks.
 //   Small files travel whole, many per ~256 KiB frame, compressed together when compression pays; one that grew by an
 //   append (its first bytes hash to the target's copy) travels as its tail, checked by the target against its copy.
 // - Integrity: the target verifies every file against the source's hash before it is renamed into place (staging in

@@ -36,6 +36,7 @@ import {
 import { BlockList, blockHashes, FINGERPRINT_BYTES, fingerprints, HASH_BYTES, ZERO_BLOCK, ZERO_BLOCK_FINGERPRINT } from "./block-list.js";
 import { TokenBucket } from "./throttle.js";
 import { ReadAhead } from "./read-ahead.js";
+import { heldListRecords, OfferedLists } from "./list-offers.js";
 import type { Clock } from "./throttle.js";
 import { metaOf, VolumeDigest, walk, walkError } from "./walk.js";
 import { LOCK_NAME } from "./volume-lock.js";
@@ -170,15 +171,20 @@ class UpCursor {
   constructor(
     private readonly it: AsyncIterator<Uint8Array>,
     private readonly onFrame: (wireBytes: number, rawBytes: number) => Promise<void>,
+    /** Takes the block lists the target offers (list-offers.ts): they are not records of its index. */
+    private readonly offers: OfferedLists,
   ) {}
 
   /** The current record, undefined at the end of the stream, or null when a frame must be awaited first. */
   peekSync(): SyncRecord | undefined | null {
+    this.takeOffers();
     if (this.i < this.recs.length) return this.recs[this.i];
     return this.ended ? undefined : null;
   }
   async peek(): Promise<SyncRecord | undefined> {
-    while (this.i >= this.recs.length) {
+    for (;;) {
+      this.takeOffers();
+      if (this.i < this.recs.length) return this.recs[this.i];
       if (this.ended) return undefined;
       const r = await this.it.next();
       if (r.done === true) {
@@ -190,10 +196,15 @@ class UpCursor {
       this.recs = decodeFrameRecords(raw);
       this.i = 0;
     }
-    return this.recs[this.i];
   }
   advance(): void {
     this.i++;
+  }
+  private takeOffers(): void {
+    for (let r = this.recs[this.i]; r !== undefined; r = this.recs[++this.i]) {
+      if (r.t !== "list_offer") return this.offers.expectComplete();
+      this.offers.take(r);
+    }
   }
 }
 
@@ -265,12 +276,26 @@ class SourceRound {
   }
 
   async *run(): AsyncGenerator<Uint8Array> {
-    const cursor = new UpCursor(this.up[Symbol.asyncIterator](), async (wire, raw) => {
-      this.stats.wireBytes += wire;
-      this.stats.rawBytes += raw;
-      // Both directions share the link, so both draw on the limit.
-      await this.bucket.take(wire, this.signal);
-    });
+    const offers = new OfferedLists(this.blocks, this.stats, this.logger);
+    try {
+      yield* this.serveRound(offers);
+    } finally {
+      // A list half received when the round failed (or the target hung up) is not kept.
+      offers.close();
+    }
+  }
+
+  private async *serveRound(offers: OfferedLists): AsyncGenerator<Uint8Array> {
+    const cursor = new UpCursor(
+      this.up[Symbol.asyncIterator](),
+      async (wire, raw) => {
+        this.stats.wireBytes += wire;
+        this.stats.rawBytes += raw;
+        // Both directions share the link, so both draw on the limit.
+        await this.bucket.take(wire, this.signal);
+      },
+      offers,
+    );
     const start = await cursor.peek();
     if (start?.t !== "start") throw new TheseusError("protocol", "the target did not open the round with a start record");
     if (start.version !== PROTOCOL_VERSION) {
@@ -279,6 +304,11 @@ class SourceRound {
       });
     }
     cursor.advance();
+    this.chooseLevel();
+    // The block lists we hold, before we wait for anything more of the target's: it offers the others
+    // (list-offers.ts), and waits for these at its first large file.
+    for (const rec of heldListRecords(this.blocks)) this.emit(rec);
+    yield* this.flush();
     // Large files the target holds in part from a round cut short: it keeps their verified first blocks.
     // And large files it holds torn (an in-place patch cut short), with what of them is verified, unknown and old.
     for (let r = await cursor.peek(); r?.t === "partial" || r?.t === "torn"; r = await cursor.peek()) {
@@ -289,7 +319,6 @@ class SourceRound {
       }
       cursor.advance();
     }
-    this.chooseLevel();
     const memo = readMemo(this.stateDir);
     this.stats.previousRoundEndMs = memo.lastRoundEndMs;
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
@@ -873,9 +902,11 @@ class SourceRound {
         // A block whose fingerprint is its base's is unchanged: its sha256 is the base's and is not taken again
         // (block-list.ts says what that trusts); runs of them are copied from the base list in bulk. Every other
         // block is hashed and compared as before.
-        // Sent whole, every block needs its sha256: all of them are taken in the same native call.
+        // Sent whole, every block needs its sha256: all of them are taken in the same native call. So they are when
+        // the base has no fingerprints (a list the target offered, one from before them): its sha256s decide.
         const whole = baseList === undefined;
-        const blocks = whole ? blockHashes(chunk, this.fpBuf, this.shaBuf) : fingerprints(chunk, this.fpBuf);
+        const shas = whole || !baseList.hasFingerprints;
+        const blocks = shas ? blockHashes(chunk, this.fpBuf, this.shaBuf) : fingerprints(chunk, this.fpBuf);
         for (let i = 0, off = 0, b = first; i < blocks; i++, off += BLOCK_BYTES, b++) {
           // Within a read too: a frame never grows past what the target accepts (MAX_FRAME_RAW_BYTES), whatever
           // mix of runs a 4 MiB read makes. The records written are whole; a run still open refers to the chunk,
@@ -897,7 +928,7 @@ class SourceRound {
           }
           const end = Math.min(off + BLOCK_BYTES, n);
           const so = i * HASH_BYTES;
-          const zero = end - off === BLOCK_BYTES && (whole
+          const zero = end - off === BLOCK_BYTES && (shas
             ? this.shaBuf.compare(ZERO_BLOCK_HASH, 0, HASH_BYTES, so, so + HASH_BYTES) === 0
             : this.fpBuf.compare(ZERO_BLOCK_FINGERPRINT, 0, FINGERPRINT_BYTES, fo, fo + FINGERPRINT_BYTES) === 0 && ZERO_BLOCK.compare(chunk, off, end) === 0);
           const diffable = baseList !== undefined && b >= forceUntil && b < baseList.length;
@@ -907,10 +938,14 @@ class SourceRound {
             continue;
           }
           keepBase(b);
-          const h = zero ? ZERO_BLOCK_HASH : whole ? this.shaBuf.subarray(so, so + HASH_BYTES) : sha256(chunk.subarray(off, end));
+          const h = zero ? ZERO_BLOCK_HASH : shas ? this.shaBuf.subarray(so, so + HASH_BYTES) : sha256(chunk.subarray(off, end));
           list.append(h, zero ? undefined : this.fpBuf.subarray(fo, fo + FINGERPRINT_BYTES));
-          // Without the base's fingerprints (a list from before they existed, or a target's), its hash decides.
-          if (diffable && baseList.at(b).equals(h)) {
+          // Without the base's fingerprints (a list from before they existed, or the target's), its hash decides.
+          if (diffable && !zero && shas && baseList.hashMatches(b, this.shaBuf, so)) {
+            endRun(off);
+            continue;
+          }
+          if (diffable && !shas && baseList.at(b).equals(h)) {
             endRun(off);
             continue;
           }

@@ -1,5 +1,5 @@
-// Each side's persistent, stat-validated hash cache, kept in the agent's state directory (never in the volume, where
-// the app would see it). Like git's index: an entry is trusted only while the file's inode, size, mtime and ctime are
+// Each side's persistent, stat-validated hash cache, kept in the volume's state directory (registry.ts says where and
+// when the agent's own directory keeps it instead). Like git's index: an entry is trusted only while the file's inode, size, mtime and ctime are
 // unchanged, so a restart loses nothing and a stale entry can only cost a re-read, never a wrong answer.
 //
 // The cache is one sorted file (walk order), streamed while the walk runs and rewritten each round, so memory stays
@@ -396,6 +396,74 @@ export class BlockStore {
     const pieces = [...blocks.encodeFingerprints()];
     writeAtomically(f + FINGERPRINTS_SUFFIX, [...pieces, fingerprintsCheck(pieces)]);
   }
+  /** The hashes of the lists stored (not verified: a damaged one is found when it is read). */
+  *held(): Generator<Buffer> {
+    for (const name of fs.readdirSync(this.dir)) if (LIST_NAME.test(name)) yield Buffer.from(name, "hex");
+  }
+
+  /**
+   * A stored list's encoding in pieces of at most `pieceBytes`, with the list's size; undefined when it is not stored.
+   * Read as it is sent (a list is up to 8 MiB per GiB of data), never whole.
+   */
+  pieces(hash: Uint8Array, pieceBytes: number): { total: number; pieces: () => Generator<Buffer> } | undefined {
+    const file = this.file(hash);
+    let total: number;
+    try {
+      total = fs.statSync(file).size;
+    } catch {
+      return undefined;
+    }
+    function* read(): Generator<Buffer> {
+      const fd = fs.openSync(file, "r");
+      try {
+        for (let pos = 0; pos < total; ) {
+          const buf = Buffer.allocUnsafe(Math.min(pieceBytes, total - pos));
+          const n = fs.readSync(fd, buf, 0, buf.length, pos);
+          if (n === 0) throw new TheseusError("internal", `the stored block list ${path.basename(file)} shrank while it was read`);
+          pos += n;
+          yield buf.subarray(0, n);
+        }
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return { total, pieces: read };
+  }
+
+  /**
+   * Receives a list the peer offers, piece by piece, into `<hash>.tmp`: commit() renames it into place when its
+   * sha256 is `hash` (false, and nothing kept, otherwise). Nothing of it is held in memory.
+   */
+  receive(hash: Uint8Array): ListReceipt {
+    const file = this.file(hash);
+    const fd = fs.openSync(file + ".tmp", "w", 0o600);
+    const h = crypto.createHash("sha256");
+    let open = true;
+    const close = (): void => {
+      if (open) fs.closeSync(fd);
+      open = false;
+    };
+    return {
+      write(piece: Uint8Array): void {
+        writeFully(fd, piece);
+        h.update(piece);
+      },
+      commit(): boolean {
+        close();
+        if (!h.digest().equals(hash)) {
+          fs.rmSync(file + ".tmp", { force: true });
+          return false;
+        }
+        fs.renameSync(file + ".tmp", file);
+        return true;
+      },
+      abort(): void {
+        close();
+        fs.rmSync(file + ".tmp", { force: true });
+      },
+    };
+  }
+
   /** Removes lists (and their fingerprints) no longer referenced by the cache just committed. */
   retainOnly(keep: ReadonlySet<string>): void {
     for (const name of fs.readdirSync(this.dir)) {
@@ -407,6 +475,16 @@ export class BlockStore {
 }
 
 const FINGERPRINTS_SUFFIX = ".fp";
+/** A stored list's file name: its hash in hex (beside it: `.fp` fingerprints, `.tmp` writes in progress). */
+const LIST_NAME = /^[0-9a-f]{64}$/;
+
+/** A list being received from the peer (BlockStore.receive). */
+export interface ListReceipt {
+  write(piece: Uint8Array): void;
+  /** Keeps the list when its sha256 is its hash; returns whether it did. */
+  commit(): boolean;
+  abort(): void;
+}
 
 /** The check a fingerprint file ends with: the first 16 bytes of the sha256 of the rest (4 MiB per GiB of data). */
 function fingerprintsCheck(body: Iterable<Uint8Array>): Buffer {

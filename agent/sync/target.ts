@@ -58,6 +58,7 @@ import { STAGING_DIR, StagingDir } from "./staging.js";
 import { idleLimited, LoopTurns, syncTimeouts, withKeepalive } from "./idle.js";
 import type { SyncTimeouts } from "./idle.js";
 import { loadTornFiles, tornJournalFor } from "./torn.js";
+import { HeldLists, offerRecords } from "./list-offers.js";
 import { ownerTag, sweepLeftovers } from "./leftovers.js";
 
 const OWN_TAG = ownerTag();
@@ -282,6 +283,8 @@ class TargetRound {
   private waitMs = 0;
   /** Aborted when the round ends: stops the load reports. */
   private readonly done = new AbortController();
+  /** The block lists the source holds (its first records): the index offers it the others (list-offers.ts). */
+  private readonly held = new HeldLists(this.done.signal);
 
   constructor(
     private readonly root: string,
@@ -398,6 +401,7 @@ class TargetRound {
     const cache = new EntryFileReader(path.join(this.stateDir, "index"));
     this.spool = new EntryFileWriter(this.spoolFile);
     const firstOfInode = new Map<number, string>();
+    const offered = new Set<string>();
     const turns = new LoopTurns();
     // The source waits for the index's first entries before it walks at all: the first frames are small (8 KiB, a
     // hundred entries) and grow to the usual size. With 256 KiB from the start, a no-change round of 21,000 files
@@ -467,6 +471,20 @@ class TargetRound {
         if (entry.type === "file" && isLarge(entry.size)) this.walkKeep.add(Buffer.from(entry.hash).toString("hex"));
         this.targetEntries++;
         if (unhashed) this.unhashedSent++;
+        if (entry.type === "file" && isLarge(entry.size) && entry.hash.length === 32) {
+          // Its block list goes first when the source does not hold it (it lost its state): it then patches the file
+          // if it changed, instead of sending it whole. The source's hashes are awaited here, once a round.
+          if (!this.held.done) await this.held.ready;
+          if (this.done.signal.aborted) return;
+          const hex = Buffer.from(entry.hash).toString("hex");
+          if (!this.held.has(hex) && !offered.has(hex)) {
+            offered.add(hex);
+            for (const offer of offerRecords(this.blocks, entry.hash)) {
+              encodeRecord(w, offer);
+              if (w.length >= frameBytes) yield this.counted(enc.encode(w).frame);
+            }
+          }
+        }
         encodeRecord(w, unhashed ? { t: "entry_unhashed", e: entry } : { t: "entry", e: entry });
         if (w.length >= frameBytes) {
           yield this.counted(enc.encode(w).frame);
@@ -554,6 +572,8 @@ class TargetRound {
   }
 
   private apply(rec: SyncRecord): void {
+    // The source's first records name the block lists it holds; an error may come before them.
+    if (!this.held.done && rec.t !== "error") return this.held.take(rec);
     if (this.file !== undefined) {
       if (rec.t === "data") return this.fileData(this.file, rec.offset, rec.data);
       if (rec.t === "zero") return this.fileZero(this.file, rec.offset, rec.length);
