@@ -216,8 +216,8 @@ export class EntryFileReader {
  * 1-8 KiB and a 256 MiB file): the round verifying the 256 MiB file took 0.9-1.5 s beside 0.8-1.1 s for rounds
  * without changes, the one verifying 1,024 small files 0.6 s; so 20,000 small files are verified within 20 rounds,
  * none of them slow. Files that do not fit what is left wait for a later round; one larger than the whole byte
- * budget is never verified by it, only read when its stat changes (and it then goes whole: the source has no block
- * list of the target's content to diff against). The stats' vouchedUnverified says how many remain.
+ * budget is never verified by it, only read when its stat changes (and then patched against the block list the
+ * target offered when the source lost its state: list-offers.ts). The stats' vouchedUnverified says how many remain.
  */
 export const VERIFY_BUDGET_BYTES = 256 * 1024 * 1024;
 export const VERIFY_BUDGET_FILES = 1024;

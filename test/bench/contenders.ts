@@ -8,6 +8,8 @@
 // starts its client tunnel itself (RSYNC_CONNECT_PROG, which rsync joins with a loopback TCP pair) and the stunnel
 // server exec's `rsync --daemon` in inetd mode per connection (the daemon forks per connection anyway): the same legs
 // and bytes as the sidecar layout, with no listening ports to race for and one measured process per side.
+import { spawn } from "node:child_process";
+import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
@@ -52,7 +54,7 @@ export interface RoundResult {
   /** What the tool says it moved (rsync --stats sent + received, Theseus wireBytes): a cross-check. */
   readonly toolWireBytes: number | undefined;
   readonly peakRss: PeakRss;
-  /** user + system CPU seconds of both sides (for Theseus: the whole command, both agents and their start-up). */
+  /** user + system CPU seconds of both sides (for Theseus: both agents during the round; a run's first includes their start-up). */
   readonly cpuSeconds: number | undefined;
   readonly theseus?: TheseusStats;
 }
@@ -69,6 +71,8 @@ export interface Contender {
   round(input: RoundInput, wire: WireMeter): Promise<RoundResult>;
   /** Forgets what the source side kept between rounds (the lost-cache phase); contenders that keep nothing have none. */
   loseSourceState?(input: RoundInput): Promise<void>;
+  /** Stops what the contender keeps running between rounds (Theseus's agents): at the end of a run, and of the bench. */
+  release?(): Promise<void>;
 }
 
 export interface ContenderSetup {
@@ -125,40 +129,124 @@ async function theseusUnavailable(cli: string): Promise<string | undefined> {
   return help.code === 0 && /sync-dirs/.test(help.stdout) ? undefined : "sync-dirs not built (the CLI has no sync-dirs command yet)";
 }
 
+/**
+ * Theseus runs as it does through a migration: its agents stay up from round to round (`sync-dirs
+ * --rounds-from-stdin`), so the incremental (final) round and the round with no change are rounds of long-running
+ * agents, and only the first round of a run pays for their start-up. Losing the source's state stops them (a new
+ * mover pod, an agent restarted elsewhere): that round starts new agents, as it would in a cluster.
+ */
 function theseusContender(cli: string): Contender {
+  let session: TheseusSession | undefined;
+  const release = async (): Promise<void> => {
+    await session?.close();
+    session = undefined;
+  };
   return {
     id: "theseus",
     label: "Theseus sync-dirs (mTLS gRPC)",
     phases: PHASES,
     wire: "all", // the agents talk only to each other (and to their own coordinator: counted too, it is small)
     async loseSourceState(input) {
+      await release();
       // sync-dirs keeps each agent's state under --state-dir (coordinator/cli/sync-dirs.ts).
       await rm(path.join(input.stateDir, "source-agent"), { recursive: true, force: true });
     },
     async round(input, wire) {
       await mkdir(input.stateDir, { recursive: true });
-      const rssFile = path.join(input.workDir, "theseus.rss");
-      const [cmd, args] = underTime(rssFile, process.execPath, [
-        cli, "sync-dirs", input.src, input.dst, "--json", "--state-dir", input.stateDir,
-      ]);
+      const key = `${input.src}\0${input.dst}\0${input.stateDir}`;
+      if (session !== undefined && session.key !== key) await release();
       const before = await wire();
-      const finished = check("theseus sync-dirs", await run(cmd, args));
+      const started = performance.now();
+      let stdout: string;
+      try {
+        if (session === undefined) {
+          session = new TheseusSession(key, cli, input);
+          stdout = await session.next();
+        } else stdout = await session.round();
+      } catch (error) {
+        await release();
+        throw error;
+      }
+      const processWallMs = performance.now() - started;
       const after = await wire();
-      const measured = await readMeasured(rssFile);
-      const processRss = measured.peakRssBytes;
-      const stats = readTheseusStats(finished.stdout);
+      const stats = readTheseusStats(stdout);
       return {
-        wallMs: stats.durationMs ?? finished.wallMs,
-        processWallMs: finished.wallMs,
+        wallMs: stats.durationMs ?? processWallMs,
+        processWallMs,
         wireBytes: delta(before, after),
         toolWireBytes: stats.wireBytes,
-        // Agents report their own peaks; if they do not, the whole command's peak stands for both (an upper bound).
-        peakRss: { source: stats.peakRssSource ?? processRss, target: stats.peakRssTarget ?? processRss },
-        cpuSeconds: measured.cpuSeconds,
+        peakRss: { source: stats.peakRssSource, target: stats.peakRssTarget },
+        cpuSeconds: stats.cpuSeconds,
         theseus: stats,
       };
     },
+    release,
   };
+}
+
+/** One `theseus sync-dirs --rounds-from-stdin` process: its first round runs at once, each line written runs another. */
+class TheseusSession {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private lines: string[] = [];
+  private partial = "";
+  private stderr = "";
+  private waiting: { resolve: (line: string) => void; reject: (error: Error) => void } | undefined;
+  private exited: Error | undefined;
+
+  constructor(
+    readonly key: string,
+    cli: string,
+    input: RoundInput,
+  ) {
+    this.child = spawn(process.execPath, [cli, "sync-dirs", input.src, input.dst, "--json", "--state-dir", input.stateDir, "--rounds-from-stdin"]);
+    this.child.stdout.setEncoding("utf8");
+    this.child.stdout.on("data", (chunk: string) => {
+      const parts = (this.partial + chunk).split("\n");
+      this.partial = parts.pop() ?? "";
+      for (const line of parts) if (line.trimStart().startsWith("{")) this.lines.push(line);
+      this.deliver();
+    });
+    this.child.stderr.setEncoding("utf8");
+    this.child.stderr.on("data", (chunk: string) => (this.stderr = (this.stderr + chunk).slice(-4000)));
+    this.child.on("close", (code, signal) => {
+      this.exited = new Error(`theseus sync-dirs exited (${signal ?? code}) before its round's result: ${this.stderr.trim() || "no output"}`);
+      this.deliver();
+    });
+  }
+
+  /** The next round's result line (the first round's, right after start). */
+  next(): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      this.deliver();
+    });
+  }
+
+  round(): Promise<string> {
+    const result = this.next();
+    this.child.stdin.write("\n");
+    return result;
+  }
+
+  async close(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const closed = new Promise<void>((resolve) => this.child.once("close", () => resolve()));
+    this.child.stdin.end();
+    await closed;
+  }
+
+  private deliver(): void {
+    const w = this.waiting;
+    if (w === undefined) return;
+    const line = this.lines.shift();
+    if (line !== undefined) {
+      this.waiting = undefined;
+      w.resolve(line);
+    } else if (this.exited !== undefined) {
+      this.waiting = undefined;
+      w.reject(this.exited);
+    }
+  }
 }
 
 function rsyncTlsContender(id: "rsync-tls" | "rsync-tls-zstd", certs: Certs, port: number): Contender {

@@ -229,6 +229,7 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
           log(`${name} run ${r} ${phase.padEnd(11)} ${contender.id.padEnd(14)} ${describe(result)}`);
         }
       }
+      for (const contender of contenders) await contender.release?.();
       if (options.verify) {
         // Untimed: a fast round is worth nothing unless the target equals the source, content and metadata.
         for (const contender of order.filter((c) => c.phases.includes("no-change") && !failed.has(c.id))) {
@@ -246,10 +247,12 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
     for (const id of failed) failedPairs.add(`${name}/${id}`);
     if (options.shapedDataset === name) {
       samples.push(...await shapedCase(options, link, contenders.filter((c) => !failed.has(c.id)), src, dir, wire, failures));
+      for (const contender of contenders) await contender.release?.();
     }
     await rm(dir, { recursive: true, force: true });
   }
 
+  for (const contender of contenders) await contender.release?.();
   const summaries = summarize(samples);
   const checks = checkTargets(summaries, options.linkRateBitsPerSecond, failedPairs, options.scale);
   const labels = new Map(contenders.map((c) => [c.id, c.label] as const));

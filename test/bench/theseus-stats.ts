@@ -10,6 +10,8 @@ export interface TheseusStats {
   readonly entriesChanged: number | undefined;
   readonly peakRssSource: number | undefined;
   readonly peakRssTarget: number | undefined;
+  /** Both agents' user + system CPU seconds during the round (sync-dirs measures it per round). */
+  readonly cpuSeconds: number | undefined;
   /** The whole object, kept in the JSON results. */
   readonly raw: Record<string, unknown>;
 }
@@ -72,6 +74,7 @@ function adapt(raw: Record<string, unknown>): TheseusStats {
     // sync-dirs prints sourcePeakRssBytes / targetPeakRssBytes (each agent is its own process).
     peakRssSource: num("sourcePeakRssBytes") ?? rssOf("source"),
     peakRssTarget: num("targetPeakRssBytes") ?? rssOf("target"),
+    cpuSeconds: num("cpuSeconds"),
     raw,
   };
 }
