@@ -35,9 +35,10 @@ RUN npx tsc -p tsconfig.json \
 FROM gcr.io/distroless/nodejs20-debian12:nonroot AS runtime
 WORKDIR /app
 ENV NODE_ENV=production
-# The sync engine's measured peak RSS (115 MiB on 100k files) holds with a 2 MiB young generation; the chart's
-# agent.nodeOptions sets the same and adds the old-space cap that matches its memory limit.
-ENV NODE_OPTIONS=--max-semi-space-size=2
+# An 8 MiB young generation, as the agents of sync-dirs and the local clusters run (coordinator/demo/agent-process.ts
+# says what 2 MiB cost); the chart's agent.nodeOptions sets the same and adds the old-space cap that matches its
+# memory limit.
+ENV NODE_OPTIONS=--max-semi-space-size=8
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist

@@ -137,7 +137,7 @@ test("default: restricted security context, probes on the health port, NODE_OPTI
   t.deepEqual(agent.securityContext.capabilities, { drop: ["ALL"] });
   t.deepEqual(agent.readinessProbe.httpGet, { path: "/readyz", port: "health" });
   t.deepEqual(agent.livenessProbe.httpGet, { path: "/healthz", port: "health" });
-  t.regex(agent.env.find((e) => e.name === "NODE_OPTIONS")?.value ?? "", /--max-semi-space-size=2\b/);
+  t.regex(agent.env.find((e) => e.name === "NODE_OPTIONS")?.value ?? "", /--max-semi-space-size=8\b/);
   t.true(agent.args.includes("--cluster=eu-1"));
   t.true(agent.args.includes("--health-listen=$(POD_IP):8080"));
   t.is(pod.volumes.find((v) => v.name === "tls")?.secret?.secretName, "agent-theseus-agent-tls");

@@ -68,12 +68,16 @@ export async function spawnAgent(options: AgentProcessOptions): Promise<AgentPro
   for (const [name, path] of Object.entries(options.volumes)) args.push("--volume", `${name}=${path}`);
   if (options.syncState !== undefined) args.push("--sync-state", options.syncState);
   if (stopWithParent) args.push("--stop-with-stdin");
-  // A small young generation: sync rounds allocate a stream of short-lived frame buffers, and V8's default 16 MiB
-  // semi-spaces let ~100 MiB of them pile up before a scavenge (peak RSS ~170 MiB against the 160 MiB budget).
+  // A young generation below V8's default: sync rounds allocate a stream of short-lived frame buffers, and 16 MiB
+  // semi-spaces let ~100 MiB of them pile up before a scavenge (peak RSS ~170 MiB against the 160 MiB budget). Not
+  // as small as 2 MiB, which promoted the entries of a walk to the old space: warm final rounds on the bench's final
+  // tree, interleaved, 4 pairs of 2 rounds, 2 MiB against 8 MiB: 1,050 against 821 ms (median), 1.75 against 1.30
+  // CPU-seconds for both agents, no-change rounds 456 against 409 ms; peak RSS on 100k small files 170/156 against
+  // 168/158 MiB. The chart (agent.nodeOptions) and the image (Dockerfile) set the same.
   // THESEUS_AGENT_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") reaches each agent's node: Node refuses
   // --cpu-prof in NODE_OPTIONS, and profiling both agents of a sync-dirs round is how the data plane is measured.
   const extraFlags = (process.env["THESEUS_AGENT_NODE_FLAGS"] ?? "").split(" ").filter((flag) => flag !== "");
-  const child = spawn(process.execPath, ["--max-semi-space-size=2", ...extraFlags, ...args], {
+  const child = spawn(process.execPath, ["--max-semi-space-size=8", ...extraFlags, ...args], {
     stdio: [stopWithParent ? "pipe" : "ignore", "pipe", "pipe"],
     env: { ...process.env, ...options.env },
   });
