@@ -61,15 +61,22 @@ test("ReadAhead returns a file's chunks in order, stops at the size it was given
   fs.writeFileSync(file, data);
   const fd = fs.openSync(file, "r");
   try {
-    const reader = new ReadAhead(fd, [Buffer.alloc(64 * KiB), Buffer.alloc(64 * KiB)], data.length - 100);
-    const got: Buffer[] = [];
-    for (let pos = 0; ; ) {
-      const chunk = await reader.read(pos);
-      if (chunk.length === 0) break;
-      got.push(Buffer.from(chunk)); // the chunk is reused by the read after next
-      pos += chunk.length;
+    // Two buffers read one chunk ahead; more read more at once, and none may touch the chunk the caller holds.
+    for (const buffers of [2, 3, 4]) {
+      const reader = new ReadAhead(fd, Array.from({ length: buffers }, () => Buffer.alloc(64 * KiB)), data.length - 100);
+      const got: Buffer[] = [];
+      for (let pos = 0; ; ) {
+        const chunk = await reader.read(pos);
+        if (chunk.length === 0) break;
+        // The reads ahead complete meanwhile: the chunk held is still the file's, until the next call.
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        t.deepEqual(chunk, data.subarray(pos, pos + chunk.length), `${buffers} buffers, chunk at ${pos}`);
+        got.push(Buffer.from(chunk));
+        pos += chunk.length;
+      }
+      t.deepEqual(Buffer.concat(got), data.subarray(0, data.length - 100));
     }
-    t.deepEqual(Buffer.concat(got), data.subarray(0, data.length - 100));
+    t.throws(() => new ReadAhead(fd, [Buffer.alloc(64 * KiB)], data.length), { instanceOf: RangeError });
     // A read out of order is served directly, and a read in flight is waited for before the descriptor is closed.
     const again = new ReadAhead(fd, [Buffer.alloc(64 * KiB), Buffer.alloc(64 * KiB)], data.length);
     t.deepEqual(Buffer.from(await again.read(64 * KiB)), data.subarray(64 * KiB, 128 * KiB));
