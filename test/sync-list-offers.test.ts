@@ -206,3 +206,14 @@ test("a source that does not name its lists first fails the target's round befor
   t.regex(error?.message ?? "", /sent dir before naming the block lists it holds/);
   t.true(fs.existsSync(`${p.dst}/kept.txt`));
 });
+
+test("an offer after the target's index is refused, neither counted nor stored: it could serve no entry, only fill the source's state", async (t) => {
+  const piece = Buffer.alloc(64, 5);
+  const r = await againstSource("after-index", [
+    frame([START, { t: "index_end" }, { t: "list_offer", hash: hashOf(piece), total: 64, offset: 0, piece }]),
+  ]);
+  t.is(r.error, undefined, "the round itself completes");
+  const end = r.records.find((rec): rec is Extract<SyncRecord, { t: "end" }> => rec.t === "end");
+  t.is(end?.stats.listsReceived, 0, "the offer was refused, not received");
+  t.deepEqual(r.lists, []);
+});

@@ -101,6 +101,7 @@ export class OfferedLists {
   private current: { hash: Uint8Array; total: number; received: number; receipt: ListReceipt | undefined } | undefined;
   private roundBytes = 0;
   private warned = false;
+  private indexEnded = false;
 
   constructor(
     private readonly store: BlockStore,
@@ -109,6 +110,8 @@ export class OfferedLists {
   ) {}
 
   take(rec: ListOffer): void {
+    // Offers come before the entries they serve; after the index, one would only fill the state.
+    if (this.indexEnded) throw broken("the target offered a block list after its index");
     let cur = this.current;
     if (cur === undefined) {
       if (rec.offset !== 0) throw broken("an offered block list began past its start");
@@ -139,6 +142,12 @@ export class OfferedLists {
   /** The target's next record is not an offer: the one begun must have ended. */
   expectComplete(): void {
     if (this.current !== undefined) throw broken("the target's index went on before an offered block list was complete");
+  }
+
+  /** The target's index ended (its end record was taken): no offer may follow. */
+  endOfIndex(): void {
+    this.expectComplete();
+    this.indexEnded = true;
   }
 
   /** Drops a list half received (the round failed). */

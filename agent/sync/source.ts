@@ -207,6 +207,10 @@ class UpCursor {
   advance(): void {
     this.i++;
   }
+  /** The target's index ended: an offer after it is refused. */
+  endOfIndex(): void {
+    this.offers.endOfIndex();
+  }
   private takeOffers(): void {
     for (let r = this.recs[this.i]; r !== undefined; r = this.recs[++this.i]) {
       if (r.t !== "list_offer") return this.offers.expectComplete();
@@ -441,6 +445,7 @@ class SourceRound {
     if (r === undefined) throw new TheseusError("protocol", "the target's stream ended before its index did");
     if (r.t === "index_end") {
       this.indexEnded = true;
+      cursor.endOfIndex();
       cursor.advance();
       this.drainLoad(cursor);
       return undefined;
