@@ -66,13 +66,19 @@ Examples:
       };
       if (flags.roundsFromStdin !== true) return print(await syncDirs(request));
       const session = await openSyncDirs(request);
+      const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+      // Ctrl-C between rounds ends the run as it cancels one in flight: the agents stop and the keys go.
+      const signal = request.signal as AbortSignal;
+      signal.addEventListener("abort", () => lines.close(), { once: true });
       try {
         print(await session.round());
-        for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+        for await (const line of lines) {
           void line;
           print(await session.round());
         }
+        if (signal.aborted) throw TheseusError.from(signal.reason);
       } finally {
+        lines.close();
         await session.close();
       }
     });
