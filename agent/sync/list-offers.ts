@@ -98,7 +98,7 @@ export function* offerRecords(store: BlockStore, hash: Uint8Array): Generator<Li
  * them) and written to the block store. Every offer must be complete before the target's next other record.
  */
 export class OfferedLists {
-  private current: { hash: Uint8Array; total: number; received: number; receipt: ListReceipt | undefined } | undefined;
+  private current: { hash: Buffer; total: number; received: number; receipt: ListReceipt | undefined } | undefined;
   private roundBytes = 0;
   private warned = false;
   private indexEnded = false;
@@ -116,9 +116,11 @@ export class OfferedLists {
     if (cur === undefined) {
       if (rec.offset !== 0) throw broken("an offered block list began past its start");
       this.roundBytes += rec.total;
-      cur = { hash: rec.hash, total: rec.total, received: 0, receipt: this.roundBytes <= MAX_OFFERED_ROUND_BYTES ? this.open(rec.hash) : undefined };
+      // Copied: a decoded record's bytes are a view of its frame.
+      const hash = Buffer.from(rec.hash);
+      cur = { hash, total: rec.total, received: 0, receipt: this.roundBytes <= MAX_OFFERED_ROUND_BYTES ? this.open(hash) : undefined };
       this.current = cur;
-    } else if (rec.offset !== cur.received || rec.total !== cur.total || !Buffer.from(rec.hash).equals(cur.hash)) {
+    } else if (rec.offset !== cur.received || rec.total !== cur.total || !cur.hash.equals(rec.hash)) {
       throw broken("an offered block list was cut by another one");
     }
     if (cur.receipt !== undefined) {
@@ -134,7 +136,14 @@ export class OfferedLists {
     if (cur.received < cur.total) return;
     this.current = undefined;
     if (cur.receipt === undefined) return;
-    if (!cur.receipt.commit()) throw broken(`the target offered a block list whose hash is not ${Buffer.from(cur.hash).toString("hex").slice(0, 16)}`);
+    let kept: boolean;
+    try {
+      kept = cur.receipt.commit();
+    } catch (e) {
+      cur.receipt.abort();
+      return this.cannotKeep(e);
+    }
+    if (!kept) throw broken(`the target offered a block list whose hash is not ${Buffer.from(cur.hash).toString("hex").slice(0, 16)}`);
     this.stats.listsReceived++;
     this.stats.listBytesReceived += cur.total;
   }

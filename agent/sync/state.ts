@@ -1,6 +1,7 @@
 // Each side's persistent, stat-validated hash cache, kept in the volume's state directory (registry.ts says where and
-// when the agent's own directory keeps it instead). Like git's index: an entry is trusted only while the file's inode, size, mtime and ctime are
-// unchanged, so a restart loses nothing and a stale entry can only cost a re-read, never a wrong answer.
+// when the agent's own directory keeps it instead). Like git's index: an entry is trusted only while the file's
+// inode, size, mtime and ctime are unchanged, so a restart loses nothing and a stale entry can only cost a re-read,
+// never a wrong answer.
 //
 // The cache is one sorted file (walk order), streamed while the walk runs and rewritten each round, so memory stays
 // O(1) in the number of files. Block-hash lists of large files live beside it in blocks/<content hash> (sparse:
