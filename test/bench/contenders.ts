@@ -232,7 +232,10 @@ class TheseusSession {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const closed = new Promise<void>((resolve) => this.child.once("close", () => resolve()));
     this.child.stdin.end();
+    // A session stuck in a round must not hang the bench: SIGTERM cancels sync-dirs, which stops its agents.
+    const stuck = setTimeout(() => this.child.kill("SIGTERM"), 30_000);
     await closed;
+    clearTimeout(stuck);
   }
 
   private deliver(): void {
