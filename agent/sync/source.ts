@@ -254,7 +254,7 @@ class SourceRound {
   private readonly fpBuf = Buffer.allocUnsafe(Math.ceil(LARGE_READ_BYTES / BLOCK_BYTES) * FINGERPRINT_BYTES);
   /** And their sha256s, when a file is sent whole. */
   private readonly shaBuf = Buffer.allocUnsafe(Math.ceil(LARGE_READ_BYTES / BLOCK_BYTES) * HASH_BYTES);
-  /** The two read buffers of large files, made at the round's first one and kept for the others. */
+  /** The read buffers of large files (READ_AHEAD_CHUNKS + 1), made at the round's first one and kept for the others. */
   private largeBufs: Buffer[] | undefined;
   private readonly blocks: BlockStore;
   private readonly stats: RoundStatsWire = emptyRoundStats();
@@ -952,12 +952,9 @@ class SourceRound {
           keepBase(b);
           const h = zero ? ZERO_BLOCK_HASH : shas ? this.shaBuf.subarray(so, so + HASH_BYTES) : sha256(chunk.subarray(off, end));
           list.append(h, zero ? undefined : this.fpBuf.subarray(fo, fo + FINGERPRINT_BYTES));
-          // Without the base's fingerprints (a list from before they existed, or the target's), its hash decides.
-          if (diffable && !zero && shas && baseList.hashMatches(b, this.shaBuf, so)) {
-            endRun(off);
-            continue;
-          }
-          if (diffable && !shas && baseList.at(b).equals(h)) {
+          // Without the base's fingerprints (a list from before they existed, or the target's), its hash decides: the
+          // read's sha256s when they were all taken, else this block's (a zero block's matched above, or not at all).
+          if (diffable && !zero && (shas ? baseList.hashMatches(b, this.shaBuf, so) : baseList.at(b).equals(h))) {
             endRun(off);
             continue;
           }

@@ -468,17 +468,17 @@ class TargetRound {
         }
         this.spool.addWithStat(entry, st.ino, st.mtimeMs, st.ctimeMs);
         this.walkDigest.add(entry);
-        if (entry.type === "file" && isLarge(entry.size)) this.walkKeep.add(Buffer.from(entry.hash).toString("hex"));
+        const largeHex = entry.type === "file" && isLarge(entry.size) ? Buffer.from(entry.hash).toString("hex") : undefined;
+        if (largeHex !== undefined) this.walkKeep.add(largeHex);
         this.targetEntries++;
         if (unhashed) this.unhashedSent++;
-        if (entry.type === "file" && isLarge(entry.size) && entry.hash.length === 32) {
+        if (largeHex !== undefined && entry.hash.length === 32) {
           // Its block list goes first when the source does not hold it (it lost its state): it then patches the file
           // if it changed, instead of sending it whole. The source's hashes are awaited here, once a round.
           if (!this.held.done) await this.held.ready;
           if (this.done.signal.aborted) return;
-          const hex = Buffer.from(entry.hash).toString("hex");
-          if (!this.held.has(hex) && !offered.has(hex)) {
-            offered.add(hex);
+          if (!this.held.has(largeHex) && !offered.has(largeHex)) {
+            offered.add(largeHex);
             for (const offer of offerRecords(this.blocks, entry.hash)) {
               encodeRecord(w, offer);
               if (w.length >= frameBytes) yield this.counted(enc.encode(w).frame);

@@ -252,7 +252,6 @@ async function bench(options: Options, isolated: boolean): Promise<number> {
     await rm(dir, { recursive: true, force: true });
   }
 
-  for (const contender of contenders) await contender.release?.();
   const summaries = summarize(samples);
   const checks = checkTargets(summaries, options.linkRateBitsPerSecond, failedPairs, options.scale);
   const labels = new Map(contenders.map((c) => [c.id, c.label] as const));
