@@ -9,7 +9,7 @@ export { installOpenShiftKinds } from "./openshift.js";
 export { BUILD_SCRIPT, KUBERNETES_VERSION, clusterDir, controlPlaneBinaries, kubernetesBinDir, repoRoot, theseusHome } from "./paths.js";
 export { PROVISIONER_NAME, STORAGE_CLASS_IMMEDIATE, STORAGE_CLASS_WAIT } from "./provisioner.js";
 export { registerLocalCommands } from "./cli.js";
-export { clusterPort } from "./processes.js";
+export { clusterPort, portIsFree } from "./processes.js";
 export type { AgentHow, LocalCommandHooks } from "./cli.js";
 export type { LocalAgentOptions } from "./agent.js";
 export { AGENT_CHART_DIR, helmBinary } from "./agent-chart.js";

@@ -1,7 +1,7 @@
 // Two local clusters at once must be as independent as two real ones: own ports, CAs, etcd and service CIDRs, so
 // that objects, credentials and clusterIPs from one are meaningless in the other; stopping one leaves the other up.
 import { existsSync } from "node:fs";
-import { readFile, readdir, rm } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import type { Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -10,7 +10,7 @@ import anyTest from "ava";
 import type { TestFn } from "ava";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import type { LocalCluster } from "../local-clusters/index.js";
-import { clusterPort, downCluster, listClusters, upCluster } from "../local-clusters/index.js";
+import { clusterDir, clusterPort, downCluster, listClusters, portIsFree, upCluster } from "../local-clusters/index.js";
 import { loadKubeConfig } from "../kube/index.js";
 import { eventually, privateTheseusHome, withHint } from "./local-clusters-support.js";
 
@@ -28,12 +28,13 @@ test.before(async (t) => {
   try {
     // One after the other: each start-up alone keeps 2 cores busy. a starts with its own etcd peer and API server ports
     // taken, as a CI run once had etcd's: it must come up on others.
-    const holders = await holdOwnPorts([1, 2, 4]);
-    t.context.held = new Set(holders.map((h) => (h.address() as { port: number }).port));
+    const { servers, releaseDecoy } = await claimAndHoldPorts(t.context.home, [1, 2, 4]);
+    t.context.held = new Set(servers.map((h) => (h.address() as { port: number }).port));
     try {
       t.context.a = await upCluster("lc-side-a");
     } finally {
-      await Promise.all(holders.map((h) => new Promise((resolve) => h.close(resolve))));
+      await Promise.all(servers.map((h) => new Promise((resolve) => h.close(resolve))));
+      await releaseDecoy();
     }
     t.context.b = await upCluster("lc-side-b", { nodes: 2 });
   } catch (error) {
@@ -48,38 +49,49 @@ test.after.always(async (t) => {
 });
 
 /**
- * Listens on slots SLOTS of every index no live cluster claims now (claims are in the machine-wide directory
- * cluster.ts keeps), and on slot 0, etcd's client port, of the first of them, as a cluster left running without its
- * directory would: a must pass that index by, and whichever it claims, its own ports are taken. Claimed indexes are
- * left alone, so a cluster of another test file restarting a component on its recorded ports is not disturbed; one
- * claiming an index meanwhile meets the same taken ports and must cope the same way.
+ * Takes two indexes no cluster claims, as a cluster left running without its directory and a squatter on a's own
+ * ports would: the first is claimed for a directory that has no cluster state (as a cluster being created has) and
+ * its etcd client port is held, so a must pass it by; the second is claimed for a's directory, so a takes it, and
+ * slots SLOTS of it are held. Both are claimed in the machine-wide directory cluster.ts keeps, so clusters that other
+ * test files start meanwhile never take these indexes and never meet the held ports (they once did, and one's etcd
+ * died on a port held here). Returns the servers and a release that removes the decoy's claim.
  */
-async function holdOwnPorts(slots: readonly number[]): Promise<Server[]> {
-  // A claim is live while the cluster directory it names exists; a stale one is taken over by the next cluster.
+async function claimAndHoldPorts(home: string, slots: readonly number[]): Promise<{ servers: Server[]; releaseDecoy: () => Promise<void> }> {
   const claims = join(tmpdir(), "theseus-cluster-indexes");
-  const claimed = new Set<string>();
-  for (const index of await readdir(claims).catch(() => [] as string[])) {
-    const holder = await readFile(join(claims, index), "utf8").catch(() => "");
-    if (holder !== "" && existsSync(holder)) claimed.add(index);
+  await mkdir(claims, { recursive: true });
+  const decoyDir = join(home, "decoy-cluster");
+  await mkdir(decoyDir, { recursive: true });
+  const holders = [decoyDir, clusterDir("lc-side-a")];
+  const taken: number[] = [];
+  for (let index = 1; index <= 254 && taken.length < holders.length; index++) {
+    // As claimIndex does: an index whose etcd client port is held is passed by, a claim is live while the directory it
+    // names exists, and a stale one is taken over (or a would take it, below the indexes claimed here).
+    if (!(await portIsFree(clusterPort(index, 0)))) continue;
+    const claim = join(claims, String(index));
+    const holder = await readFile(claim, "utf8").catch(() => undefined);
+    if (holder !== undefined && existsSync(holder)) continue;
+    if (holder !== undefined) await rm(claim, { force: true });
+    // The exclusive create is what makes the claim ours: another process may be claiming the same index now.
+    const claimed = await writeFile(claim, holders[taken.length] ?? "", { flag: "wx" }).then(() => true, () => false);
+    if (claimed) taken.push(index);
   }
+  const [decoy, own] = taken;
+  if (decoy === undefined || own === undefined) throw new Error(`no two free cluster indexes in ${claims}`);
   const servers: Server[] = [];
-  let leftOver = false;
-  for (let index = 1; index <= 64; index++) {
-    if (claimed.has(String(index))) continue;
-    // The first free index also looks like a cluster left running without its directory: its etcd client port too.
-    const held = leftOver ? slots : [0, ...slots];
-    leftOver = true;
-    for (const slot of held) {
-      // Connections are dropped at once: a held port answers nothing, and its server closes without waiting for them.
-      const server = createServer((socket) => socket.destroy());
-      const ok = await new Promise<boolean>((resolve) => {
-        server.once("error", () => resolve(false));
-        server.listen(clusterPort(index, slot), "127.0.0.1", () => resolve(true));
-      });
-      if (ok) servers.push(server);
-    }
+  for (const port of [clusterPort(decoy, 0), ...slots.map((slot) => clusterPort(own, slot))]) {
+    // Connections are dropped at once: a held port answers nothing, and its server closes without waiting for them.
+    const server = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, "127.0.0.1", () => resolve());
+    });
+    servers.push(server);
   }
-  return servers;
+  const releaseDecoy = async (): Promise<void> => {
+    const claim = join(claims, String(decoy));
+    if ((await readFile(claim, "utf8").catch(() => "")) === decoyDir) await rm(claim, { force: true });
+  };
+  return { servers, releaseDecoy };
 }
 
 const core = (c: LocalCluster): CoreV1Api => loadKubeConfig(c.kubeconfigPath).makeApiClient(CoreV1Api);
