@@ -111,6 +111,41 @@ test("matchingRun counts the blocks whose fingerprints match from a block on, ac
   t.is(withZeros.matchingRun(0, fps, 0, 8), 0, "a zero run has no fingerprints to match");
 });
 
+test("a list's zero runs are found by search: a zero-hash marker only at a hash boundary, never across two hashes", (t) => {
+  const ZERO = crypto.createHash("sha256").update(Buffer.alloc(4096)).digest();
+  // Data, a zero block, data, two zero blocks, data: the runs round-trip through the canonical encoding.
+  const zero = Buffer.alloc(4096);
+  const data = Buffer.concat([crypto.randomBytes(4096), zero, crypto.randomBytes(8192), zero, zero, crypto.randomBytes(4096)]);
+  const list = new BlockList();
+  list.appendData(data, true);
+  t.is(list.length, 7);
+  t.is(list.dataBlocks, 4);
+  t.deepEqual([1, 4, 5].map((b) => list.isZeroAt(b)), [true, true, true]);
+  t.deepEqual([0, 2, 3, 6].map((b) => list.isZeroAt(b)), [false, false, false, false]);
+  const encoded = Buffer.concat([...list.encode()]);
+  const back = BlockList.decode(encoded);
+  t.true(back.digest().equals(list.digest()));
+  t.is(back.length, 7);
+  // Two data hashes that hold the zero hash's bytes between them (its first 12 at the end of one, the rest at the
+  // start of the next): no run marker, and decoded as the two hashes they are.
+  const a = Buffer.concat([crypto.randomBytes(20), ZERO.subarray(0, 12)]);
+  const b = Buffer.concat([ZERO.subarray(12), crypto.randomBytes(12)]);
+  const first = crypto.randomBytes(32);
+  const straddling = BlockList.decode(Buffer.concat([first, a, b]));
+  t.is(straddling.length, 3);
+  t.is(straddling.dataBlocks, 3);
+  t.deepEqual([straddling.at(0), straddling.at(1), straddling.at(2)], [first, a, b]);
+  // A real marker after them still starts a run.
+  const run = Buffer.alloc(40);
+  ZERO.copy(run);
+  run.writeBigUInt64LE(5n, 32);
+  const withRun = BlockList.decode(Buffer.concat([first, a, b, run]));
+  t.is(withRun.length, 8);
+  t.true(withRun.isZeroAt(7));
+  // And a list of hashes cut inside one is refused, as before.
+  t.throws(() => BlockList.decode(Buffer.concat([first, a, b.subarray(0, 31)])), { message: /malformed/ });
+});
+
 test("a stored list keeps its fingerprints; a damaged fingerprint file only costs them, never the list", (t) => {
   const dir = fs.mkdtempSync(path.join(base, "store-"));
   const store = new BlockStore(dir);

@@ -132,13 +132,16 @@ export class BlockList {
   appendData(data: Uint8Array, fingerprints = false): void {
     const { shas, fps } = scratchFor(data.length);
     const blocks = blockHashes(data, fingerprints ? fps : null, shas);
-    // A full zero block's sha256 is ZERO_BLOCK_HASH itself: the runs between zero blocks are appended in bulk.
+    // A full zero block's sha256 is ZERO_BLOCK_HASH itself: the runs between zero blocks are appended in bulk, found
+    // by one native search each rather than one comparison per block.
+    const end = blocks * HASH_BYTES;
     let run = 0;
-    for (let b = 0; b <= blocks; b++) {
-      const zero = b < blocks && shas.compare(ZERO_BLOCK_HASH, 0, HASH_BYTES, b * HASH_BYTES, (b + 1) * HASH_BYTES) === 0;
-      if (b < blocks && !zero) continue;
+    for (;;) {
+      const z = nextZeroHash(shas, run * HASH_BYTES, end);
+      const b = z < 0 ? blocks : z / HASH_BYTES;
       if (b > run) this.appendHashes(shas, run * HASH_BYTES, b - run, fingerprints ? fps : undefined, run * FINGERPRINT_BYTES);
-      if (zero) this.appendZeros(1);
+      if (z < 0) return;
+      this.appendZeros(1);
       run = b + 1;
     }
   }
@@ -360,16 +363,30 @@ export class BlockList {
         lastWasRun = true;
         continue;
       }
-      // A stretch of data hashes up to the next run marker, copied in bulk.
-      let e = o + HASH_BYTES;
-      while (e + HASH_BYTES <= buf.length && ZERO_BLOCK_HASH.compare(buf, e, e + HASH_BYTES) !== 0) e += HASH_BYTES;
-      if (e + HASH_BYTES > buf.length && e !== buf.length) throw badList();
+      // A stretch of data hashes up to the next run marker, found by one native search and copied in bulk.
+      const marker = nextZeroHash(buf, o + HASH_BYTES, buf.length);
+      const e = marker < 0 ? o + HASH_BYTES * Math.floor((buf.length - o) / HASH_BYTES) : marker;
+      if (marker < 0 && e !== buf.length) throw badList();
       out.appendHashes(buf, o, (e - o) / HASH_BYTES, undefined, 0);
       o = e;
       lastWasRun = false;
     }
     return out;
   }
+}
+
+/**
+ * The offset of the first ZERO_BLOCK_HASH in `buf` at a multiple of HASH_BYTES from `from` (itself one) and ending by
+ * `end`, or -1. Buffer.indexOf searches natively; a match straddling two hashes is no marker, and the search goes on.
+ */
+function nextZeroHash(buf: Buffer, from: number, end: number): number {
+  for (let at = from; at + HASH_BYTES <= end; ) {
+    const i = buf.indexOf(ZERO_BLOCK_HASH, at);
+    if (i < 0 || i + HASH_BYTES > end) return -1;
+    if ((i - from) % HASH_BYTES === 0) return i;
+    at = i + 1;
+  }
+  return -1;
 }
 
 function grow(buf: Buffer, bytes: number, used: number): Buffer {

@@ -663,7 +663,7 @@ class SourceRound {
       // A file the target no longer holds with the vouched hash is read anyway, and costs the budget nothing.
       if (targetHas(hash, st.size) && this.verify.take(st.size)) hash = undefined;
       else vouched = true;
-    } else if (hash !== undefined && isLarge(st.size) && !this.blocks.has(hash)) {
+    } else if (hash !== undefined && isLarge(st.size) && !this.blocks.stored(hash)) {
       hash = undefined; // list lost
     } else if (cached === undefined && tFile !== undefined && tFile.hash.length === 32 && sameStat(tFile, meta, st.size) && !this.torns.has(w.path)) {
       // No entry at all (the cache was lost, or this is a new source for a target that holds the volume): like
