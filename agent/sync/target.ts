@@ -57,7 +57,7 @@ import type { VolumeLock } from "./volume-lock.js";
 import { STAGING_DIR, StagingDir } from "./staging.js";
 import { idleLimited, LoopTurns, syncTimeouts, withKeepalive } from "./idle.js";
 import type { SyncTimeouts } from "./idle.js";
-import { loadTornFiles, tornJournalFor } from "./torn.js";
+import { ChangedBlocks, loadTornFiles, tornJournalFor } from "./torn.js";
 import { HeldLists, offerRecords } from "./list-offers.js";
 import { ownerTag, sweepLeftovers } from "./leftovers.js";
 
@@ -200,6 +200,8 @@ interface PatchJournal {
   prefixBlocks: number;
   /** The unknown range a torn file had before this patch, which stays unknown until rewritten. */
   dirty: number;
+  /** The blocks that differ from the base: a torn file's within its verified prefix, then those this patch writes. */
+  changes: ChangedBlocks;
 }
 
 /** What the target keeps of a large file whose round was cut: its first `blocks` blocks, verified, and their hashes. */
@@ -318,7 +320,7 @@ class TargetRound {
       this.staging.clear(RESUME_NAME);
       this.stagingReady = true;
     }
-    this.torns = loadTornFiles(this.stateDir);
+    this.torns = loadTornFiles(this.stateDir, (hash) => this.blocks.get(hash));
     for (const [p, t] of this.torns) {
       if (lstatOrUndefined(this.abs(p))?.isFile() === true) continue;
       // Removed or replaced since (by hand): nothing of it is left to repair.
@@ -887,7 +889,8 @@ class TargetRound {
     if (torn !== undefined && prefixBlocks > 0) list.copyFrom(torn.prefixList, 0, prefixBlocks);
     // Journaled before the first write (beforePatchWrite): from then on the file is torn until fileEnd has verified
     // it. A patch refused before it wrote anything leaves the file as complete as it was.
-    this.patchJournal = { journal: this.torns.get(p)?.journal ?? tornJournalFor(this.stateDir, p), begun: false, baseHash: Buffer.from(baseHash), prefixBlocks, dirty };
+    const changes = torn !== undefined ? torn.changes.prefix(prefixBlocks) : new ChangedBlocks();
+    this.patchJournal = { journal: this.torns.get(p)?.journal ?? tornJournalFor(this.stateDir, p), begun: false, baseHash: Buffer.from(baseHash), prefixBlocks, dirty, changes };
     const fd = fs.openSync(abs, fs.constants.O_WRONLY | O_NOFOLLOW);
     this.file = { path: p, abs, meta, mode, fd, staging: "", list, base, offset: resumeFrom, oldSize: st.size, checkpoint: resumeFrom, mustWriteUntil: dirty * BLOCK_BYTES };
   }
@@ -904,10 +907,10 @@ class TargetRound {
     if (f.mode !== "patch" || pj === undefined) return;
     if (!pj.begun) {
       const dirty = Math.max(pj.dirty, pj.prefixBlocks, dirtyAhead(blockCount(end)));
-      pj.journal.begin(f.path, pj.baseHash, f.list, pj.prefixBlocks, dirty);
+      pj.journal.begin(f.path, pj.baseHash, f.list, pj.changes, pj.prefixBlocks, dirty);
       pj.begun = true;
       this.torns.set(f.path, {
-        file: { path: f.path, baseHash: pj.baseHash, blocks: pj.prefixBlocks, prefixList: f.list.prefix(pj.prefixBlocks), dirtyBlocks: dirty },
+        file: { path: f.path, baseHash: pj.baseHash, blocks: pj.prefixBlocks, prefixList: f.list.prefix(pj.prefixBlocks), changes: pj.changes.prefix(pj.prefixBlocks), dirtyBlocks: dirty },
         journal: pj.journal,
       });
       return;
@@ -921,7 +924,7 @@ class TargetRound {
     const journal = this.journalOf(f);
     if (journal === undefined || f.fd < 0 || blocks * BLOCK_BYTES <= f.checkpoint) return;
     fs.fdatasyncSync(f.fd);
-    journal.checkpoint(blocks, f.list);
+    journal.checkpoint(blocks, f.list, (this.patchJournal as PatchJournal).changes);
     f.checkpoint = blocks * BLOCK_BYTES;
   }
 
@@ -950,7 +953,10 @@ class TargetRound {
     this.checkRange(f, offset, data.length);
     this.beforePatchWrite(f, offset + data.length);
     if (f.mode === "whole") writeSparse(f.fd, data, offset);
-    else writeAll(f.fd, data, offset);
+    else {
+      writeAll(f.fd, data, offset);
+      this.patchJournal?.changes.add(offset / BLOCK_BYTES, blockCount(offset + data.length));
+    }
     this.bytesWritten += data.length;
     this.advance(f, offset / BLOCK_BYTES);
     f.list.appendData(data);
@@ -979,6 +985,7 @@ class TargetRound {
     if (f.mode === "patch") {
       if (offset < f.oldSize) this.beforePatchWrite(f, Math.min(offset + length, f.oldSize));
       for (let o = 0; o < length && offset + o < f.oldSize; o += BLOCK_BYTES) writeAll(f.fd, ZERO_BLOCK, offset + o);
+      this.patchJournal?.changes.add(offset / BLOCK_BYTES, (offset + length) / BLOCK_BYTES);
     }
     f.offset = offset + length;
     if (f.mode === "patch" && patchCheckpointDue(f.offset, f.checkpoint)) this.checkpointPatch(f);
@@ -1199,7 +1206,8 @@ class TargetRound {
     const grown = fs.fstatSync(f.fd).size > f.oldSize;
     if (!grown) return this.checkpointPatch(f);
     fs.fdatasyncSync(f.fd);
-    journal.begin(f.path, (this.patchJournal as PatchJournal).baseHash, f.list, Math.min(Math.floor(f.offset / BLOCK_BYTES), Math.floor(f.oldSize / BLOCK_BYTES)), journal.dirtyBlocks);
+    const pj = this.patchJournal as PatchJournal;
+    journal.begin(f.path, pj.baseHash, f.list, pj.changes, Math.min(Math.floor(f.offset / BLOCK_BYTES), Math.floor(f.oldSize / BLOCK_BYTES)), journal.dirtyBlocks);
     fs.ftruncateSync(f.fd, f.oldSize);
   }
 
