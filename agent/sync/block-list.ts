@@ -19,10 +19,9 @@
 // application itself, which can already write what it likes into its own volume. rsync 3.2 makes the same choice with
 // xxh128 for its block checksums.
 import crypto from "node:crypto";
-import { createRequire } from "node:module";
 import { TheseusError } from "../../common/index.js";
 import { BLOCK_BYTES } from "./codec.js";
-import type * as Fingerprints from "theseus-block-fingerprints";
+import { nativeAddon } from "./native.js";
 
 export const ZERO_BLOCK = Buffer.alloc(BLOCK_BYTES);
 export const ZERO_BLOCK_HASH = crypto.hash("sha256", ZERO_BLOCK, "buffer");
@@ -35,21 +34,8 @@ const RUN_BYTES = HASH_BYTES + 8;
 /** Blocks whose fingerprints matchingRun compares in one call while they all match. */
 const MATCH_WINDOW = 16;
 
-// Our own addon (agent/sync/fingerprints: fingerprints.c on the vendored xxhash.h, built by `npm ci`), CommonJS.
-const { blockHashes, fingerprints } = loadAddon();
+const { blockHashes, fingerprints } = nativeAddon;
 export { blockHashes, fingerprints };
-
-function loadAddon(): typeof Fingerprints {
-  try {
-    return createRequire(import.meta.url)("theseus-block-fingerprints") as typeof Fingerprints;
-  } catch (cause) {
-    // An install with --ignore-scripts, or without a compiler, leaves it unbuilt: say so, not "Cannot find module".
-    throw new TheseusError("failed_precondition", "the sync engine's native addon (theseus-block-fingerprints) is not built", {
-      cause,
-      hint: "run `npm rebuild theseus-block-fingerprints` (it needs python3, make and g++), or `npm ci` without --ignore-scripts",
-    });
-  }
-}
 
 /** Scratch outputs of blockHashes for `bytes` of data, reused (grown on demand) across calls. */
 let scratch = { shas: Buffer.alloc(0), fps: Buffer.alloc(0) };

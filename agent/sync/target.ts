@@ -51,6 +51,7 @@ import {
 import { BlockList } from "./block-list.js";
 import type { CacheEntry } from "./state.js";
 import { shortPath, walk, walkError, metaOf, VolumeDigest } from "./walk.js";
+import type { WalkStat } from "./walk.js";
 import { acquireVolumeLock, LOCK_NAME } from "./volume-lock.js";
 import { CACHE_DIR } from "./cache-dir.js";
 import type { VolumeLock } from "./volume-lock.js";
@@ -240,7 +241,7 @@ function dirtyAhead(endBlock: number): number {
 
 interface LargeKnown {
   hash: Uint8Array;
-  st: fs.Stats;
+  st: WalkStat;
 }
 
 /** Marks a path removed in the applied log (NUL never occurs in a real symlink target). */
@@ -1300,7 +1301,7 @@ function lstatOrUndefined(abs: string): fs.Stats | undefined {
   }
 }
 
-function sameStat(a: fs.Stats, b: fs.Stats): boolean {
+function sameStat(a: WalkStat, b: WalkStat): boolean {
   return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
 }
 

@@ -1,24 +1,51 @@
 // The deterministic walk both sides share: pre-order, the names of each directory sorted, symlinks never followed.
 // Memory is O(depth x width of the directories on the current path): no list of the whole volume is ever built.
 // Synchronous syscalls on purpose: lstat through libuv's thread pool costs ~10x more per file than a direct call, and
-// callers yield to the event loop between batches.
+// callers yield to the event loop between batches. Entries are stat'ed by the native addon, LSTAT_BATCH at a time
+// relative to their directory (walk.c): fs.lstatSync resolved each whole path again and built a Stats object with
+// four Dates per file.
 import fs from "node:fs";
 import crypto from "node:crypto";
+import os from "node:os";
 import { systemErrorCode, TheseusError } from "../../common/index.js";
 import type { EntryType, IndexEntry } from "./codec.js";
+import { nativeAddon } from "./native.js";
 import { compareNames, joinPath } from "./paths.js";
 import { toMtimeUs } from "./state.js";
+
+/** What the walk and its callers use of an entry's lstat (an fs.Stats is one too). */
+export interface WalkStat {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  ino: number;
+  dev: number;
+  nlink: number;
+  blocks: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
 
 export interface WalkEntry {
   path: string;
   type: EntryType | "special";
-  st: fs.Stats;
+  st: WalkStat;
 }
+
+/** Entries stat'ed per native call; a directory's frame holds their stats until the walk passes them. */
+const LSTAT_BATCH = 256;
+const LSTAT_FIELDS = 13;
 
 interface Frame {
   dir: string;
+  abs: string;
   names: string[];
   i: number;
+  /** Stats of names[statFrom, statFrom + statCount), LSTAT_FIELDS each (walk.c); statCount -1: stat each by path. */
+  stats: Float64Array;
+  statFrom: number;
+  statCount: number;
 }
 
 /** Walks `root` (which must be a real directory). `skipRootNames` hides names at the top level (the staging dir). */
@@ -28,40 +55,89 @@ export function* walk(root: string, skipRootNames: ReadonlySet<string> = new Set
     throw new TheseusError("invalid_argument", `the volume root ${root} is not a directory`);
   }
   yield { path: "", type: "dir", st: rootSt };
-  const stack: Frame[] = [{ dir: "", names: listDir(root, "", skipRootNames, false) ?? [], i: 0 }];
+  // One stats buffer per depth, reused by the frames at that depth in turn.
+  const buffers: Float64Array[] = [];
+  const frame = (dir: string, abs: string, names: string[]): Frame => {
+    const stats = (buffers[stack.length] ??= new Float64Array(LSTAT_BATCH * LSTAT_FIELDS));
+    return { dir, abs, names, i: 0, stats, statFrom: 0, statCount: 0 };
+  };
+  const stack: Frame[] = [];
+  stack.push(frame("", root, listDir(root, "", skipRootNames, false) ?? []));
   while (stack.length > 0) {
     const top = stack[stack.length - 1] as Frame;
     if (top.i >= top.names.length) {
       stack.pop();
       continue;
     }
-    const name = top.names[top.i++] as string;
+    const k = top.i++;
+    const name = top.names[k] as string;
     const rel = joinPath(top.dir, name);
-    const abs = `${root}/${rel}`;
-    let st: fs.Stats;
-    try {
-      st = fs.lstatSync(abs);
-    } catch (e) {
-      // Vanished between readdir and lstat: the live app deleted it, which is what the target should see too.
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
-      throw walkError(e, rel);
-    }
-    const type: WalkEntry["type"] = st.isDirectory()
-      ? "dir"
-      : st.isFile()
-        ? "file"
-        : st.isSymbolicLink()
-          ? "symlink"
-          : "special";
+    const abs = `${top.abs}/${name}`;
+    const st = statOf(top, k, abs, rel);
+    if (st === undefined) continue; // vanished between readdir and lstat: the live app deleted it
+    const type = typeOf(st.mode);
     yield { path: rel, type, st };
     if (type === "dir") {
       // Listed only when the consumer asks for the next entry: by then the directory may have been deleted or
       // replaced (by the live app on a source, by the round itself on a target), which is not an error.
       const names = listDir(abs, rel, undefined, true);
-      if (names !== undefined) stack.push({ dir: rel, names, i: 0 });
+      if (names !== undefined) stack.push(frame(rel, abs, names));
     }
   }
 }
+
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+
+function typeOf(mode: number): WalkEntry["type"] {
+  const t = mode & S_IFMT;
+  return t === S_IFDIR ? "dir" : t === S_IFREG ? "file" : t === S_IFLNK ? "symlink" : "special";
+}
+
+/** names[k]'s lstat, from the frame's batch (filled on demand); undefined when it has vanished. */
+function statOf(f: Frame, k: number, abs: string, rel: string): WalkStat | undefined {
+  if (f.statCount >= 0 && k >= f.statFrom + f.statCount) {
+    const count = Math.min(LSTAT_BATCH, f.names.length - k);
+    const n = nativeAddon.lstatAt(f.abs, f.names, k, count, f.stats);
+    // The directory could not be opened (gone, replaced, or refused): each entry by its path, for fs's own errors.
+    if (n < 0) f.statCount = -1;
+    else {
+      f.statFrom = k;
+      f.statCount = n;
+    }
+  }
+  if (f.statCount >= 0) {
+    const s = f.stats;
+    const o = (k - f.statFrom) * LSTAT_FIELDS;
+    const errno = s[o] as number;
+    if (errno === 0) {
+      return {
+        mode: s[o + 1] as number,
+        uid: s[o + 2] as number,
+        gid: s[o + 3] as number,
+        size: s[o + 4] as number,
+        ino: s[o + 5] as number,
+        dev: s[o + 6] as number,
+        nlink: s[o + 7] as number,
+        blocks: s[o + 8] as number,
+        // As Node computes Stats' mtimeMs and ctimeMs, to the bit: the hash caches compare them exactly.
+        mtimeMs: (s[o + 9] as number) * 1000 + (s[o + 10] as number) / 1e6,
+        ctimeMs: (s[o + 11] as number) * 1000 + (s[o + 12] as number) / 1e6,
+      };
+    }
+    if (errno === ENOENT) return undefined;
+  }
+  // Errors other than a vanished entry are rare: fs.lstatSync gives them as Node does (or succeeds, on a retry).
+  try {
+    return fs.lstatSync(abs);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw walkError(e, rel);
+  }
+}
+const ENOENT = os.constants.errno.ENOENT;
 
 function listDir(abs: string, rel: string, skip: ReadonlySet<string> | undefined, mayVanish: boolean): string[] | undefined {
   let names: string[];
@@ -136,7 +212,7 @@ export function shortPath(p: string): string {
 }
 
 /** Metadata as the protocol carries it. */
-export function metaOf(st: fs.Stats, type: EntryType): IndexEntry["meta"] {
+export function metaOf(st: WalkStat, type: EntryType): IndexEntry["meta"] {
   return {
     mode: type === "symlink" ? 0 : st.mode & 0o7777,
     uid: st.uid,

@@ -7,6 +7,7 @@
 #include "xxhash/xxhash.h"
 #include <node_api.h>
 #include <openssl/sha.h>
+#include "walk.h"
 
 #define BLOCK_BYTES 4096
 #define FINGERPRINT_BYTES 16
@@ -87,6 +88,8 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_set_named_property(env, exports, "fingerprints", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "blockHashes", NAPI_AUTO_LENGTH, block_hashes, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "blockHashes", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "lstatAt", NAPI_AUTO_LENGTH, walk_lstat_at, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "lstatAt", fn) != napi_ok) return NULL;
   return exports;
 }
 
