@@ -258,6 +258,8 @@ export class ByteWriter {
     this.pos += b.length;
   }
   str(s: string): void {
+    // Most entries' link target and hard-link path are empty.
+    if (s.length === 0) return this.u8(0);
     const max = s.length * 3;
     this.ensure(max + 8);
     // Reserve a 3-byte varint for the length when the string may need it; write in place to avoid a temporary.
@@ -322,6 +324,7 @@ export class ByteReader {
   }
   str(max: number): string {
     const n = this.uint();
+    if (n === 0) return "";
     if (n > max) throw malformed(`string of ${n} bytes exceeds the limit of ${max}`);
     if (this.pos + n > this.buf.length) throw truncated();
     const s = this.buf.toString("utf8", this.pos, this.pos + n);

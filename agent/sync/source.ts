@@ -1021,6 +1021,9 @@ function readAt(fd: number, buf: Buffer, length: number, position: number, rel: 
   }
 }
 
+/** For hashes (32 bytes), once or twice per file: a loop, where a Buffer view and a native call cost more. */
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
