@@ -167,6 +167,20 @@ export class BlockList {
     }
   }
 
+  /**
+   * Appends `n` non-zero hashes that stay in `src` from byte offset `first` on: segments of at most CHUNK_BLOCKS that
+   * are views of it, each full for appendHashes, which copies it into a chunk of its own before growing it.
+   */
+  private adoptHashes(src: Buffer, first: number, n: number): void {
+    this.dropFingerprints();
+    for (let i = 0; i < n; i += CHUNK_BLOCKS) {
+      const take = Math.min(CHUNK_BLOCKS, n - i);
+      const at = first + i * HASH_BYTES;
+      this.segs.push({ hashes: src.subarray(at, at + take * HASH_BYTES), fps: undefined, n: take });
+      this.count += take;
+    }
+  }
+
   private dropFingerprints(): void {
     if (!this.fingerprinted) return;
     this.fingerprinted = false;
@@ -319,7 +333,11 @@ export class BlockList {
     let o = 0;
     for (const s of this.segs) {
       if (!("hashes" in s)) continue;
-      s.fps = Buffer.from(buf.subarray(o, o + s.n * FINGERPRINT_BYTES));
+      // A view, like the hashes decode() keeps, where the chunk is full (appendHashes copies both before it grows
+      // them); a chunk with room to grow gets a copy with as much room.
+      const fps = buf.subarray(o, o + s.n * FINGERPRINT_BYTES);
+      const room = s.hashes.length / HASH_BYTES;
+      s.fps = room === s.n ? fps : Buffer.concat([fps], room * FINGERPRINT_BYTES);
       o += s.n * FINGERPRINT_BYTES;
     }
     this.fingerprinted = true;
@@ -333,7 +351,11 @@ export class BlockList {
     return h.digest();
   }
 
-  /** Parses a canonical encoding (from the agent's own state; refuses anything malformed or not canonical). */
+  /**
+   * Parses a canonical encoding (from the agent's own state; refuses anything malformed or not canonical). The list
+   * keeps views of `buf`, not copies (a 1 GiB file's list is 8 MiB, read each round it changes): `buf` must not be
+   * written afterwards. Appending to the list copies a view before it grows it.
+   */
   static decode(buf: Buffer): BlockList {
     const out = new BlockList();
     let o = 0;
@@ -353,7 +375,7 @@ export class BlockList {
       const marker = nextZeroHash(buf, o + HASH_BYTES, buf.length);
       const e = marker < 0 ? o + HASH_BYTES * Math.floor((buf.length - o) / HASH_BYTES) : marker;
       if (marker < 0 && e !== buf.length) throw badList();
-      out.appendHashes(buf, o, (e - o) / HASH_BYTES, undefined, 0);
+      out.adoptHashes(buf, o, (e - o) / HASH_BYTES);
       o = e;
       lastWasRun = false;
     }

@@ -58,13 +58,16 @@ export function validatePeerPath(path: string, allowRoot = false): string {
   if (path.length > MAX_PATH_LENGTH) throw protocolPath(path.slice(0, 80) + "...", "path too long");
   if (path.includes("\0")) throw protocolPath(path, "NUL in path");
   if (path.startsWith("/")) throw protocolPath(path, "absolute path");
+  // Component by component without slicing: this runs for every entry of every index and record a peer sends.
   let start = 0;
   for (;;) {
-    const end = path.indexOf("/", start);
-    const name = end < 0 ? path.slice(start) : path.slice(start, end);
-    if (name === "" || name === "." || name === "..") throw protocolPath(path, `forbidden component "${name}"`);
-    if (name.length > MAX_NAME_LENGTH) throw protocolPath(path, "name too long");
-    if (end < 0) break;
+    const found = path.indexOf("/", start);
+    const end = found < 0 ? path.length : found;
+    const n = end - start;
+    const dot = n <= 2 && path.charCodeAt(start) === 46 && (n === 1 || path.charCodeAt(start + 1) === 46);
+    if (n === 0 || dot) throw protocolPath(path, `forbidden component "${path.slice(start, end)}"`);
+    if (n > MAX_NAME_LENGTH) throw protocolPath(path, "name too long");
+    if (found < 0) break;
     start = end + 1;
   }
   return path;

@@ -567,7 +567,6 @@ class SourceRound {
     groups: Map<string, LinkGroup>,
     keepBlocks: Set<string>,
   ): PendingLarge | undefined {
-    const abs = w.path === "" ? this.root : `${this.root}/${w.path}`;
     const st = w.st;
     if (w.type === "special") {
       // Sockets, fifos and devices are not data; they are counted and named in the statistics, never silently dropped.
@@ -599,7 +598,7 @@ class SourceRound {
       let target: string;
       try {
         this.beforeOpen?.(w.path);
-        target = fs.readlinkSync(abs);
+        target = fs.readlinkSync(this.absOf(w.path));
       } catch (e) {
         if (isVanished(e)) return this.vanished(w.path, t);
         throw walkError(e, w.path);
@@ -645,7 +644,7 @@ class SourceRound {
         let n = st.size;
         if (h !== undefined) vouched = cached?.vouched === true;
         else {
-          const data = this.readSmallFile(abs, w.path, st.size);
+          const data = this.readSmallFile(this.absOf(w.path), w.path, st.size);
           if (data === undefined) return this.vanished(w.path, t);
           h = sha256(data);
           n = data.length;
@@ -680,7 +679,7 @@ class SourceRound {
       sent = this.metaOnly(w.path, meta, size, hash, tFile as IndexEntry, metaDiffers);
     } else if (!isLarge(size)) {
       vouched = false;
-      const data = this.readSmallFile(abs, w.path, size);
+      const data = this.readSmallFile(this.absOf(w.path), w.path, size);
       if (data === undefined) return this.vanished(w.path, t);
       hash = sha256(data);
       size = data.length;
@@ -710,6 +709,7 @@ class SourceRound {
       const baseList = tFile !== undefined && (torn !== undefined || isLarge(tFile.size)) ? this.blocks.get(baseHash) : undefined;
       let known = false;
       if (hash === undefined && baseList === undefined && torn === undefined && tFile !== undefined && tFile.size === size) {
+        const abs = this.absOf(w.path);
         const h = this.hashWhole(abs, w.path, size, allHoles(abs, st));
         if (h === undefined) return this.vanished(w.path, t);
         if (h.blocks !== undefined) this.blocks.put(h.hash, h.blocks);
@@ -722,7 +722,7 @@ class SourceRound {
       if (!known) {
         // Streaming is the one asynchronous step (it yields frames): the caller runs it, then calls finish.
         return {
-          abs,
+          abs: this.absOf(w.path),
           rel: w.path,
           meta,
           size,
@@ -749,6 +749,11 @@ class SourceRound {
         stats.vouchedUnverifiedBytes += n;
       }
     }
+  }
+
+  /** The absolute path of the volume's entry at `p` (built only when the entry is read: most are not). */
+  private absOf(p: string): string {
+    return p === "" ? this.root : `${this.root}/${p}`;
   }
 
   /** The target holds this content: send the metadata if it differs. Returns whether a record was sent. */
