@@ -61,6 +61,8 @@ async function claimAndHoldPorts(home: string, slots: readonly number[]): Promis
   await mkdir(claims, { recursive: true });
   const decoyDir = join(home, "decoy-cluster");
   await mkdir(decoyDir, { recursive: true });
+  // Both directories exist before their claims: a claim naming a missing directory is stale, and would be taken over.
+  await mkdir(clusterDir("lc-side-a"), { recursive: true });
   const holders = [decoyDir, clusterDir("lc-side-a")];
   const taken: number[] = [];
   for (let index = 1; index <= 254 && taken.length < holders.length; index++) {
