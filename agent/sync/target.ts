@@ -218,13 +218,13 @@ const RESUME_NAME = "resume";
 const CHECKPOINT_BYTES = 256 * 1024 * 1024;
 /**
  * A patch in place is made durable and its verified prefix journaled once it has moved on by this many bytes and by half
- * the prefix journaled so far; the journal's unknown range is extended ahead of the writes by this and by a quarter of
- * the offset. Each checkpoint rewrites the whole prefix list and fdatasyncs three files, so checkpoints at a fixed 16 MiB
- * made a patch's journaling quadratic: a 1 GiB database with 1% of its pages rewritten cost 64 checkpoints, 256 MiB of
- * list written and 2.4 s of the final round's 3.9 s on the target (issue 12's profile). Growing steps cost about ten
- * checkpoints and a few times the last list. The price: a patch cut short resends its unknown range, now at most about
- * seven eighths of the verified prefix plus 32 MiB, where it was 32 MiB; a cut is the rare case, every round the
- * common one.
+ * the prefix journaled so far. Checkpoints at a fixed 16 MiB made a patch's journaling quadratic (a 1 GiB database with
+ * 1% of its pages rewritten cost 64 checkpoints and 2.4 s of the final round's 3.9 s on the target, issue 12's
+ * profile); growing steps cost about ten. The journal's unknown range reaches to where the next checkpoint falls plus
+ * 16 MiB, and each checkpoint's own header write moves it there: extended apart, a quarter of the offset ahead, it
+ * cost 16 more header writes, each an fdatasync and a rename, for that 1% patch. The price: a patch cut short resends
+ * its unknown range, at most half of its verified prefix plus 32 MiB; a cut is the rare case, every round the common
+ * one.
  */
 const PATCH_CHECKPOINT_BYTES = 16 * 1024 * 1024;
 const PATCH_DIRTY_AHEAD_BLOCKS = (16 * 1024 * 1024) / BLOCK_BYTES;
@@ -234,9 +234,12 @@ function patchCheckpointDue(offset: number, checkpoint: number): boolean {
   return offset - checkpoint >= Math.max(PATCH_CHECKPOINT_BYTES, checkpoint / 2);
 }
 
-/** How far the journal's unknown range reaches once a patch writes up to block `endBlock`. */
+/**
+ * How far the journal's unknown range reaches once a patch writes up to (or is checkpointed at) block `endBlock`: past
+ * the next checkpoint (patchCheckpointDue), so that the writes before it need no header of their own.
+ */
 function dirtyAhead(endBlock: number): number {
-  return endBlock + Math.max(PATCH_DIRTY_AHEAD_BLOCKS, Math.ceil(endBlock / 4));
+  return endBlock + Math.max(PATCH_DIRTY_AHEAD_BLOCKS, Math.ceil(endBlock / 2)) + PATCH_DIRTY_AHEAD_BLOCKS;
 }
 
 interface LargeKnown {
@@ -925,7 +928,7 @@ class TargetRound {
     const journal = this.journalOf(f);
     if (journal === undefined || f.fd < 0 || blocks * BLOCK_BYTES <= f.checkpoint) return;
     fs.fdatasyncSync(f.fd);
-    journal.checkpoint(blocks, f.list, (this.patchJournal as PatchJournal).changes);
+    journal.checkpoint(blocks, f.list, (this.patchJournal as PatchJournal).changes, dirtyAhead(blocks));
     f.checkpoint = blocks * BLOCK_BYTES;
   }
 

@@ -232,15 +232,16 @@ export class TornJournal {
 
   /**
    * Records the first `blocks` blocks as verified; the caller made them durable first. `changes` are those the patch
-   * changed, their hashes in `list`.
+   * changed, their hashes in `list`. The same header write extends the unknown range to `dirtyBlocks`, if that is
+   * further (the patch's writes up to its next checkpoint then need no header of their own).
    */
-  checkpoint(blocks: number, list: BlockList, changes: ChangedBlocks): void {
+  checkpoint(blocks: number, list: BlockList, changes: ChangedBlocks, dirtyBlocks = 0): void {
     const c = this.current;
     if (c === undefined || blocks <= c.blocks) return;
     // A crash between the changes and the header leaves a journal whose changes do not match its header: it is
     // dropped, and the file is re-read and compared whole (costly, never wrong).
     const encoded = this.writeChanges(changes.encode(list, blocks));
-    this.writeHeader({ ...c, blocks, changesHash: sha256(encoded).toString("hex"), dirtyBlocks: Math.max(c.dirtyBlocks, blocks) });
+    this.writeHeader({ ...c, blocks, changesHash: sha256(encoded).toString("hex"), dirtyBlocks: Math.max(c.dirtyBlocks, blocks, dirtyBlocks) });
   }
 
   /** The file is complete and verified, or replaced, or gone: nothing is torn any more. */
